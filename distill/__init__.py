@@ -1,0 +1,1 @@
+"""Understudy offline part: data, models, training, distillation, evaluation, export."""
