@@ -1,0 +1,170 @@
+"""COCO JSON datasets (``instances_*.json``: images, annotations, categories).
+
+``bbox`` is ``[x, y, width, height]`` in pixels. Category ids (any integers) map to
+contiguous class indices in increasing id order; class names are the category names.
+``iscrowd: 1`` annotations are skipped (logged with a count): they are regions, not
+objects, and this project evaluates them as absent.
+
+Validation policy (the JSON file and ``images[i]`` / ``annotations[i]`` in every message):
+- unreadable JSON, missing ``images``/``categories``, a malformed entry, duplicate ids,
+  an annotation whose ``image_id`` or ``category_id`` is unknown (the COCO form of "class
+  id out of range"): :class:`DataError`;
+- an image file that is missing, unreadable, or whose header size differs from the JSON
+  ``width``/``height``: DataError;
+- degenerate and out-of-image boxes: see :func:`distill.data.records.check_box`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distill.data.records import (
+    DatasetSplit,
+    ImageRecord,
+    WarningCounter,
+    boxes_array,
+    check_box,
+    read_image_size,
+)
+from runtime.errors import DataError
+
+log = logging.getLogger(__name__)
+
+COCO_HINT = "COCO bbox is [x, y, width, height] in pixels"
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; DataError naming the file (and line) when it cannot be read."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: annotation file not found") from e
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a text file ({e})") from e
+
+
+def _int_field(entry: Any, key: str, where: str) -> int:
+    if not isinstance(entry, dict) or key not in entry:
+        raise DataError(f"{where}: missing {key!r}")
+    value = entry[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise DataError(f"{where}: {key!r} must be an integer, got {value!r}")
+    return int(value)
+
+
+def parse_categories(data: dict, path: Path) -> tuple[dict[int, int], tuple[str, ...]]:
+    """Category id -> class index (ids in increasing order), and the class names."""
+    cats = data.get("categories")
+    if not isinstance(cats, list) or not cats:
+        raise DataError(f"{path}: 'categories' is missing or empty")
+    by_id: dict[int, str] = {}
+    for i, cat in enumerate(cats):
+        where = f"{path}: categories[{i}]"
+        cid = _int_field(cat, "id", where)
+        if cid in by_id:
+            raise DataError(f"{where}: duplicate category id {cid}")
+        by_id[cid] = str(cat.get("name", cid))
+    ids = sorted(by_id)
+    return {cid: k for k, cid in enumerate(ids)}, tuple(by_id[cid] for cid in ids)
+
+
+def load_coco_split(
+    annotations: str | Path,
+    images_dir: str | Path,
+    class_names: tuple[str, ...] | None = None,
+    source: str | None = None,
+) -> DatasetSplit:
+    """Load one split from a COCO annotation file.
+
+    Args:
+        annotations: the ``instances_<split>.json`` file.
+        images_dir: folder the images' ``file_name`` entries are relative to.
+        class_names: if given (from a dataset YAML), must equal the category names in
+            increasing id order.
+        source: what to call the dataset in messages (default: the JSON path).
+
+    Returns:
+        A :class:`DatasetSplit` with records in increasing image-id order.
+    """
+    path, images_dir = Path(annotations), Path(images_dir)
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a COCO object with 'images' and 'annotations'")
+    cat_index, names = parse_categories(data, path)
+    if class_names is not None and tuple(class_names) != names:
+        raise DataError(
+            f"{path}: category names {list(names)} (in id order) differ from the dataset "
+            f"YAML names {list(class_names)}; make them the same or drop 'names' from the YAML"
+        )
+    if not isinstance(data.get("images"), list):
+        raise DataError(f"{path}: 'images' is missing or not a list")
+    anns = data.get("annotations", [])
+    if not isinstance(anns, list):
+        raise DataError(f"{path}: 'annotations' is not a list")
+
+    images: dict[int, tuple[Path, int, int]] = {}
+    for i, im in enumerate(data["images"]):
+        where = f"{path}: images[{i}]"
+        iid = _int_field(im, "id", where)
+        if iid in images:
+            raise DataError(f"{where}: duplicate image id {iid}")
+        if not isinstance(im.get("file_name"), str):
+            raise DataError(f"{where}: missing 'file_name'")
+        file = images_dir / im["file_name"]
+        w, h = read_image_size(file)
+        if "width" in im or "height" in im:
+            jw, jh = _int_field(im, "width", where), _int_field(im, "height", where)
+            if (jw, jh) != (w, h):
+                raise DataError(f"{where}: JSON size {jw}x{jh} but {file} is {w}x{h}")
+        images[iid] = (file, w, h)
+
+    warnings = WarningCounter()
+    per_image: dict[int, tuple[list, list]] = {iid: ([], []) for iid in images}
+    crowd = 0
+    for i, ann in enumerate(anns):
+        where = f"{path}: annotations[{i}]"
+        if isinstance(ann, dict) and "id" in ann:
+            where += f" (id {ann['id']})"
+        iid = _int_field(ann, "image_id", where)
+        cid = _int_field(ann, "category_id", where)
+        if iid not in images:
+            raise DataError(f"{where}: image_id {iid} is not in 'images'")
+        if cid not in cat_index:
+            raise DataError(
+                f"{where}: category_id {cid} is not one of the categories {sorted(cat_index)}"
+            )
+        if ann.get("iscrowd", 0):
+            crowd += 1
+            continue
+        bbox = ann.get("bbox")
+        if (
+            not isinstance(bbox, list)
+            or len(bbox) != 4
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in bbox)
+        ):
+            raise DataError(f"{where}: 'bbox' must be 4 numbers [x, y, w, h], got {bbox!r}")
+        x, y, bw, bh = (float(v) for v in bbox)
+        _, w, h = images[iid]
+        checked = check_box((x, y, x + bw, y + bh), w, h, where, warnings, hint=COCO_HINT)
+        if checked is not None:
+            per_image[iid][0].append(checked)
+            per_image[iid][1].append(cat_index[cid])
+    if crowd:
+        log.info("%s: skipped %d iscrowd annotation(s)", path, crowd)
+
+    records = [
+        ImageRecord(file, boxes_array(b), np.asarray(c, dtype=np.int64), iid, w, h)
+        for iid, (file, w, h) in sorted(images.items())
+        for b, c in [per_image[iid]]
+    ]
+    lines = warnings.lines()
+    for line in lines:
+        log.warning("%s: %s", source or path, line)
+    return DatasetSplit(records, names, str(source or path), lines)
