@@ -24,7 +24,9 @@ BLOCK_TORCH = textwrap.dedent(
 def run_blocked(code: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", BLOCK_TORCH + textwrap.dedent(code)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -49,5 +51,13 @@ def test_runtime_imports_without_torch() -> None:
 
 
 def test_cli_help_without_torch() -> None:
-    r = run_blocked("from runtime.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n")
+    r = run_blocked(
+        """
+        from runtime.cli import main
+        try:
+            main(["--help"])
+        except SystemExit as e:
+            assert e.code == 0
+        """
+    )
     assert r.returncode == 0, r.stderr

@@ -93,7 +93,7 @@ def detection_loss(
     """
     cls_logits = out.cls.float()
     dist = out.dist.float()
-    b, a, _ = cls_logits.shape
+    b = cls_logits.shape[0]
     reg_max = dist.shape[-1]
     points, stride_col = make_anchors(out.shapes, strides, cls_logits.device)
     bins = torch.arange(reg_max, device=dist.device, dtype=dist.dtype)

@@ -73,7 +73,7 @@ class DecoupledHead(nn.Module):
     def forward(self, feats: list[torch.Tensor]) -> HeadOutput:
         cls_out, dist_out, shapes = [], [], []
         for f, box_branch, cls_branch in zip(feats, self.box, self.cls):
-            b, _, h, w = f.shape
+            h, w = f.shape[2:]
             shapes.append((h, w))
             cls_out.append(cls_branch(f).flatten(2))  # (B, C, HW)
             dist_out.append(box_branch(f).flatten(2))  # (B, 4R, HW)

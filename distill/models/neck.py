@@ -11,7 +11,8 @@ FEATURE_NAMES = ("p3", "p4", "p5")
 
 
 class PANNeck(nn.Module):
-    """(c3, c4, c5) -> {"p3": (B, o3, H/8, W/8), "p4": (B, o4, H/16, W/16), "p5": (B, o5, H/32, W/32)}.
+    """(c3, c4, c5) -> {"p3": (B, o3, H/8, W/8), "p4": (B, o4, H/16, W/16),
+    "p5": (B, o5, H/32, W/32)}.
 
     These named outputs are the features used by feature and attention distillation.
     """
@@ -28,7 +29,9 @@ class PANNeck(nn.Module):
         self.bottom5 = CSPBlock(c4 + c5, c5, n, shortcut=False)
         self.out_channels = {"p3": c3, "p4": c4, "p5": c5}
 
-    def forward(self, feats: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(
+        self, feats: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         c3, c4, c5 = feats
         t4 = self.top4(torch.cat([self.up(c5), c4], 1))
         p3 = self.top3(torch.cat([self.up(t4), c3], 1))

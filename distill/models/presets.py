@@ -36,7 +36,7 @@ PRESETS: dict[str, Scale] = {
 
 
 def _round8(x: float) -> int:
-    return max(8, int(round(x / 8)) * 8)
+    return max(8, round(x / 8) * 8)
 
 
 def build_detector(scale: Scale, num_classes: int, reg_max: int = 16) -> Detector:

@@ -10,7 +10,9 @@ from distill.models.head import HeadOutput, make_anchors
 
 
 def test_split_targets_pads_per_image() -> None:
-    t = torch.tensor([[1, 2, 0, 0, 5, 5], [0, 1, 1, 1, 4, 4], [1, 0, 2, 2, 8, 8]], dtype=torch.float)
+    t = torch.tensor(
+        [[1, 2, 0, 0, 5, 5], [0, 1, 1, 1, 4, 4], [1, 0, 2, 2, 8, 8]], dtype=torch.float
+    )
     labels, boxes, valid = split_targets(t, batch_size=3)
     assert labels.shape == (3, 2)
     assert labels[0].tolist() == [1, -1] and labels[1].tolist() == [2, 0]
@@ -24,7 +26,9 @@ def test_assigner_picks_anchors_inside_the_box_with_its_class() -> None:
     scores = torch.full((1, a, 3), 0.5)
     gt = torch.tensor([[[16.0, 16.0, 40.0, 40.0]]])
     pred = gt.expand(1, a, 4).clone()
-    res = task_aligned_assign(scores, pred, points, torch.tensor([[2]]), gt, torch.tensor([[True]]), topk=4)
+    res = task_aligned_assign(
+        scores, pred, points, torch.tensor([[2]]), gt, torch.tensor([[True]]), topk=4
+    )
     fg_points = points[res.fg[0]]
     assert 1 <= len(fg_points) <= 4
     assert torch.all((fg_points > 16) & (fg_points < 40))
@@ -37,8 +41,15 @@ def test_anchor_claimed_twice_goes_to_higher_iou() -> None:
     points = torch.tensor([[10.0, 10.0]])
     gts = torch.tensor([[[0.0, 0.0, 20.0, 20.0], [5.0, 5.0, 60.0, 60.0]]])
     pred = torch.tensor([[[1.0, 1.0, 19.0, 19.0]]])
-    res = task_aligned_assign(torch.full((1, 1, 2), 0.5), pred, points, torch.tensor([[0, 1]]), gts,
-                              torch.tensor([[True, True]]), topk=1)
+    res = task_aligned_assign(
+        torch.full((1, 1, 2), 0.5),
+        pred,
+        points,
+        torch.tensor([[0, 1]]),
+        gts,
+        torch.tensor([[True, True]]),
+        topk=1,
+    )
     assert res.fg[0, 0] and res.gt_index[0, 0] == 0 and res.labels[0, 0] == 0
 
 
@@ -68,7 +79,9 @@ def test_detection_loss_grad_and_empty_targets() -> None:
     assert set(logs) == {"box", "cls", "dfl"} and asg.fg.any()
     loss.backward()
     assert out.cls.grad is not None and out.dist.grad.abs().sum() > 0
-    empty, logs, asg = detection_loss(_head(2, ((8, 8), (4, 4), (2, 2)), 3), torch.zeros(0, 6), (8, 16, 32))
+    empty, logs, asg = detection_loss(
+        _head(2, ((8, 8), (4, 4), (2, 2)), 3), torch.zeros(0, 6), (8, 16, 32)
+    )
     assert torch.isfinite(empty) and logs["box"] == 0 and not asg.fg.any()
 
 
