@@ -87,6 +87,8 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
             raise ConfigError(f"{source}: {key} must be a list, got {value!r}")
         inner = typing.get_args(tp)[0]
         return tuple(_coerce(inner, v, source, key) for v in value)
+    if tp is str and isinstance(value, bool):  # YAML 1.1 reads on/off/yes/no as booleans
+        return "on" if value else "off"
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float, str, bool) and not (

@@ -1,0 +1,106 @@
+"""The training loop: checkpoints, resume, determinism, DDP, bad checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill.checkpoint import load_detector, read_checkpoint
+from distill.config import load
+from distill.data.torch_dataset import DetectionDataset
+from distill.train import TrainConfig, train
+from runtime.cli import main
+from runtime.errors import ModelFileError
+
+BASE = ["model=nano", "img_size=64", "batch_size=4", "bf16=off"]
+
+
+def cfg(*extra: str) -> TrainConfig:
+    return load(TrainConfig, None, BASE + list(extra))
+
+
+def test_checkpoint_contents(tiny_checkpoint: Path) -> None:
+    ckpt = read_checkpoint(tiny_checkpoint)
+    assert "train_state" not in ckpt  # model.pt holds only the model
+    assert ckpt["preset"] == "nano" and ckpt["img_size"] == 64
+    assert ckpt["class_names"][:2] == ["disc", "ring"]
+    assert {"map50_95", "map50", "train_seconds"} <= set(ckpt["metrics"])
+    last = read_checkpoint(tiny_checkpoint.parent / "last.pt")
+    assert {"model_raw", "optimizer", "epoch", "step"} <= set(last["train_state"])
+    model, info = load_detector(tiny_checkpoint)
+    assert not model.training and "model" not in info
+    lines = (tiny_checkpoint.parent / "metrics.jsonl").read_text().splitlines()
+    record = json.loads(lines[-1])
+    assert record["epoch"] == 1 and record["step"] == 2 and "loss_box" in record
+
+
+def test_seeded_runs_are_reproducible(tmp_path: Path, tiny_data: Path) -> None:
+    a = train(cfg("epochs=1", "max_steps=2"), tiny_data, tmp_path / "a", progress=False)
+    b = train(cfg("epochs=1", "max_steps=2"), tiny_data, tmp_path / "b", progress=False)
+    wa, wb = torch.load(a, weights_only=True)["model"], torch.load(b, weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_continues_an_interrupted_run(tmp_path: Path, tiny_data: Path, monkeypatch) -> None:
+    full = train(cfg("epochs=2"), tiny_data, tmp_path / "full", progress=False)
+    out = tmp_path / "resumed"
+    original = DetectionDataset.set_epoch
+
+    def interrupt_at_epoch_2(self, epoch: int) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+        original(self, epoch)
+
+    monkeypatch.setattr(DetectionDataset, "set_epoch", interrupt_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg("epochs=2"), tiny_data, out, progress=False)
+    assert (out / "last.pt").is_file() and not (out / "model.pt").exists()
+    monkeypatch.setattr(DetectionDataset, "set_epoch", original)
+    resumed = train(cfg("epochs=2"), tiny_data, out, resume=True, progress=False)
+    epochs = [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+    wf = torch.load(full, weights_only=True)["model"]
+    wr = torch.load(resumed, weights_only=True)["model"]
+    assert all(torch.equal(wf[k], wr[k]) for k in wf), (
+        "resumed run must equal the uninterrupted one"
+    )
+
+
+@pytest.mark.timeout(300)
+def test_ddp_two_cpu_processes(tmp_path: Path, tiny_data: Path) -> None:
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "runtime.cli", "train",
+         "--model", "nano", "--data", str(tiny_data), "--out", str(out), "--img-size", "64",
+         "--epochs", "1", "--batch-size", "2", "--set", "max_steps=2", "--set", "bf16=off",
+         "--no-progress"],
+        capture_output=True, text=True, timeout=280, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out / "model.pt").is_file()
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["step"] == 2 and record["images_per_s"] > 0
+
+
+def test_bad_checkpoints_give_one_line_errors(
+    tmp_path: Path, tiny_checkpoint: Path, capsys
+) -> None:
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(tiny_checkpoint.read_bytes()[:1000])
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"state_dict": {}}, wrong)
+    for path in (truncated, wrong, tmp_path / "missing.pt"):
+        with pytest.raises(ModelFileError, match=path.name):
+            read_checkpoint(path)
+    code = main(["eval", "--model", str(wrong), "--data", str(tiny_checkpoint.parent)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
