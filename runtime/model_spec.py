@@ -98,7 +98,9 @@ class ModelSpec:
                     d[k] = tuple(d[k])
             return cls(**d, extra=extra)
         except TypeError as e:
-            raise ModelFileError(f"{source}: incomplete Understudy metadata ({e}); re-export") from e
+            raise ModelFileError(
+                f"{source}: incomplete Understudy metadata ({e}); re-export"
+            ) from e
 
     def to_metadata_props(self) -> dict[str, str]:
         """``metadata_props`` entries: ``understudy.<key>`` -> JSON value."""
