@@ -1,0 +1,400 @@
+"""Stream-load benchmark: N concurrent camera streams at F FPS against `understudy serve`.
+
+    python benchmarks/stream.py --model student.onnx [--scenarios 1x30 4x30] [--duration 20]
+        [--budget-ms 33] [--size 640x480] [--micro-batch] [--video synth.mp4]
+
+For every scenario ``NxF`` a fresh server runs in another process (``python -m runtime.cli
+serve``). Each stream has its own channel and sends pre-encoded JPEG frames open loop:
+frame ``i`` leaves at ``t0 + offset + i / F`` whatever the answers do (streams are
+staggered by ``1 / (N F)``). Per row: delivered FPS (answers per second, all streams),
+drop rate (drop notices / frames settled), end-to-end p50/p90/p99 (answer arrival minus
+capture time, client clock), overhead (end-to-end minus inference; ``server_overhead``:
+the server's total minus inference), budget-miss rate (answered frames whose end-to-end
+exceeded the budget), and the server's resident memory (VmRSS) when the streams start and
+when they end. ``--micro-batch`` adds the same scenarios with ``--max-batch`` > 1.
+
+Writes ``benchmarks/results/stream.json`` (format in DESIGN.md) and ``stream.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from runtime.client import DetectorClient  # noqa: E402
+from runtime.frames import encode_image  # noqa: E402
+from runtime.stream_stats import StreamStats  # noqa: E402
+
+MD_COLUMNS = (
+    ("streams", "streams"),
+    ("fps_per_stream", "fps/stream"),
+    ("max_batch", "max batch"),
+    ("budget_ms", "budget ms"),
+    ("delivered_fps", "delivered fps"),
+    ("drop_rate", "drop rate"),
+    ("e2e_p50_ms", "e2e p50"),
+    ("e2e_p90_ms", "e2e p90"),
+    ("e2e_p99_ms", "e2e p99"),
+    ("infer_p50_ms", "infer p50"),
+    ("overhead_p50_ms", "overhead p50"),
+    ("server_overhead_p50_ms", "server overhead p50"),
+    ("budget_miss_rate", "budget miss"),
+    ("server_rss_mb_start", "RSS start MB"),
+    ("server_rss_mb_end", "RSS end MB"),
+)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MiB, from /proc/<pid>/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024.0, 1)
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def bench_frames(width: int, height: int, video: Path | None, n: int = 30) -> list[bytes]:
+    """``n`` JPEG frames (quality 90): from ``video`` or synthetic shapes on noise."""
+    images = []
+    if video is not None:
+        cap = cv2.VideoCapture(str(video))
+        while len(images) < n:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            images.append(cv2.resize(frame, (width, height)))
+        cap.release()
+        if not images:
+            raise SystemExit(f"{video}: no frames could be read")
+    rng = np.random.default_rng(0)
+    while len(images) < n:
+        img = rng.integers(0, 60, (height, width, 3), dtype=np.uint8)
+        for _ in range(6):
+            color = tuple(int(c) for c in rng.integers(60, 256, 3))
+            x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+            s = int(rng.integers(10, min(width, height) // 3))
+            cv2.rectangle(img, (x, y), (x + s, y + s // 2 + 5), color, -1)
+        images.append(img)
+    return [encode_image(img, "jpeg", 90) for img in images]
+
+
+class Server:
+    """``understudy serve`` in a subprocess; the port is read from its output."""
+
+    def __init__(self, args: list[str]) -> None:
+        cmd = [sys.executable, "-m", "runtime.cli", "serve", "--port", "0", *args]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+        self.target = self._wait("listening on").strip().rsplit(" ", 1)[-1]
+        self._wait("ready")
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:  # type: ignore[union-attr]
+            self.lines.put(line)
+
+    def _wait(self, text: str, timeout: float = 300.0) -> str:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                line = self.lines.get(timeout=1.0)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            self.log.append(line)
+            if text in line:
+                return line
+        raise SystemExit("server did not start:\n" + "".join(self.log))
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return -9
+
+
+def run_stream(
+    target: str,
+    frames: list[bytes],
+    fps: float,
+    offset: float,
+    t0: float,
+    duration: float,
+    budget_ms: float,
+    stats: StreamStats,
+    out: dict,
+) -> None:
+    """One camera: open-loop sender (this thread) and a receiver thread."""
+    client = DetectorClient(target)
+    call = client.open_stream(camera_id=f"cam{offset:.4f}", budget_ms=budget_ms, queue_size=8)
+    errors: list[str] = []
+
+    def receive() -> None:
+        try:
+            for response in call:
+                stats.record(response)
+        except Exception as e:  # the server died or refused the stream
+            errors.append(repr(e))
+
+    receiver = threading.Thread(target=receive, daemon=True)
+    receiver.start()
+    sent, i = 0, 0
+    while True:
+        due = t0 + offset + i / fps
+        if due - t0 >= duration:
+            break
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        call.send(frames[i % len(frames)], frame_id=i)
+        sent, i = sent + 1, i + 1
+    call.close()
+    receiver.join(30)
+    out.update(sent=sent, client_dropped=call.client_dropped, errors=errors)
+    client.close()
+
+
+def run_scenario(
+    model: Path,
+    streams: int,
+    fps: float,
+    args: argparse.Namespace,
+    frames: list[bytes],
+    max_batch: int,
+) -> dict:
+    serve_args = [
+        "--model",
+        str(model),
+        "--budget-ms",
+        str(args.budget_ms),
+        "--policy",
+        args.policy,
+        "--max-batch",
+        str(max_batch),
+        "--max-wait-ms",
+        str(args.max_wait_ms),
+    ]
+    if args.threads:
+        serve_args += ["--threads", str(args.threads)]
+    if args.reduced_decode:
+        serve_args.append("--reduced-decode")
+    server = Server(serve_args)
+    try:
+        rss_start = rss_mb(server.proc.pid)
+        per_stream = [StreamStats() for _ in range(streams)]
+        outs: list[dict] = [{} for _ in range(streams)]
+        t0 = time.perf_counter() + 0.2
+        threads = [
+            threading.Thread(
+                target=run_stream,
+                args=(
+                    server.target,
+                    frames,
+                    fps,
+                    k / (fps * streams),
+                    t0,
+                    args.duration,
+                    args.budget_ms,
+                    per_stream[k],
+                    outs[k],
+                ),
+            )
+            for k in range(streams)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(args.duration + 60)
+        elapsed = time.perf_counter() - t0
+        rss_end = rss_mb(server.proc.pid)
+    finally:
+        exit_code = server.stop()
+    total = StreamStats()
+    for s in per_stream:
+        total.merge(s)
+    summary = total.summary(sent=sum(o.get("sent", 0) for o in outs), elapsed_s=elapsed)
+    errors = [e for o in outs for e in o.get("errors", [])]
+    return {
+        "streams": streams,
+        "fps_per_stream": fps,
+        "budget_ms": args.budget_ms,
+        **{
+            k: summary[k]
+            for k in (
+                "delivered_fps",
+                "drop_rate",
+                "e2e_p50_ms",
+                "e2e_p90_ms",
+                "e2e_p99_ms",
+                "overhead_p50_ms",
+                "server_overhead_p50_ms",
+                "infer_p50_ms",
+                "budget_miss_rate",
+                "server_budget_miss_rate",
+                "sent",
+                "answered",
+                "dropped",
+                "dropped_by_reason",
+                "errors",
+            )
+        },
+        "server_rss_mb_start": rss_start,
+        "server_rss_mb_end": rss_end,
+        "max_batch": max_batch,
+        "policy": args.policy,
+        "reduced_decode": args.reduced_decode,
+        "duration_s": args.duration,
+        "frame": f"{args.size[0]}x{args.size[1]} jpeg",
+        "model": model.name,
+        "client_dropped": sum(o.get("client_dropped", 0) for o in outs),
+        "stream_errors": errors,
+        "server_exit_code": exit_code,
+    }
+
+
+def write_results(out_dir: Path, name: str, command: str, rows: list[dict]) -> Path:
+    doc = {
+        "command": command,
+        "machine": machine(),
+        "date": datetime.date.today().isoformat(),
+        "rows": rows,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)
+    lines = [
+        f"# Stream load ({doc['date']})",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {doc['machine']}",
+        "",
+        "Open-loop camera streams of pre-encoded JPEG frames; latencies in ms (end to end = "
+        "answer arrival minus capture time on the client; overhead = end to end minus "
+        "inference; server overhead = server total minus inference). Drop rate = drop "
+        "notices / frames settled; budget miss = answered frames over the budget end to end.",
+        "",
+        "| " + " | ".join(h for _, h in MD_COLUMNS) + " |",
+        "|" + "---|" * len(MD_COLUMNS),
+    ]
+    for r in rows:
+        cells = [r.get(k, "") for k, _ in MD_COLUMNS]
+        lines.append(
+            "| " + " | ".join(f"{c:.3g}" if isinstance(c, float) else str(c) for c in cells) + " |"
+        )
+    md = path.with_suffix(".md")
+    tmp = md.with_name(md.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(md)
+    return path
+
+
+def parse_scenario(text: str) -> tuple[int, float]:
+    try:
+        n, f = text.lower().split("x")
+        return int(n), float(f)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected STREAMSxFPS such as 4x30, got {text!r}") from e
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from e
+    return w, h
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, required=True, help="model served by `understudy serve`")
+    p.add_argument(
+        "--scenarios",
+        nargs="+",
+        type=parse_scenario,
+        default=[(1, 30.0), (4, 30.0)],
+        help="STREAMSxFPS, e.g. 1x30 4x30",
+    )
+    p.add_argument("--duration", type=float, default=20.0, help="seconds per scenario")
+    p.add_argument("--budget-ms", type=float, default=33.0)
+    p.add_argument("--size", type=parse_size, default=(640, 480), help="frame WIDTHxHEIGHT")
+    p.add_argument("--video", type=Path, default=None, help="take frames from this video")
+    p.add_argument("--policy", choices=("keep-latest", "queue"), default="keep-latest")
+    p.add_argument("--micro-batch", action="store_true", help="also run with --max-batch N")
+    p.add_argument("--max-batch", type=int, default=4, help="micro-batch size for --micro-batch")
+    p.add_argument("--max-wait-ms", type=float, default=2.0)
+    p.add_argument("--threads", type=int, default=None, help="model intra-op threads")
+    p.add_argument("--reduced-decode", action="store_true", help="serve with --reduced-decode")
+    p.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--name", default="stream", help="result file name (without extension)")
+    args = p.parse_args(argv)
+    if not args.model.is_file():
+        raise SystemExit(f"--model {args.model}: file not found")
+    frames = bench_frames(*args.size, args.video)
+    batches = [1, args.max_batch] if args.micro_batch else [1]
+    runs = [(mb, n, f) for mb in batches for n, f in args.scenarios]
+    rows = []
+    for mb, n, f in tqdm(runs, desc="stream scenarios", unit="scenario"):
+        row = run_scenario(args.model, n, f, args, frames, mb)
+        tqdm.write(
+            json.dumps(
+                {
+                    k: row[k]
+                    for k in (
+                        "streams",
+                        "fps_per_stream",
+                        "max_batch",
+                        "delivered_fps",
+                        "drop_rate",
+                        "e2e_p50_ms",
+                        "e2e_p99_ms",
+                    )
+                }
+            )
+        )
+        rows.append(row)
+    command = "python benchmarks/stream.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    path = write_results(args.out_dir, args.name, command, rows)
+    print(f"wrote {path} and {path.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""``understudy stream SOURCE --server HOST:PORT``: stream frames like a camera.
+
+SOURCE is a video file (e.g. the synthetic video), a camera index (``0``) or a folder of
+images. Frames are sent open loop at ``--fps`` (each at its capture time, whatever the
+answers do); live FPS / latency / drops are shown while streaming, a summary at the end,
+and ``--out`` writes the annotated video (one output frame per input frame; dropped
+frames are marked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "stream",
+        help="stream a video, camera or image folder to a server",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+    )
+    p.add_argument("source", help="video file, camera index or folder of images")
+    p.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of `understudy serve`")
+    p.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        help="send rate (default: the video's rate, 30 for folders)",
+    )
+    p.add_argument("--budget-ms", type=float, default=0.0, help="per-frame budget (0 = server's)")
+    p.add_argument("--token", default=None, help="bearer token (default: $UNDERSTUDY_TOKEN)")
+    p.add_argument("--tls-ca", default=None, help="PEM CA/certificate to trust (enables TLS)")
+    p.add_argument("--encode", choices=("jpeg", "png", "raw"), default="jpeg")
+    p.add_argument("--camera-id", default="", help="camera id sent with every frame")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--out", default=None, help="write the annotated video here (.mp4/.avi)")
+    p.add_argument("--json", default=None, help="write the final summary as JSON here")
+    p.set_defaults(func=run)
+
+
+def open_source(source: str):  # -> tuple[Iterator[np.ndarray], float | None]
+    """(frames, native fps or None) for a camera index, image folder or video file."""
+    import cv2
+
+    from runtime.errors import DataError
+
+    path = Path(source)
+    if source.isdigit() and not path.exists():
+        cap = cv2.VideoCapture(int(source))
+        if not cap.isOpened():
+            raise DataError(f"camera {source}: cannot be opened (is it connected?)")
+        return _read_capture(cap), None
+    if path.is_dir():
+        files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        return _read_images(files), None
+    if not path.exists():
+        raise DataError(f"{path}: no such video file, image folder or camera index")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise DataError(f"{path}: cannot be opened as a video")
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    return _read_capture(cap), (fps if fps and fps > 0 else None)
+
+
+def _read_capture(cap):
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                return
+            yield frame
+    finally:
+        cap.release()
+
+
+def _read_images(files):
+    import cv2
+
+    from runtime.errors import DataError
+
+    for f in files:
+        image = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        if image is None:
+            raise DataError(f"{f}: not a readable image")
+        yield image
+
+
+def annotate(image, response):  # (H, W, 3) BGR uint8, pb.StreamResponse -> annotated copy
+    """Draw a StreamResponse on its frame: boxes and labels, or the drop/error reason."""
+    import cv2
+
+    from runtime.proto import pb
+
+    out = image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    kind = response.WhichOneof("kind")
+    if kind == "result":
+        for d in response.result.detections:
+            p1, p2 = (int(d.x1), int(d.y1)), (int(d.x2), int(d.y2))
+            cv2.rectangle(out, p1, p2, (0, 255, 0), 2)
+            cv2.putText(
+                out,
+                f"{d.label or d.class_id} {d.score:.2f}",
+                (p1[0], max(12, p1[1] - 4)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.45,
+                (0, 255, 0),
+                1,
+                cv2.LINE_AA,
+            )
+        text = f"{response.result.timings.total_ms:.1f} ms"
+    elif kind == "dropped":
+        text = f"dropped: {pb.DropReason.Name(response.dropped.reason)}"
+    else:
+        text = f"error: {response.error.message[:60]}"
+    cv2.putText(out, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 255), 1, cv2.LINE_AA)
+    return out
+
+
+class _VideoOut:
+    """Annotated video written to a temp name and renamed into place on close."""
+
+    def __init__(self, path: str, fps: float) -> None:
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self.fps = fps
+        self.writer = None
+        self.size: tuple[int, int] | None = None
+
+    def write(self, image) -> None:
+        import cv2
+
+        from runtime.errors import ConfigError
+
+        if self.writer is None:
+            self.size = (image.shape[1], image.shape[0])
+            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix == ".mp4" else "MJPG"))
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, self.size)
+            if not self.writer.isOpened():
+                raise ConfigError(f"--out {self.path}: cannot write a video there (use .mp4/.avi)")
+        if (image.shape[1], image.shape[0]) != self.size:
+            image = cv2.resize(image, self.size)
+        self.writer.write(image)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.tmp.replace(self.path)
+
+
+def run(args: argparse.Namespace) -> int:
+    import threading
+    import time
+    from collections import OrderedDict
+
+    from tqdm import tqdm
+
+    from runtime.client import DetectorClient
+    from runtime.errors import ConfigError, UnderstudyError
+    from runtime.stream_stats import StreamStats
+
+    if args.fps is not None and args.fps <= 0:
+        raise ConfigError(f"--fps must be > 0, got {args.fps}")
+    frames, native_fps = open_source(args.source)
+    fps = args.fps or native_fps or 30.0
+    token = args.token if args.token is not None else os.environ.get("UNDERSTUDY_TOKEN") or None
+    stats = StreamStats()
+    video = _VideoOut(args.out, fps) if args.out else None
+    kept: OrderedDict[int, object] = OrderedDict()  # frame id -> image, for --out
+    kept_lock = threading.Lock()
+    failure: list[BaseException] = []
+
+    with DetectorClient(args.server, token=token, tls_ca=args.tls_ca) as client:
+        call = client.open_stream(
+            camera_id=args.camera_id, budget_ms=args.budget_ms, encode=args.encode
+        )
+
+        def receive() -> None:
+            try:
+                for response in call:
+                    stats.record(response)
+                    if video is not None:
+                        kind = response.WhichOneof("kind")
+                        with kept_lock:
+                            image = kept.pop(getattr(response, kind).frame_id, None)
+                        if image is not None:
+                            video.write(annotate(image, response))
+            except Exception as e:  # grpc.RpcError (server gone, auth) or a write error
+                failure.append(e)
+
+        receiver = threading.Thread(target=receive, name="understudy-stream-recv", daemon=True)
+        receiver.start()
+        sent = 0
+        start = time.perf_counter()
+        bar = tqdm(desc=f"stream -> {args.server}", unit="frame", dynamic_ncols=True)
+        try:
+            for i, image in enumerate(frames):
+                due = start + i / fps
+                if args.duration is not None and due - start >= args.duration:
+                    break
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                if failure:
+                    break
+                if video is not None:
+                    with kept_lock:
+                        kept[i] = image
+                        while len(kept) > 256:
+                            kept.popitem(last=False)
+                call.send(image, frame_id=i)
+                sent += 1
+                bar.update(1)
+                if i % 10 == 0:
+                    bar.set_postfix(stats.live(), refresh=False)
+        except KeyboardInterrupt:
+            print("understudy stream: interrupted, finishing", flush=True)
+        finally:
+            bar.close()
+            call.close()
+            receiver.join(timeout=10.0)
+            if receiver.is_alive():
+                call.cancel()
+            if video is not None:
+                video.close()
+    elapsed = time.perf_counter() - start
+    summary = stats.summary(sent=sent, elapsed_s=elapsed)
+    summary["client_dropped"] = call.client_dropped
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        out = Path(args.json)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        tmp.replace(out)
+    if failure:
+        raise UnderstudyError(f"the stream to {args.server} failed: {_describe(failure[0])}")
+    return 0
+
+
+def _describe(error: BaseException) -> str:
+    code = getattr(error, "code", None)
+    details = getattr(error, "details", None)
+    if callable(code) and callable(details):
+        return f"{code().name}: {details()}"
+    return str(error)

@@ -1,0 +1,122 @@
+"""Prometheus metrics for one server, on its own ``CollectorRegistry``.
+
+Each :class:`ServerMetrics` owns a registry, so several servers (tests) in one process
+never collide. :meth:`ServerMetrics.serve_http` exposes it with
+``prometheus_client.start_http_server``.
+
+Exported series (latency in seconds, Prometheus convention):
+- ``understudy_stage_duration_seconds{stage}`` histogram, stage in queue, decode,
+  preprocess, infer, postprocess, total;
+- ``understudy_frames_received_total{rpc}``, ``understudy_frames_answered_total{rpc}``,
+  ``understudy_frames_dropped_total{reason}``, ``understudy_frame_errors_total{code}``;
+- ``understudy_budget_misses_total`` (answered frames whose total exceeded the budget);
+- ``understudy_active_streams``, ``understudy_model_ready`` gauges;
+- ``understudy_batch_size`` histogram (frames per model call).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from runtime.types import StageTimings
+
+STAGES = ("queue", "decode", "preprocess", "infer", "postprocess", "total")
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.025,
+    0.033,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+_BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32)
+
+
+class ServerMetrics:
+    """The server's counters, gauges and histograms (one registry per instance)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.stage_seconds = Histogram(
+            "understudy_stage_duration_seconds",
+            "Per-frame time spent in each server stage",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.received = Counter(
+            "understudy_frames_received", "Frames received", ["rpc"], registry=r
+        )
+        self.answered = Counter(
+            "understudy_frames_answered", "Frames answered with detections", ["rpc"], registry=r
+        )
+        self.dropped = Counter(
+            "understudy_frames_dropped", "Frames dropped unprocessed", ["reason"], registry=r
+        )
+        self.errors = Counter(
+            "understudy_frame_errors", "Frames rejected (bad input etc.)", ["code"], registry=r
+        )
+        self.budget_misses = Counter(
+            "understudy_budget_misses",
+            "Answered frames whose total exceeded the budget",
+            registry=r,
+        )
+        self.active_streams = Gauge(
+            "understudy_active_streams", "Open StreamDetect calls", registry=r
+        )
+        self.model_ready = Gauge(
+            "understudy_model_ready", "1 once the model is loaded and warmed up", registry=r
+        )
+        self.batch_size = Histogram(
+            "understudy_batch_size", "Frames per model call", buckets=_BATCH_BUCKETS, registry=r
+        )
+        for stage in STAGES:  # make every series visible from the start
+            self.stage_seconds.labels(stage=stage)
+        self._http: Any = None
+        self._http_thread: threading.Thread | None = None
+
+    def observe_timings(self, t: StageTimings) -> None:
+        """Record one answered frame's stage times (ms in, seconds exported)."""
+        values = (
+            t.queue_ms,
+            t.decode_ms,
+            t.preprocess_ms,
+            t.infer_ms,
+            t.postprocess_ms,
+            t.total_ms,
+        )
+        for stage, ms in zip(STAGES, values):
+            self.stage_seconds.labels(stage=stage).observe(ms / 1000.0)
+
+    def serve_http(self, port: int, host: str = "127.0.0.1") -> int:
+        """Start the /metrics HTTP endpoint; returns the bound port (port 0 = ephemeral)."""
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        self._http, self._http_thread = server, thread
+        return int(server.server_port)
+
+    def stop_http(self) -> None:
+        """Stop the HTTP endpoint (no-op when it was never started)."""
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+        if self._http_thread is not None:
+            self._http_thread.join(timeout=5)
+            self._http_thread = None

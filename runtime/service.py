@@ -1,0 +1,291 @@
+"""The ``understudy.v1.Detector`` servicer: frames in, detections (or notices) out.
+
+Unary ``Detect``: bad input -> INVALID_ARGUMENT; a frame dropped because its budget ran
+out while it waited -> DEADLINE_EXCEEDED; the client's own deadline passing ->
+DEADLINE_EXCEEDED; model not loaded yet or shutting down -> UNAVAILABLE; the model
+raising -> INTERNAL. ``StreamDetect``: exactly one ``StreamResponse`` per frame, in frame
+order (see :mod:`runtime.stream_session`); more than ``max_streams`` open streams ->
+RESOURCE_EXHAUSTED.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Any
+
+import grpc
+import numpy as np
+
+from runtime.errors import InputError
+from runtime.frames import decode_frame_scaled
+from runtime.metrics import ServerMetrics
+from runtime.proto import pb, pb_grpc
+from runtime.scheduler import Answered, Dropped, Failed, Job, Outcome, Scheduler
+from runtime.stream_session import FrameMeta, Rejected, StreamSession, frame_meta
+
+DROP_REASONS = {
+    "superseded": pb.DROP_REASON_SUPERSEDED,
+    "budget_exceeded": pb.DROP_REASON_BUDGET_EXCEEDED,
+    "queue_full": pb.DROP_REASON_QUEUE_FULL,
+    "shutting_down": pb.DROP_REASON_SHUTTING_DOWN,
+}
+
+
+class _Slot:
+    """A one-shot result holder: the first ``set`` wins."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self.value: Outcome | None = None
+
+    def set(self, value: Outcome | None) -> None:
+        with self._lock:
+            if not self._event.is_set():
+                self.value = value
+                self._event.set()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._event.wait(timeout)
+
+
+class DetectorServicer(pb_grpc.DetectorServicer):
+    """Serves one model through a :class:`Scheduler`; becomes ready with :meth:`attach`."""
+
+    def __init__(
+        self,
+        metrics: ServerMetrics,
+        *,
+        default_budget_ms: float = 33.0,
+        max_pixels: int = 4096 * 4096,
+        max_streams: int = 16,
+        max_outstanding: int = 32,
+        reduced_decode: bool = False,
+    ) -> None:
+        self.metrics = metrics
+        self.reduced_decode = reduced_decode
+        self.fit_size: tuple[int, int] | None = None  # set by attach when reduced_decode
+        self.default_budget_ms = default_budget_ms
+        self.max_pixels = max_pixels
+        self.max_streams = max_streams
+        self.max_outstanding = max_outstanding
+        self._scheduler: Scheduler | None = None
+        self._class_names: tuple[str, ...] = ()
+        self._model_info: pb.ModelInfo | None = None
+        self._lock = threading.Lock()
+        self._sessions: set[StreamSession] = set()
+        self._stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def attach(
+        self, scheduler: Scheduler, class_names: tuple[str, ...], info: pb.ModelInfo
+    ) -> None:
+        """Start answering frames with ``scheduler`` (the model is loaded and warm)."""
+        if self.reduced_decode:
+            self.fit_size = (int(info.input_height), int(info.input_width))
+        self._class_names = tuple(class_names)
+        self._model_info = info
+        self._scheduler = scheduler
+
+    @property
+    def ready(self) -> bool:
+        return self._scheduler is not None and not self._stopping
+
+    def begin_shutdown(self) -> None:
+        """Refuse new calls; open streams stop reading and end once their frames are
+        answered (waiting frames get SHUTTING_DOWN notices from the scheduler)."""
+        with self._lock:
+            self._stopping = True
+            sessions = list(self._sessions)
+        if self._scheduler is not None:
+            self._scheduler.begin_shutdown()
+        for session in sessions:
+            session.close_input()
+
+    # ------------------------------------------------------------------ helpers
+    def _require_ready(self, context: grpc.ServicerContext) -> Scheduler:
+        scheduler = self._scheduler
+        if scheduler is None or self._stopping:
+            state = "shutting down" if self._stopping else "loading the model"
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"the server is {state}; retry later")
+        return scheduler  # type: ignore[return-value]
+
+    def prepare(self, frame: pb.Frame) -> tuple[np.ndarray, FrameMeta, float]:
+        """Validate the budget and decode the image: (image, meta, decode_ms)."""
+        budget = frame.budget_ms
+        if not math.isfinite(budget) or budget < 0:
+            raise InputError(
+                f"frame {frame.frame_id}: budget_ms must be >= 0 and finite (0 = the server "
+                f"default of {self.default_budget_ms:g} ms), got {budget}"
+            )
+        start = time.perf_counter()
+        try:
+            decoded = decode_frame_scaled(frame, max_pixels=self.max_pixels, fit_size=self.fit_size)
+        except InputError as e:
+            raise InputError(f"frame {frame.frame_id}: {e}") from None
+        decode_ms = (time.perf_counter() - start) * 1000.0
+        budget = budget or self.default_budget_ms
+        meta = frame_meta(frame, decoded.width, decoded.height, budget, decoded.scale)
+        return decoded.image, meta, decode_ms
+
+    def detect_response(self, meta: FrameMeta, answer: Answered) -> pb.DetectResponse:
+        """Build the answer for one frame and record its metrics."""
+        t = answer.timings
+        met = t.total_ms <= meta.budget_ms
+        response = pb.DetectResponse(
+            frame_id=meta.frame_id,
+            camera_id=meta.camera_id,
+            budget_ms=meta.budget_ms,
+            budget_met=met,
+            image_width=meta.width,
+            image_height=meta.height,
+            batch_size=answer.batch_size,
+            timings=pb.StageTimings(
+                queue_ms=t.queue_ms,
+                decode_ms=t.decode_ms,
+                preprocess_ms=t.preprocess_ms,
+                infer_ms=t.infer_ms,
+                postprocess_ms=t.postprocess_ms,
+                total_ms=t.total_ms,
+            ),
+        )
+        if meta.capture_seconds or meta.capture_nanos:
+            response.capture_time.seconds = meta.capture_seconds
+            response.capture_time.nanos = meta.capture_nanos
+        d = answer.detections
+        boxes = d.boxes
+        if meta.scale != 1:  # decoded reduced: back to the pixels of the image as sent
+            boxes = np.minimum(boxes * meta.scale, [meta.width, meta.height] * 2)
+        names = self._class_names
+        add = response.detections.add
+        for (x1, y1, x2, y2), score, cid in zip(
+            boxes.tolist(), d.scores.tolist(), d.class_ids.tolist()
+        ):
+            add(
+                x1=x1,
+                y1=y1,
+                x2=x2,
+                y2=y2,
+                score=score,
+                class_id=cid,
+                label=names[cid] if 0 <= cid < len(names) else "",
+            )
+        self.metrics.observe_timings(t)
+        if not met:
+            self.metrics.budget_misses.inc()
+        return response
+
+    def stream_response(self, meta: FrameMeta, outcome: Outcome | Rejected) -> pb.StreamResponse:
+        """Convert one frame's outcome to its StreamResponse (and count it)."""
+        match outcome:
+            case Answered():
+                self.metrics.answered.labels(rpc="stream").inc()
+                return pb.StreamResponse(result=self.detect_response(meta, outcome))
+            case Dropped(reason=reason, detail=detail, queue_ms=queue_ms):
+                self.metrics.dropped.labels(reason=reason).inc()
+                return pb.StreamResponse(
+                    dropped=pb.DropNotice(
+                        frame_id=meta.frame_id,
+                        camera_id=meta.camera_id,
+                        reason=DROP_REASONS[reason],
+                        detail=detail,
+                        queue_ms=queue_ms,
+                    )
+                )
+            case Rejected(code=code, message=message):
+                status = grpc.StatusCode[code]
+                self.metrics.errors.labels(code=code).inc()
+                return pb.StreamResponse(error=self._error(meta, status, message))
+            case Failed(message=message):
+                self.metrics.errors.labels(code="INTERNAL").inc()
+                return pb.StreamResponse(error=self._error(meta, grpc.StatusCode.INTERNAL, message))
+        raise TypeError(f"unknown outcome {outcome!r}")
+
+    @staticmethod
+    def _error(meta: FrameMeta, status: grpc.StatusCode, message: str) -> pb.FrameError:
+        return pb.FrameError(
+            frame_id=meta.frame_id, camera_id=meta.camera_id, code=status.value[0], message=message
+        )
+
+    # ------------------------------------------------------------------ RPCs
+    def Detect(self, request: pb.Frame, context: grpc.ServicerContext) -> pb.DetectResponse:
+        received = time.perf_counter()
+        self.metrics.received.labels(rpc="detect").inc()
+        scheduler = self._require_ready(context)
+        try:
+            image, meta, decode_ms = self.prepare(request)
+        except InputError as e:
+            self.metrics.errors.labels(code="INVALID_ARGUMENT").inc()
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        slot = _Slot()
+        job = Job(image, meta.budget_ms, received, decode_ms, on_done=slot.set)
+        lane = scheduler.open_lane()
+
+        def on_rpc_end() -> None:
+            job.cancelled = True
+            slot.set(None)
+
+        context.add_callback(on_rpc_end)
+        scheduler.submit(lane, job)
+        remaining = context.time_remaining()  # huge (not None) when the call has no deadline
+        finished = slot.wait(None if remaining is None or remaining > 86_400 else remaining)
+        scheduler.close_lane(lane)
+        outcome = slot.value
+        if not finished or outcome is None:
+            job.cancelled = True
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the call ended (deadline passed)")
+        match outcome:
+            case Answered():
+                self.metrics.answered.labels(rpc="detect").inc()
+                return self.detect_response(meta, outcome)
+            case Dropped(reason=reason, detail=detail):
+                self.metrics.dropped.labels(reason=reason).inc()
+                code = {
+                    "budget_exceeded": grpc.StatusCode.DEADLINE_EXCEEDED,
+                    "shutting_down": grpc.StatusCode.UNAVAILABLE,
+                }.get(reason, grpc.StatusCode.RESOURCE_EXHAUSTED)
+                context.abort(code, f"frame {request.frame_id} dropped ({reason}): {detail}")
+            case Failed(message=message):
+                self.metrics.errors.labels(code="INTERNAL").inc()
+                context.abort(grpc.StatusCode.INTERNAL, f"frame {request.frame_id}: {message}")
+        raise AssertionError("unreachable")
+
+    def StreamDetect(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
+        scheduler = self._require_ready(context)
+        with self._lock:
+            full = len(self._sessions) >= self.max_streams or self._stopping
+            if not full:
+                session = StreamSession(
+                    scheduler,
+                    prepare=self.prepare,
+                    convert=self.stream_response,
+                    count_received=self.metrics.received.labels(rpc="stream").inc,
+                    max_outstanding=self.max_outstanding,
+                )
+                self._sessions.add(session)
+        if full and self._stopping:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+        if full:
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the server already has {self.max_streams} open streams (--max-streams); "
+                "close one or retry later",
+            )
+        self.metrics.active_streams.inc()
+        context.add_callback(session.cancel)
+        try:
+            session.start(request_iterator)
+            yield from session.responses()
+        finally:
+            session.cancel()
+            with self._lock:
+                self._sessions.discard(session)
+            self.metrics.active_streams.dec()
+
+    def GetModelInfo(
+        self, request: pb.ModelInfoRequest, context: grpc.ServicerContext
+    ) -> pb.ModelInfo:
+        self._require_ready(context)
+        return self._model_info  # type: ignore[return-value]

@@ -1,0 +1,150 @@
+"""Client: frame building, the non-blocking send queue, stream accounting, `understudy stream`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime.cli import main
+from runtime.client import StreamCall, make_frame, timestamp_ns
+from runtime.errors import InputError
+from runtime.frames import decode_frame
+from runtime.proto import pb
+from runtime.stream_stats import StreamStats
+from tests.runtime.serving_fakes import FakeDetector, running, solid
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_make_frame_encodings_roundtrip() -> None:
+    img = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    raw = make_frame(img, frame_id=3, camera_id="c", budget_ms=12, encode="raw", capture_time_ns=5)
+    assert (raw.frame_id, raw.camera_id, raw.budget_ms, timestamp_ns(raw.capture_time)) == (
+        3,
+        "c",
+        12,
+        5,
+    )
+    np.testing.assert_array_equal(decode_frame(raw), img)
+    png = make_frame(img, encode="png")
+    assert png.encoded.format == pb.IMAGE_FORMAT_PNG
+    np.testing.assert_array_equal(decode_frame(png), img)
+    gray = make_frame(img[:, :, 0], encode="raw")
+    assert gray.raw.pixel_format == pb.PIXEL_FORMAT_GRAY8
+    assert make_frame(b"\xff\xd8\xff").encoded.data == b"\xff\xd8\xff"
+    ready = pb.Frame(frame_id=9)
+    assert make_frame(ready) is ready
+    with pytest.raises(InputError, match="encode"):
+        make_frame(img, encode="webp")
+    with pytest.raises(InputError, match="uint8"):
+        make_frame(img.astype(np.float32), encode="raw")
+
+
+class _IdleStub:
+    """A stub whose call never consumes the request iterator (a stalled network)."""
+
+    def StreamDetect(self, requests, metadata=None):
+        self.requests = requests
+        return iter(())
+
+
+def test_send_never_blocks_and_drops_oldest_when_full() -> None:
+    stub = _IdleStub()
+    call = StreamCall(
+        SimpleNamespace(_stub=stub, _metadata=()),
+        camera_id="c",
+        budget_ms=0,
+        encode="raw",
+        queue_size=2,
+        jpeg_quality=90,
+    )
+    for i in range(5):
+        assert call.send(solid(i, 4, 4)) == i
+    assert call.client_dropped == 3
+    call.close()
+    sent = list(stub.requests)
+    assert [f.frame_id for f in sent] == [3, 4] and call.sent == 2
+    with pytest.raises(InputError, match="closed"):
+        call.send(solid(0))
+
+
+def _result(frame_id: int, capture_ns: int, total: float, infer: float, budget: float = 33.0):
+    r = pb.StreamResponse()
+    r.result.frame_id = frame_id
+    r.result.capture_time.seconds, r.result.capture_time.nanos = divmod(capture_ns, 10**9)
+    r.result.timings.total_ms, r.result.timings.infer_ms = total, infer
+    r.result.budget_ms, r.result.budget_met = budget, total <= budget
+    return r
+
+
+def test_stream_stats_summary() -> None:
+    stats = StreamStats()
+    for i, e2e_ms in enumerate([10.0, 20.0, 30.0, 40.0]):
+        stats.record(
+            _result(i, 1_000_000_000, total=e2e_ms - 2, infer=5.0),
+            arrived_ns=1_000_000_000 + int(e2e_ms * 1e6),
+        )
+    drop = pb.StreamResponse(dropped=pb.DropNotice(frame_id=9, reason=pb.DROP_REASON_SUPERSEDED))
+    stats.record(drop)
+    stats.record(pb.StreamResponse(error=pb.FrameError(frame_id=10, code=3)))
+    s = stats.summary(sent=6, elapsed_s=2.0)
+    assert (s["answered"], s["dropped"], s["errors"], s["delivered_fps"]) == (4, 1, 1, 2.0)
+    assert s["dropped_by_reason"] == {"DROP_REASON_SUPERSEDED": 1}
+    assert s["drop_rate"] == 0.2
+    assert s["e2e_p50_ms"] == pytest.approx(25.0, abs=1e-3)
+    assert s["overhead_p50_ms"] == pytest.approx(20.0, abs=1e-3)
+    assert s["server_overhead_p50_ms"] == pytest.approx(18.0, abs=1e-3)
+    assert s["budget_miss_rate"] == 0.25 and s["server_budget_miss_rate"] == 0.25
+    other = StreamStats()
+    other.record(drop)
+    stats.merge(other)
+    assert stats.summary()["dropped"] == 2
+
+
+def test_stream_command_folder_to_annotated_video(tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(6):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), solid(i * 40, 48, 64))
+    out, summary = tmp_path / "annotated.avi", tmp_path / "summary.json"
+    with running(FakeDetector()) as (srv, _client):
+        rc = main(
+            [
+                "stream",
+                str(folder),
+                "--server",
+                f"127.0.0.1:{srv.port}",
+                "--fps",
+                "60",
+                "--budget-ms",
+                "5000",
+                "--out",
+                str(out),
+                "--json",
+                str(summary),
+            ]
+        )
+    assert rc == 0
+    s = json.loads(summary.read_text())
+    assert s["sent"] == 6 and s["answered"] + s["dropped"] == 6 and s["errors"] == 0
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    cap.release()
+
+
+def test_stream_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stream", str(tmp_path / "missing.mp4"), "--server", "127.0.0.1:1"]) == 2
+    assert "no such video file" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["stream", str(empty)]) == 2
+    folder = tmp_path / "one"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), solid(1))
+    assert main(["stream", str(folder), "--server", "127.0.0.1:1", "--fps", "100"]) == 2
+    assert "UNAVAILABLE" in capsys.readouterr().err

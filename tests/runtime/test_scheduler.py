@@ -1,0 +1,172 @@
+"""Scheduler unit tests: policies, budget drops, micro-batching, shutdown, cancellation."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from runtime.scheduler import Answered, Dropped, Failed, Job, Scheduler
+from tests.runtime.serving_fakes import FakeDetector, hold, solid, wait_until
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.outcomes: dict[int, object] = {}
+
+    def job(self, tag: int, budget_ms: float = 10_000.0, received: float | None = None) -> Job:
+        def done(outcome: object) -> None:
+            with self.lock:
+                assert tag not in self.outcomes, "a job finished twice"
+                self.outcomes[tag] = outcome
+
+        now = time.perf_counter() if received is None else received
+        return Job(solid(tag), budget_ms, now, 0.1, on_done=done)
+
+    def kind(self, tag: int) -> str:
+        o = self.outcomes[tag]
+        return o.reason if isinstance(o, Dropped) else type(o).__name__
+
+
+def _busy(det: FakeDetector, sched: Scheduler, lane, rec: Recorder, tag: int = 0) -> None:
+    """Submit one job and wait until the model is blocked computing it."""
+    hold(det)
+    sched.submit(lane, rec.job(tag))
+    assert det.started.wait(5)
+
+
+@pytest.fixture
+def det() -> FakeDetector:
+    return FakeDetector()
+
+
+def test_keep_latest_supersedes_waiting_frame(det: FakeDetector) -> None:
+    sched, rec = Scheduler(det), Recorder()
+    sched.start()
+    lane = sched.open_lane()
+    _busy(det, sched, lane, rec)
+    for tag in (1, 2, 3):
+        sched.submit(lane, rec.job(tag))
+    assert rec.kind(1) == rec.kind(2) == "superseded"  # decided at once, before the model frees
+    det.gate.set()
+    wait_until(lambda: len(rec.outcomes) == 4)
+    assert [rec.kind(t) for t in (0, 3)] == ["Answered", "Answered"]
+    assert det.seen_values == [0, 3]
+    sched.begin_shutdown()
+    assert sched.join(5)
+
+
+def test_queue_policy_bounds_and_keeps_order(det: FakeDetector) -> None:
+    sched, rec = Scheduler(det, policy="queue", queue_size=2), Recorder()
+    sched.start()
+    lane = sched.open_lane()
+    _busy(det, sched, lane, rec)
+    for tag in (1, 2, 3, 4):
+        sched.submit(lane, rec.job(tag))
+    assert rec.kind(3) == rec.kind(4) == "queue_full"
+    det.gate.set()
+    wait_until(lambda: len(rec.outcomes) == 5)
+    assert det.seen_values == [0, 1, 2]
+    sched.begin_shutdown()
+
+
+def test_frame_that_waited_past_its_budget_is_dropped(det: FakeDetector) -> None:
+    sched, rec = Scheduler(det, predict_drops=False), Recorder()
+    sched.start()
+    lane_a, lane_b = sched.open_lane(), sched.open_lane()
+    _busy(det, sched, lane_a, rec)
+    sched.submit(lane_b, rec.job(1, budget_ms=5.0, received=time.perf_counter() - 0.05))
+    det.gate.set()
+    wait_until(lambda: len(rec.outcomes) == 2)
+    assert rec.kind(1) == "budget_exceeded"
+    assert "over its budget of 5 ms" in rec.outcomes[1].detail
+    assert det.seen_values == [0]
+    sched.begin_shutdown()
+
+
+def test_predicted_miss_is_dropped_only_when_the_model_fits_the_budget(det: FakeDetector) -> None:
+    sched, rec = Scheduler(det), Recorder()
+    sched.set_service_estimate(20.0)
+    now = time.perf_counter()
+    late = rec.job(1, budget_ms=30.0, received=now - 0.015)  # 15 ms waited + 20 ms > 30 ms
+    assert sched._budget_drop(late, now) is not None
+    fresh = rec.job(2, budget_ms=30.0, received=now - 0.005)
+    assert sched._budget_drop(fresh, now) is None
+    # model slower than the budget: only frames whose wait exceeds the budget are dropped
+    slow = rec.job(3, budget_ms=10.0, received=now - 0.005)
+    assert sched._budget_drop(slow, now) is None
+
+
+def test_micro_batch_across_streams() -> None:
+    det = FakeDetector(max_batch=4)
+    sched, rec = Scheduler(det, max_batch=4, max_wait_ms=50.0), Recorder()
+    assert sched.max_batch == 4
+    sched.start()
+    lanes = [sched.open_lane() for _ in range(4)]
+    _busy(det, sched, lanes[0], rec)
+    for i, lane in enumerate(lanes[1:], start=1):
+        sched.submit(lane, rec.job(i))
+    det.gate.set()
+    wait_until(lambda: len(rec.outcomes) == 4)
+    assert det.batches == [1, 3]
+    assert all(rec.outcomes[i].batch_size == 3 for i in (1, 2, 3))
+    sched.begin_shutdown()
+
+
+def test_batch_capped_by_detector() -> None:
+    sched = Scheduler(FakeDetector(max_batch=1), max_batch=8)
+    assert sched.max_batch == 1
+
+
+def test_shutdown_drops_waiting_and_refuses_new(det: FakeDetector) -> None:
+    sched, rec = Scheduler(det), Recorder()
+    sched.start()
+    lane_a, lane_b = sched.open_lane(), sched.open_lane()
+    _busy(det, sched, lane_a, rec)
+    sched.submit(lane_b, rec.job(1))
+    sched.begin_shutdown()
+    assert rec.kind(1) == "shutting_down"
+    sched.submit(lane_b, rec.job(2))
+    assert rec.kind(2) == "shutting_down"
+    det.gate.set()  # the running batch still finishes and is answered
+    assert sched.join(5)
+    assert isinstance(rec.outcomes[0], Answered)
+
+
+def test_closed_lane_jobs_end_silently(det: FakeDetector) -> None:
+    sched, rec = Scheduler(det), Recorder()
+    sched.start()
+    lane_a, lane_b = sched.open_lane(), sched.open_lane()
+    _busy(det, sched, lane_a, rec)
+    sched.submit(lane_b, rec.job(1))
+    sched.close_lane(lane_b)
+    det.gate.set()
+    wait_until(lambda: 0 in rec.outcomes)
+    sched.begin_shutdown()
+    assert sched.join(5)
+    assert 1 not in rec.outcomes and det.seen_values == [0]
+
+
+def test_model_exception_fails_the_batch_and_worker_survives() -> None:
+    det = FakeDetector(fail_value=7)
+    sched, rec = Scheduler(det), Recorder()
+    sched.start()
+    lane = sched.open_lane()
+    sched.submit(lane, rec.job(7))
+    wait_until(lambda: 7 in rec.outcomes)
+    assert isinstance(rec.outcomes[7], Failed) and "fake model failure" in rec.outcomes[7].message
+    sched.submit(lane, rec.job(1))
+    wait_until(lambda: 1 in rec.outcomes)
+    assert isinstance(rec.outcomes[1], Answered)
+    sched.begin_shutdown()
+
+
+def test_bad_settings_rejected() -> None:
+    with pytest.raises(ValueError, match="policy"):
+        Scheduler(FakeDetector(), policy="lifo")
+    with pytest.raises(ValueError):
+        Scheduler(FakeDetector(), queue_size=0)
