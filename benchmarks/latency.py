@@ -1,0 +1,368 @@
+"""Latency benchmark: per model, backend and batch size, per-stage p50/p90/p99 and throughput.
+
+    python benchmarks/latency.py student.onnx [more models] --batch 1 4 --runs 200
+
+For each (model, backend, batch): warm-up, then ``--runs`` calls of ``Detector.detect``
+(batch 1) or ``detect_batch``; percentiles of the per-call wall time, medians of each
+stage, throughput; and, in interleaved rounds, the pure ``backend.infer`` throughput on the
+same input and (batch 1) the throughput of ``Detector.stream`` pipelined and sequential.
+Rows are merged into ``benchmarks/results/latency.json`` by (model, backend, precision,
+batch, input) and the whole table is rewritten to ``latency.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from runtime.errors import BackendUnavailable, ModelFileError  # noqa: E402
+from runtime.model_spec import ModelSpec  # noqa: E402
+from runtime.pipeline import Detector  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "latency.json"
+ROUNDS = 5  # interleaved rounds of the throughput comparison
+KEY = ("model", "backend", "precision", "batch", "input")
+MD_COLUMNS = (
+    ("model", "model"), ("backend", "backend"), ("precision", "prec."), ("batch", "batch"),
+    ("input", "input"), ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"), ("p99_ms", "p99 ms"),
+    ("throughput_fps", "fps"), ("preprocess_ms", "pre ms"), ("infer_ms", "infer ms"),
+    ("postprocess_ms", "post ms"), ("pre_post_pct_of_infer", "pre+post % infer"),
+    ("infer_only_fps", "infer-only fps"), ("pipelined_fps", "pipelined fps"),
+    ("pipelined_pct_of_infer_only", "pipelined % infer-only"), ("machine", "machine"),
+)  # fmt: skip
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, np.float64), q))
+
+
+def synthetic_frames(width: int, height: int, n: int = 32, seed: int = 0) -> list[np.ndarray]:
+    """(height, width, 3) BGR frames: noise with random filled rectangles and circles."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n):
+        img = rng.integers(0, 60, (height, width, 3), dtype=np.uint8)
+        for _ in range(6):
+            color = tuple(int(c) for c in rng.integers(60, 256, 3))
+            x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+            size = int(rng.integers(10, max(11, min(width, height) // 3)))
+            if rng.random() < 0.5:
+                cv2.rectangle(img, (x, y), (x + size, y + size // 2 + 5), color, -1)
+            else:
+                cv2.circle(img, (x, y), size // 2, color, -1)
+        frames.append(img)
+    return frames
+
+
+def video_frames(path: Path, n: int = 64) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while len(frames) < n:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    if not frames:
+        raise SystemExit(f"{path}: no frames could be read")
+    return frames
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import onnxruntime
+
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {platform.system()}, onnxruntime {onnxruntime.__version__}"
+    )
+
+
+def measure(det: Detector, frames: list[np.ndarray], batch: int, warmup: int, runs: int) -> dict:
+    """Run the measurements of one row (see the module docstring); times in ms."""
+    cycle = itertools.cycle(frames)
+    calls = [[next(cycle) for _ in range(batch)] for _ in range(warmup + runs)]
+    wall, pre, infer, post = [], [], [], []
+    for i, images in enumerate(calls):
+        t0 = time.perf_counter()
+        results = [det.detect(images[0])] if batch == 1 else det.detect_batch(images)
+        dt = (time.perf_counter() - t0) * 1e3
+        if i < warmup:
+            continue
+        timings = [t for _, t in results]
+        wall.append(dt)
+        pre.append(sum(t.preprocess_ms for t in timings))
+        infer.append(sum(t.infer_ms for t in timings))
+        post.append(sum(t.postprocess_ms for t in timings))
+
+    # Throughputs to compare, measured in interleaved rounds (median over rounds) so
+    # that all three see the same machine load: backend.infer alone on a pre-processed
+    # batch, and (batch 1) Detector.stream sequential and pipelined.
+    x = det._pre.batch(batch)
+    k = max(10, runs // ROUNDS)
+    stream_frames = [next(cycle) for _ in range(k)]
+    list(det.stream(stream_frames[:warmup], pipelined=True))
+    fps: dict[str, list[float]] = {"infer_only_fps": [], "sequential_fps": [], "pipelined_fps": []}
+    for _ in range(ROUNDS):
+        t0 = time.perf_counter()
+        for _ in range(k):
+            det.backend.infer(x)
+        fps["infer_only_fps"].append(batch * k / (time.perf_counter() - t0))
+        if batch == 1:
+            for pipelined, key in ((False, "sequential_fps"), (True, "pipelined_fps")):
+                t0 = time.perf_counter()
+                n = sum(1 for _ in det.stream(stream_frames, pipelined=pipelined))
+                fps[key].append(n / (time.perf_counter() - t0))
+    rates = {key: statistics.median(v) for key, v in fps.items() if v}
+
+    med = {k: statistics.median(v) for k, v in (("pre", pre), ("infer", infer), ("post", post))}
+    row = {
+        "p50_ms": percentile(wall, 50),
+        "p90_ms": percentile(wall, 90),
+        "p99_ms": percentile(wall, 99),
+        "throughput_fps": batch * len(wall) / (sum(wall) / 1e3),
+        "preprocess_ms": med["pre"], "infer_ms": med["infer"], "postprocess_ms": med["post"],
+        "pre_post_pct_of_infer": 100.0 * (med["pre"] + med["post"]) / med["infer"],
+        **rates,
+    }  # fmt: skip
+    if batch == 1:
+        row["pipelined_pct_of_infer_only"] = (
+            100.0 * rates["pipelined_fps"] / rates["infer_only_fps"]
+        )
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
+
+
+def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
+    """Rows of ``new`` replace rows of ``old`` with the same key (model, backend,
+    precision, batch, input); the result is sorted by that key."""
+    merged = {tuple(r.get(k) for k in KEY): r for r in old}
+    for r in new:
+        merged[tuple(r[k] for k in KEY)] = r
+    return sorted(merged.values(), key=lambda r: tuple(str(r.get(k)) for k in KEY))
+
+
+def write_results(path: Path, command: str, rows: list[dict]) -> dict:
+    """Merge ``rows`` into ``path`` (JSON) and rewrite the Markdown table beside it."""
+    old = json.loads(path.read_text())["rows"] if path.is_file() else []
+    doc = {
+        "command": command,
+        "machine": machine(),
+        "date": datetime.date.today().isoformat(),
+        "rows": merge_rows(old, rows),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)
+    lines = [
+        f"# Latency ({doc['date']})",
+        "",
+        f"Latest command: `{command}`",
+        "",
+        "Per-call wall-time percentiles; per-stage medians (for batch > 1, summed over the "
+        "batch); throughput in frames/s. `infer-only fps`: `backend.infer` alone on a "
+        "pre-processed batch; `pipelined fps`: `Detector.stream` with decode/pre-processing "
+        "overlapped (batch 1).",
+        "",
+        "| " + " | ".join(h for _, h in MD_COLUMNS) + " |",
+        "|" + "---|" * len(MD_COLUMNS),
+    ]
+    for r in doc["rows"]:
+        cells = [r.get(k, "") for k, _ in MD_COLUMNS]
+        lines.append(
+            "| " + " | ".join(f"{c:.2f}" if isinstance(c, float) else str(c) for c in cells) + " |"
+        )
+    md = path.with_suffix(".md")
+    tmp = md.with_name(md.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(md)
+    return doc
+
+
+def ultralytics_to_understudy(src: Path, dst: Path, spec: ModelSpec) -> Path:
+    """Rewrite an Ultralytics detection ONNX (one output (B, 4 + C, A): cx, cy, w, h in
+    network pixels, then C sigmoid scores) into the ``decoded_xyxy`` layout, with
+    ``spec`` as metadata. Pre-/post-processing then run exactly as for the student."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    if len(graph.output) != 1 or len(graph.input) != 1:
+        raise ModelFileError(f"{src}: expected one input and one (B, 4 + C, A) output")
+    out = graph.output[0].name
+    c = spec.num_classes
+    graph.initializer.extend([
+        numpy_helper.from_array(np.array([4, c], np.int64), "us_split_box_cls"),
+        numpy_helper.from_array(np.array([2, 2], np.int64), "us_split_xy_wh"),
+        numpy_helper.from_array(np.array(0.5, np.float32), "us_half"),
+    ])  # fmt: skip
+    graph.node.extend([
+        helper.make_node("Transpose", [out], ["us_t"], perm=[0, 2, 1]),
+        helper.make_node("Split", ["us_t", "us_split_box_cls"], ["us_xywh", "scores"], axis=2),
+        helper.make_node("Split", ["us_xywh", "us_split_xy_wh"], ["us_xy", "us_wh"], axis=2),
+        helper.make_node("Mul", ["us_wh", "us_half"], ["us_half_wh"]),
+        helper.make_node("Sub", ["us_xy", "us_half_wh"], ["us_xy1"]),
+        helper.make_node("Add", ["us_xy", "us_half_wh"], ["us_xy2"]),
+        helper.make_node("Concat", ["us_xy1", "us_xy2"], ["boxes"], axis=2),
+    ])  # fmt: skip
+    del graph.output[:]
+    graph.output.extend([
+        helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["batch", "anchors", 4]),
+        helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", "anchors", c]),
+    ])  # fmt: skip
+    helper.set_model_props(model, spec.to_metadata_props())
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(dst)
+    return dst
+
+
+def build_yolo11n_reference(path: Path, size: int) -> Path | None:
+    """A random-weight YOLO11n (architecture from Ultralytics' packaged yaml, nothing
+    downloaded) at ``size`` x ``size`` in the Understudy layout; None without ultralytics.
+
+    Random weights give the architecture's latency, not its accuracy."""
+    if path.is_file():
+        return path
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    try:
+        from ultralytics import YOLO
+    except ImportError:
+        print("skipping --yolo11n-reference: ultralytics is not installed here (it builds YOLO11n "
+              "from its packaged yaml with random weights, offline)")  # fmt: skip
+        return None
+    yolo = YOLO("yolo11n.yaml")
+    exported = Path(yolo.export(format="onnx", imgsz=size, opset=17, simplify=False, dynamic=False))
+    names = yolo.names
+    spec = ModelSpec(
+        class_names=tuple(str(names[i]) for i in sorted(names)), input_size=(size, size),
+        output_layout="decoded_xyxy", preset="yolo11n-random-weights",
+        extra={"reference": "Ultralytics YOLO11n architecture, random weights"},
+    )  # fmt: skip
+    return ultralytics_to_understudy(exported, path, spec)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f"expected WIDTHxHEIGHT such as 640x480, got {text!r}"
+        ) from e
+    return w, h
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("models", nargs="*", type=Path, help=".onnx / .engine / .pt model files")
+    p.add_argument(
+        "--names", nargs="*", default=None, help="row names for the models (default: file stems)"
+    )
+    p.add_argument("--backends", nargs="*", default=None,
+                   help="backends to try per model (default: by file type)")  # fmt: skip
+    p.add_argument("--batch", nargs="*", type=int, default=[1], help="batch sizes")
+    p.add_argument("--input-size-src", type=parse_size, default=(640, 480),
+                   help="size of the generated frames, WxH (ignored with --frames)")  # fmt: skip
+    p.add_argument("--frames", type=Path, default=None, help="a video whose frames to use")
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--runs", type=int, default=200)
+    p.add_argument("--threads", type=int, default=None, help="backend intra-op threads")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--out", type=Path, default=RESULTS, help="results JSON (Markdown beside it)")
+    p.add_argument("--yolo11n-reference", action="store_true",
+                   help="add a random-weight YOLO11n ONNX (needs ultralytics)")  # fmt: skip
+    p.add_argument("--reference-size", type=int, default=320, help="input size of the reference")
+    args = p.parse_args(argv)
+
+    models = list(args.models)
+    names = list(args.names) if args.names else [m.stem for m in models]
+    if len(names) != len(models):
+        p.error("--names needs one name per model")
+    if args.yolo11n_reference:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "understudy"
+        ref = build_yolo11n_reference(
+            cache / f"yolo11n-ref-{args.reference_size}.onnx", args.reference_size
+        )
+        if ref is not None:
+            models.append(ref)
+            names.append("yolo11n-reference")
+    if not models:
+        p.error("no models to measure")
+    if args.frames:
+        frames, source = video_frames(args.frames), str(args.frames)
+    else:
+        frames, source = synthetic_frames(*args.input_size_src), "synthetic"
+    src_input = f"{frames[0].shape[1]}x{frames[0].shape[0]}"
+
+    rows, host, today = [], machine(), datetime.date.today().isoformat()
+    for model, name in zip(models, names):
+        for backend in args.backends or [None]:
+            for batch in args.batch:
+                try:
+                    det = Detector(model, backend=backend, threads=args.threads, device=args.device,
+                                   max_batch=batch)  # fmt: skip
+                except (BackendUnavailable, ModelFileError) as e:
+                    print(f"skip {name} on {backend}: {e}")
+                    break
+                with det:
+                    if det.max_batch < batch:
+                        print(f"skip {name} batch {batch}: the model takes at most {det.max_batch}")
+                        continue
+                    h, w = det.spec.input_size
+                    print(
+                        f"{name} {det.backend_name} {det.precision} batch {batch} {w}x{h} ...",
+                        flush=True,
+                    )
+                    row = {
+                        "model": name, "backend": det.backend_name, "precision": det.precision,
+                        "batch": batch, "input": f"{w}x{h}",
+                        **measure(det, frames, batch, args.warmup, args.runs),
+                        "source_input": src_input, "frames": source, "threads": args.threads,
+                        "runs": args.runs, "warmup": args.warmup, "model_path": str(model),
+                        "machine": host, "date": today,
+                    }  # fmt: skip
+                rows.append(row)
+                summary = (
+                    f"  p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  "
+                    f"{row['throughput_fps']:.1f} fps  "
+                    f"pre+post {row['pre_post_pct_of_infer']:.1f}% of infer"
+                )
+                if batch == 1:
+                    summary += (
+                        f"  pipelined {row['pipelined_pct_of_infer_only']:.1f}% of infer-only"
+                    )
+                print(summary)
+    if not rows:
+        print("nothing measured")
+        return 1
+    command = "python benchmarks/latency.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    write_results(args.out, command, rows)
+    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
