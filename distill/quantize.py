@@ -1,0 +1,324 @@
+"""Reduced precision ONNX models: INT8 as Q/DQ (static PTQ), and fp16 for TensorRT 11.
+
+``quantize_int8`` runs ONNX Runtime's static post-training quantization in QDQ format:
+per-channel symmetric int8 weights (axis 0 of each Conv) and per-tensor activations,
+calibrated on N images pre-processed exactly as the runtime does (letterbox, RGB, [0, 1]).
+Two activation types, because the two consumers want different things:
+
+- ``activations="int8"`` (default, TensorRT): symmetric INT8 (zero point 0), Q/DQ only on
+  the inputs of Conv layers (activations and weights), float bias. This is the placement
+  TensorRT's explicit quantization fuses best (int8 Conv with a fused float epilogue); it
+  also runs in ONNX Runtime, but ONNX Runtime on x86 does not fuse signed activations, so
+  it is *slower* there than fp32.
+- ``activations="uint8"`` (ONNX Runtime on x86 CPUs): asymmetric UINT8 activations, Q/DQ
+  around every quantizable op and int32 bias, which ONNX Runtime fuses into QLinearConv /
+  QLinearMul / ... kernels. TensorRT rejects UINT8 Q/DQ (``compile --check`` flags it).
+
+Sensitive layers stay float: by default the head's final 1x1 convs (class logits and box
+bins) and the decode tail after them (softmax, DFL expectation, box arithmetic, sigmoid).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import logging
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from distill.preflight import (
+    ensure_writable,
+    load_onnx,
+    onnx_spec,
+    save_onnx_atomic,
+    set_metadata,
+)
+from runtime.errors import ConfigError, DataError
+from runtime.model_spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+METHODS = ("minmax", "percentile", "entropy")
+ACTIVATIONS = ("int8", "uint8")
+HEAD_PATTERNS = ("/model/head/*.2/Conv",)  # last conv of each box/cls branch (export names)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass
+class QuantizeReport:
+    """What ``quantize_int8`` wrote."""
+
+    path: Path
+    sidecar: Path
+    spec: ModelSpec
+    method: str
+    activations: str
+    num_images: int
+    excluded: list[str]  # node names kept in float
+    op_counts: dict[str, int]  # op census of the Q/DQ graph
+    quantized_convs: int
+    float_convs: int
+    preprocessed: str  # "quant_pre_process" or why it was skipped
+
+    def summary(self) -> str:
+        ops = ", ".join(f"{k} {v}" for k, v in sorted(self.op_counts.items()))
+        return (
+            f"wrote {self.path} (+ {self.sidecar.name}): {self.activations} activations, "
+            f"{self.method} calibration on {self.num_images} images, pre-processing: "
+            f"{self.preprocessed}\nconvs: {self.quantized_convs} int8, {self.float_convs} float "
+            f"({len(self.excluded)} nodes kept float)\nops: {ops}"
+        )
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def calibration_paths(source: Any, num_images: int, seed: int = 0) -> list[Path]:
+    """Up to ``num_images`` image paths, spread over ``source`` (seeded choice).
+
+    ``source``: a list of image paths; a folder of images; or a dataset (a DatasetSplit,
+    or a path :func:`distill.data.dataset.load_split` reads; its ``train`` split is used).
+    """
+    if isinstance(source, (list, tuple)):
+        paths = [Path(p) for p in source]
+    elif hasattr(source, "records"):
+        paths = [r.path for r in source.records]
+    else:
+        p = Path(source)
+        if p.is_dir() and not (p / "data.yaml").is_file():
+            paths = _image_files(p)
+        else:
+            from distill.data.dataset import load_split
+
+            paths = [r.path for r in load_split(p, "train").records]
+    if not paths:
+        raise DataError(f"{source}: no calibration images found ({', '.join(IMAGE_SUFFIXES)})")
+    if len(paths) > num_images:
+        pick = np.sort(np.random.default_rng(seed).choice(len(paths), num_images, replace=False))
+        paths = [paths[i] for i in pick]
+    return paths
+
+
+class CalibrationReader:
+    """ONNX Runtime ``CalibrationDataReader``: one (1, 3, H, W) batch per image, letterboxed
+    and normalized by :class:`runtime.preprocess.Preprocessor`; a tqdm bar counts images."""
+
+    def __init__(self, paths: Sequence[Path], spec: ModelSpec, input_name: str) -> None:
+        from tqdm import tqdm
+
+        from runtime.preprocess import Preprocessor
+
+        self.paths = list(paths)
+        self.input_name = input_name
+        self._pre = Preprocessor(spec, slots=1)
+        self._next = 0
+        self._bar = tqdm(total=len(self.paths), desc="calibrating", unit="img", leave=False)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        import cv2
+
+        if self._next >= len(self.paths):
+            self._bar.close()
+            return None
+        path = self.paths[self._next]
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise DataError(f"{path}: not a readable image (calibration)")
+        self._pre(image, 0, "BGR")
+        self._next += 1
+        self._bar.update(1)
+        return {self.input_name: self._pre.batch(1).copy()}
+
+    def rewind(self) -> None:
+        self._next = 0
+
+
+def match_nodes(model: onnx.ModelProto, patterns: Sequence[str]) -> list[str]:
+    """Names of nodes matching any glob pattern (``fnmatch``; ``*`` also matches ``/``)."""
+    return [
+        n.name for n in model.graph.node if any(fnmatch.fnmatchcase(n.name, p) for p in patterns)
+    ]
+
+
+def head_nodes(model: onnx.ModelProto) -> list[str]:
+    """The head's final convs (:data:`HEAD_PATTERNS`) and every node downstream of them."""
+    roots = set(match_nodes(model, HEAD_PATTERNS))
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    found, stack = set(roots), [o for n in model.graph.node if n.name in roots for o in n.output]
+    while stack:
+        for node in consumers.get(stack.pop(), []):
+            if node.name not in found:
+                found.add(node.name)
+                stack.extend(node.output)
+    return [n.name for n in model.graph.node if n.name in found]
+
+
+def qdq_census(model: onnx.ModelProto) -> tuple[dict[str, int], int, int]:
+    """(op counts, convs whose weight comes through DequantizeLinear, float convs)."""
+    dq_out = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    quantized = sum(1 for n in convs if n.input[1] in dq_out)
+    return dict(Counter(n.op_type for n in model.graph.node)), quantized, len(convs) - quantized
+
+
+def _preprocess(src: Path, dst: Path) -> tuple[Path, str]:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(dst))
+        return dst, "quant_pre_process"
+    except Exception as e:  # a pre-processing failure only costs the folding it would do
+        log.warning("quant_pre_process failed (%s); quantizing the model as exported", e)
+        return src, f"skipped ({type(e).__name__})"
+
+
+def quantize_int8(
+    onnx_in: str | Path,
+    onnx_out: str | Path,
+    calibration_images: Any,
+    num_images: int = 128,
+    method: str = "minmax",
+    keep_float: Sequence[str] = (),
+    keep_head_float: bool = True,
+    per_channel: bool = True,
+    activations: str = "int8",
+    preprocess: bool = True,
+) -> QuantizeReport:
+    """Static post-training quantization of an Understudy ONNX model to a Q/DQ model.
+
+    Args:
+        calibration_images: image paths, a folder of images, or a dataset (see
+            :func:`calibration_paths`); ``num_images`` of them are used.
+        method: ``minmax`` | ``percentile`` | ``entropy`` (ONNX Runtime calibrators).
+        keep_float: extra node-name globs kept in float (e.g. ``/model/backbone/*``).
+        keep_head_float: keep the head's final convs and the decode tail in float.
+        activations: ``int8`` (TensorRT) or ``uint8`` (ONNX Runtime on x86), see above.
+        preprocess: run ONNX Runtime's ``quant_pre_process`` (shape inference and
+            constant folding; node names are kept) first; skipped with a warning if it fails.
+
+    Raises ModelFileError (bad input file), DataError (no/unreadable images),
+    ConfigError (bad method/activations/pattern), UnderstudyError (unwritable output).
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if method not in METHODS:
+        raise ConfigError(f"calibration method must be one of {METHODS}, got {method!r}")
+    if activations not in ACTIVATIONS:
+        raise ConfigError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
+    if num_images < 1:
+        raise ConfigError(f"--num-images must be >= 1, got {num_images}")
+    onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
+    model = load_onnx(onnx_in)
+    spec = onnx_spec(model, onnx_in)
+    ensure_writable(onnx_out)
+    paths = calibration_paths(calibration_images, num_images)
+    calib = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+             "entropy": CalibrationMethod.Entropy}[method]  # fmt: skip
+    tensorrt = activations == "int8"
+    with tempfile.TemporaryDirectory(prefix="understudy-quant-") as tmp:
+        src, prep = _preprocess(onnx_in, Path(tmp) / "pre.onnx") if preprocess else (onnx_in, "off")
+        float_model = onnx.load(str(src))
+        excluded = head_nodes(float_model) if keep_head_float else []
+        for pattern in keep_float:
+            hits = match_nodes(float_model, [pattern])
+            if not hits:
+                raise ConfigError(f"--keep-float {pattern!r} matches no node of {onnx_in}")
+            excluded += [h for h in hits if h not in excluded]
+        reader = CalibrationReader(paths, spec, float_model.graph.input[0].name)
+        out_tmp = Path(tmp) / "int8.onnx"
+        quantize_static(
+            str(src), str(out_tmp), reader, quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv"] if tensorrt else None, per_channel=per_channel,
+            activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
+            weight_type=QuantType.QInt8, nodes_to_exclude=excluded, calibrate_method=calib,
+            calibration_providers=["CPUExecutionProvider"],
+            extra_options={"ActivationSymmetric": tensorrt, "WeightSymmetric": True,
+                           "QuantizeBias": not tensorrt},
+        )  # fmt: skip
+        qmodel = onnx.load(str(out_tmp))
+    counts, n_int8, n_float = qdq_census(qmodel)
+    info = {
+        "method": method, "activations": activations, "num_images": len(paths),
+        "per_channel": per_channel, "kept_float": len(excluded), "source_onnx": str(onnx_in),
+    }  # fmt: skip
+    qspec = dataclasses.replace(spec, precision="int8", extra={**spec.extra, "quantization": info})
+    set_metadata(qmodel, qspec)
+    save_onnx_atomic(qmodel, onnx_out)
+    sidecar = qspec.write_sidecar(onnx_out)
+    return QuantizeReport(onnx_out, sidecar, qspec, method, activations, len(paths), excluded,
+                          counts, n_int8, n_float, prep)  # fmt: skip
+
+
+# -- fp16 (TensorRT 11 strongly typed networks) ---------------------------------------------
+FP32_ONLY_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}  # roi / scales stay float32
+FP16_MAX = 65504.0
+
+
+def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy with every float32 weight, constant and Cast target in float16, the graph
+    inputs/outputs kept float32 through Cast nodes (so the runtime still feeds float32).
+
+    For TensorRT 11, whose strongly typed networks take precision from the ONNX types.
+    Resize/Upsample scales stay float32 (the ONNX spec requires it); weights beyond the
+    fp16 range are clipped to +-65504. Q/DQ models are rejected (use int8 for those).
+    """
+    f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.node):
+        raise ConfigError("to_float16: the model has Q/DQ nodes; build it at int8 precision")
+    keep = {
+        n.input[i] for n in g.node for i in FP32_ONLY_INPUTS.get(n.op_type, ()) if i < len(n.input)
+    }
+
+    def half(t: onnx.TensorProto) -> onnx.TensorProto:
+        arr = np.clip(onnx.numpy_helper.to_array(t), -FP16_MAX, FP16_MAX).astype(np.float16)
+        return onnx.numpy_helper.from_array(arr, t.name)
+
+    for i, t in enumerate(g.initializer):
+        if t.data_type == f32 and t.name not in keep:
+            g.initializer[i].CopyFrom(half(t))
+    for node in g.node:
+        for a in node.attribute:
+            if set(node.output) & keep:
+                continue
+            if node.op_type in ("Constant", "ConstantOfShape") and a.name == "value":
+                if a.t.data_type == f32:
+                    a.t.CopyFrom(half(a.t))
+            elif node.op_type == "Cast" and a.name == "to" and a.i == f32:
+                a.i = f16
+    del g.value_info[:]  # stale float32 annotations; TensorRT infers the types
+    casts_in, casts_out = [], []
+    for vi in g.input:
+        if vi.type.tensor_type.elem_type == f32:
+            new = vi.name + "_fp16"
+            for node in g.node:
+                node.input[:] = [new if x == vi.name else x for x in node.input]
+            casts_in.append(
+                onnx.helper.make_node("Cast", [vi.name], [new], to=f16, name=new + "_cast")
+            )
+    for vi in g.output:
+        if vi.type.tensor_type.elem_type == f32:
+            new = vi.name + "_fp16"
+            for node in g.node:
+                node.output[:] = [new if x == vi.name else x for x in node.output]
+                node.input[:] = [new if x == vi.name else x for x in node.input]
+            casts_out.append(
+                onnx.helper.make_node("Cast", [new], [vi.name], to=f32, name=new + "_cast")
+            )
+    nodes = [*casts_in, *g.node, *casts_out]
+    del g.node[:]
+    g.node.extend(nodes)
+    return m
