@@ -244,6 +244,15 @@ def train(
                     "img/s": f"{ips:.1f}",
                 }
             )
+            if not progress and rank == 0 and n_batches % 50 == 0:  # background runs: a log line
+                log.info(
+                    "epoch %d step %d/%d %s img/s %.1f",
+                    epoch + 1,
+                    n_batches,
+                    steps_per_epoch,
+                    " ".join(f"{k}={v:.3f}" for k, v in logs.items()),
+                    ips,
+                )
             if cfg.max_steps and step >= cfg.max_steps:
                 break
         bar.close()

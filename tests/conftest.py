@@ -12,6 +12,14 @@ import pytest
 os.environ.setdefault("XDG_CACHE_HOME", tempfile.mkdtemp(prefix="understudy-test-cache-"))
 
 
+try:  # tiny test models: one thread avoids thread wake-up costs and oversubscription
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # runtime-only install
+    pass
+
+
 def _cuda_available() -> bool:
     try:
         import torch

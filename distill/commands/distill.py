@@ -1,0 +1,48 @@
+"""`understudy distill`: train a compact student from a teacher."""
+
+from __future__ import annotations
+
+import argparse
+
+from distill.commands.train import add_common_training_args, overrides
+
+METHODS = ("hybrid", "logit", "ld", "feature", "cwd", "attention", "pseudo")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("distill", help="distil a student from a teacher (KD + pseudo-labels)")
+    p.add_argument(
+        "--teacher", required=True, help="teacher checkpoint (.pt) or ONNX detector (.onnx)"
+    )
+    p.add_argument("--student", default=None, help="student preset (default nano)")
+    p.add_argument(
+        "--method", choices=METHODS, default=None, help="distillation method (default hybrid)"
+    )
+    p.add_argument("--unlabelled", help="folder of unlabelled frames (teacher pseudo-labels + KD)")
+    p.add_argument("--teacher-layout", help="YAML OutputLayout for an external ONNX teacher")
+    add_common_training_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from distill.config import load
+    from distill.distillation import DistillConfig, distill
+
+    extra = {
+        "model": args.student,
+        "kd.method": args.method,
+        "kd.teacher_layout": args.teacher_layout,
+    }
+    cfg = load(DistillConfig, args.config, overrides(args, extra))
+    out = args.out or f"runs/{cfg.model}-{cfg.kd.method}"
+    path = distill(
+        cfg,
+        args.teacher,
+        args.data,
+        out,
+        unlabelled=args.unlabelled,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,316 @@
+"""Distillation: a :class:`Distiller` plugs a teacher into the one training loop.
+
+Per batch it (1) adds unlabelled frames, (2) runs the teacher once (no grad, bf16 where
+supported), (3) turns the teacher's confident detections on unlabelled frames into
+pseudo-labels, and after the student's forward pass (4) computes the method's KD terms
+(see :mod:`distill.losses.kd` and docs/distillation.md).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+
+from distill.losses.assigner import Assignment
+from distill.losses.kd import (
+    FeatureAdapters,
+    attention_kd,
+    boxes_to_level_masks,
+    channel_wise_kd,
+    feature_kd,
+    hybrid_kd,
+    localization_kd,
+    logit_kd,
+    scores_to_level_masks,
+)
+from distill.models.head import HeadOutput
+from distill.train import TrainConfig
+from runtime.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+METHODS = ("hybrid", "logit", "ld", "feature", "cwd", "attention", "pseudo")
+TERMS = ("logit", "ld", "feature", "cwd", "attention")
+FEATURE_TERMS = ("feature", "cwd", "attention")
+
+
+@dataclass(frozen=True)
+class KDWeights:
+    """Weight of each KD term relative to the detection loss (per image)."""
+
+    logit: float = 1.0
+    ld: float = 1.0
+    feature: float = 1.0
+    cwd: float = 1.0
+    attention: float = 1.0
+
+
+@dataclass(frozen=True)
+class KDConfig:
+    """Distillation knobs (the ``kd:`` section of a distillation config)."""
+
+    method: str = "hybrid"
+    hybrid: tuple[str, ...] = ("logit", "ld", "feature")  # terms of the hybrid method
+    weights: KDWeights = field(default_factory=KDWeights)
+    logit_temperature: float = 2.0
+    ld_temperature: float = 10.0
+    cwd_temperature: float = 1.0
+    ld_min_score: float = 0.05  # LD on anchors whose teacher score exceeds this (weight = score)
+    feature_mask: str = "gt"  # gt (boxes incl. pseudo-labels) | teacher (scores) | none (FitNet)
+    mask_score_threshold: float = 0.3  # teacher-score mask threshold
+    pseudo_threshold: float = 0.45  # teacher detections above this become pseudo-labels
+    pseudo_iou: float = 0.6  # NMS IoU for pseudo-labels
+    unlabelled_ratio: float = 0.5  # share of each batch drawn from unlabelled frames
+    teacher_bf16: str = "auto"  # auto | on | off
+    teacher_layout: str = ""  # OutputLayout YAML for an external ONNX teacher
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"kd.method {self.method!r} is not one of {', '.join(METHODS)}")
+        bad = [t for t in self.hybrid if t not in TERMS]
+        if bad:
+            raise ConfigError(f"kd.hybrid has unknown terms {bad}; choose from {', '.join(TERMS)}")
+        if self.feature_mask not in ("gt", "teacher", "none"):
+            raise ConfigError("kd.feature_mask must be gt, teacher or none")
+        if not 0 <= self.unlabelled_ratio < 1:
+            raise ConfigError("kd.unlabelled_ratio must be in [0, 1)")
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        if self.method == "hybrid":
+            return self.hybrid
+        if self.method == "pseudo":
+            return ()
+        return (self.method,)
+
+
+@dataclass(frozen=True)
+class DistillConfig(TrainConfig):
+    """A training config plus the ``kd`` section."""
+
+    kd: KDConfig = field(default_factory=KDConfig)
+
+
+class Context(NamedTuple):
+    teacher: Any  # TeacherOutput
+    targets: torch.Tensor  # (M, 6) labels + pseudo-labels, network pixels
+    n_labelled: int
+
+
+class Distiller:
+    """Teacher + KD terms + unlabelled frames, for :func:`distill.train.train`."""
+
+    def __init__(
+        self,
+        cfg: KDConfig,
+        teacher,
+        student_channels: dict[str, int],
+        img_size: int,
+        unlabelled=None,
+        batch_size: int = 16,
+        seed: int = 0,
+    ) -> None:
+        self.cfg = cfg
+        self.teacher = teacher
+        self.terms = cfg.terms
+        self.img_size = img_size
+        if not teacher.dense:
+            unsupported = [t for t in self.terms if t != "logit"]
+            if unsupported:
+                raise ConfigError(
+                    f"an external ONNX teacher teaches through pseudo-labels and soft class scores "
+                    f"only; the terms {unsupported} need a native teacher (.pt); "
+                    "use --method logit or pseudo"
+                )
+        self.needs_features = any(t in FEATURE_TERMS for t in self.terms)
+        self.adapters = None
+        if any(t in ("feature", "cwd") for t in self.terms):
+            self.adapters = FeatureAdapters(student_channels, teacher.feature_channels)
+        self.weights = {t: getattr(cfg.weights, t) for t in self.terms}
+        self.n_unlabelled = 0
+        self._frames = None
+        if unlabelled is not None and cfg.unlabelled_ratio > 0:
+            self.n_unlabelled = max(1, round(batch_size * cfg.unlabelled_ratio))
+            self._frames = _cycle(unlabelled, self.n_unlabelled, seed)
+        self._post = None
+        self._warned_sparse = False
+
+    def labelled_batch_size(self, batch_size: int) -> int:
+        """Labelled images per step, so that labelled + unlabelled = ``batch_size``."""
+        return max(1, batch_size - self.n_unlabelled)
+
+    def trainable_modules(self) -> list[torch.nn.Module]:
+        return [self.adapters] if self.adapters is not None else []
+
+    def prepare(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor, Context]:
+        images, targets = batch[0], batch[1]
+        n_labelled = images.shape[0]
+        if self._frames is not None:
+            frames = next(self._frames)[0]
+            images = torch.cat([images, frames])
+        t_out = self.teacher(images, need_features=self.needs_features)
+        if self._frames is not None:
+            pseudo = self.pseudo_labels(t_out.boxes[n_labelled:], t_out.scores[n_labelled:])
+            pseudo[:, 0] += n_labelled
+            targets = torch.cat([targets, pseudo])
+        return images, targets, Context(t_out, targets, n_labelled)
+
+    @torch.no_grad()
+    def pseudo_labels(self, boxes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Teacher detections above ``pseudo_threshold`` after class-aware NMS ->
+        (M, 6) [batch_idx, cls, x1, y1, x2, y2] network pixels."""
+        from runtime.model_spec import ModelSpec
+        from runtime.postprocess import Postprocessor
+        from runtime.preprocess import Letterbox
+
+        s = self.img_size
+        if self._post is None:
+            spec = ModelSpec(
+                class_names=tuple(str(i) for i in range(scores.shape[-1])), input_size=(s, s)
+            )
+            self._post = Postprocessor(
+                spec,
+                score_threshold=self.cfg.pseudo_threshold,
+                iou_threshold=self.cfg.pseudo_iou,
+                max_detections=100,
+            )
+        identity = Letterbox(1.0, 0, 0, (s, s), (s, s))
+        outputs = {"boxes": boxes.float().cpu().numpy(), "scores": scores.float().cpu().numpy()}
+        rows = []
+        for i, det in enumerate(self._post(outputs, [identity] * len(boxes))):
+            if len(det):
+                idx = np.full((len(det), 1), i, np.float32)
+                rows.append(
+                    np.concatenate([idx, det.class_ids[:, None].astype(np.float32), det.boxes], 1)
+                )
+        if not rows:
+            return torch.zeros(0, 6)
+        return torch.from_numpy(np.concatenate(rows)).float()
+
+    def loss(
+        self,
+        ctx: Context,
+        out: HeadOutput,
+        feats: dict[str, torch.Tensor] | None,
+        assignment: Assignment,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        t = ctx.teacher
+        terms: dict[str, torch.Tensor] = {}
+        teacher_score = t.scores.amax(-1) if t.scores.shape[1] == out.cls.shape[1] else None
+        if "logit" in self.terms:
+            if t.cls_logits is None or t.cls_logits.shape != out.cls.shape:
+                if not self._warned_sparse:
+                    log.warning(
+                        "teacher anchors do not line up with the student's: logit KD off, "
+                        "the teacher teaches through pseudo-labels only"
+                    )
+                    self._warned_sparse = True
+                terms["logit"] = out.cls.sum() * 0.0
+            else:
+                terms["logit"] = logit_kd(
+                    out.cls, t.cls_logits, self.cfg.logit_temperature, teacher_score
+                )
+        if "ld" in self.terms:
+            w = teacher_score * (teacher_score > self.cfg.ld_min_score)
+            terms["ld"] = localization_kd(out.dist, t.dist, self.cfg.ld_temperature, w)
+        if "feature" in self.terms:
+            terms["feature"] = feature_kd(
+                feats, t.feats, self.adapters, self._feature_mask(ctx, feats)
+            )
+        if "cwd" in self.terms:
+            terms["cwd"] = channel_wise_kd(feats, t.feats, self.adapters, self.cfg.cwd_temperature)
+        if "attention" in self.terms:
+            terms["attention"] = attention_kd(feats, t.feats)
+        if not terms:
+            return out.cls.sum() * 0.0, {}
+        total, logged = hybrid_kd(terms, self.weights)
+        return total, {f"kd_{k}": v for k, v in logged.items()}
+
+    def _feature_mask(
+        self, ctx: Context, feats: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor] | None:
+        shapes = {name: tuple(f.shape[2:]) for name, f in feats.items()}
+        if self.cfg.feature_mask == "none":
+            return None
+        if self.cfg.feature_mask == "teacher":
+            return scores_to_level_masks(ctx.teacher.scores, shapes, self.cfg.mask_score_threshold)
+        b = next(iter(feats.values())).shape[0]
+        boxes = [ctx.targets[ctx.targets[:, 0] == i, 2:6] for i in range(b)]
+        return boxes_to_level_masks(boxes, (self.img_size, self.img_size), shapes)
+
+
+def _cycle(dataset, batch: int, seed: int):
+    """Endless shuffled batches of unlabelled frames."""
+    from distill.data.torch_dataset import collate_frames
+
+    for epoch in itertools.count():
+        sampler = RandomSampler(
+            dataset, generator=torch.Generator().manual_seed(seed * 1000 + epoch)
+        )
+        loader = DataLoader(
+            dataset,
+            batch_size=batch,
+            sampler=sampler,
+            collate_fn=collate_frames,
+            drop_last=len(dataset) >= batch,
+        )
+        yield from loader
+
+
+def teacher_bf16(mode: str) -> bool:
+    if mode == "on":
+        return True
+    if mode == "off":
+        return False
+    return bool(
+        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
+
+
+def distill(
+    cfg: DistillConfig,
+    teacher_path: str,
+    data: str,
+    out_dir: str,
+    unlabelled: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+):
+    """Distil a ``cfg.model`` student from ``teacher_path`` on ``data`` (+ unlabelled frames)."""
+    from distill.data.dataset import load_split
+    from distill.data.torch_dataset import UnlabelledFrames
+    from distill.models.presets import PRESETS, build_detector
+    from distill.teachers import open_teacher
+    from distill.train import train
+
+    names = load_split(data, "val").class_names
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    teacher = open_teacher(
+        teacher_path,
+        names,
+        device,
+        teacher_bf16(cfg.kd.teacher_bf16),
+        cfg.kd.teacher_layout or None,
+    )
+    if not teacher.dense and hasattr(teacher, "input_hw"):
+        teacher.dense = teacher.input_hw == (cfg.img_size, cfg.img_size) and "logit" in cfg.kd.terms
+    student_channels = dict(build_detector(PRESETS[cfg.model], len(names)).neck.out_channels)
+    frames = UnlabelledFrames(unlabelled, cfg.img_size) if unlabelled else None
+    distiller = Distiller(
+        cfg.kd, teacher, student_channels, cfg.img_size, frames, cfg.batch_size, cfg.seed
+    )
+    return train(
+        cfg,
+        data,
+        out_dir,
+        resume=resume,
+        distiller=distiller,
+        teacher_path=str(teacher_path),
+        progress=progress,
+    )

@@ -1,0 +1,114 @@
+"""End-to-end distillation for a few steps on tiny data: native and external ONNX teachers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill.checkpoint import read_checkpoint
+from distill.config import load
+from distill.distillation import METHODS, DistillConfig, distill
+from distill.export import export_onnx
+from runtime.errors import ConfigError
+
+BASE = ["model=nano", "img_size=64", "batch_size=4", "epochs=1", "max_steps=1", "bf16=off"]
+
+
+def kd_cfg(*extra: str) -> DistillConfig:
+    return load(DistillConfig, None, [*BASE, "kd.teacher_bf16=off", *extra])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_runs_with_a_native_teacher(
+    method: str, tmp_path: Path, tiny_data: Path, tiny_checkpoint: Path
+) -> None:
+    out = distill(
+        kd_cfg(f"kd.method={method}"),
+        str(tiny_checkpoint),
+        str(tiny_data),
+        str(tmp_path),
+        unlabelled=str(tiny_data / "unlabelled"),
+        progress=False,
+    )
+    ckpt = read_checkpoint(out)
+    assert ckpt["teacher"] == str(tiny_checkpoint)
+    # the student checkpoint holds only the student: same keys as a plain detector's
+    plain = read_checkpoint(tiny_checkpoint)
+    assert set(ckpt["model"]) == set(plain["model"])
+    assert "train_state" not in ckpt
+    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    expected = {"hybrid": {"kd_logit", "kd_ld", "kd_feature"}, "pseudo": set()}.get(
+        method, {f"kd_{method}"}
+    )
+    assert expected <= {k.removeprefix("loss_") for k in record}
+
+
+def test_adapters_are_saved_for_resume_only(
+    tmp_path: Path, tiny_data: Path, tiny_checkpoint: Path
+) -> None:
+    distill(
+        kd_cfg("kd.method=feature"),
+        str(tiny_checkpoint),
+        str(tiny_data),
+        str(tmp_path),
+        progress=False,
+    )
+    last = read_checkpoint(tmp_path / "last.pt")
+    adapters = last["train_state"]["extra_modules"]
+    assert adapters and all(k.endswith(("weight", "bias")) for k in adapters[0])
+
+
+def test_pseudo_labels_come_from_confident_teacher_detections(tiny_checkpoint: Path) -> None:
+    from distill.distillation import Distiller, KDConfig
+    from distill.teachers import NativeTeacher
+
+    teacher = NativeTeacher(tiny_checkpoint)
+    d = Distiller(KDConfig(method="pseudo", pseudo_threshold=0.5), teacher, {}, img_size=64)
+    boxes = torch.tensor(
+        [[[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0], [30.0, 30.0, 50.0, 60.0]]]
+    )
+    scores = torch.tensor([[[0.9, 0.1], [0.8, 0.1], [0.1, 0.4]]])
+    pseudo = d.pseudo_labels(boxes, scores)
+    assert pseudo.shape == (1, 6)  # the duplicate is suppressed, the 0.4 one is below threshold
+    assert pseudo[0, :2].tolist() == [0.0, 0.0] and pseudo[0, 2:].tolist() == [0.0, 0.0, 10.0, 10.0]
+
+
+def test_external_onnx_teacher(tmp_path: Path, tiny_data: Path, tiny_checkpoint: Path) -> None:
+    onnx_path = tmp_path / "teacher.onnx"
+    export_onnx(tiny_checkpoint, onnx_path, img_size=64, validate=False)
+    out = distill(
+        kd_cfg("kd.method=logit"),
+        str(onnx_path),
+        str(tiny_data),
+        str(tmp_path / "s"),
+        unlabelled=str(tiny_data / "unlabelled"),
+        progress=False,
+    )
+    assert read_checkpoint(out)["teacher"] == str(onnx_path)
+    record = json.loads((tmp_path / "s" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "loss_kd_logit" in record  # anchors line up (same input size): soft scores used
+    with pytest.raises(ConfigError, match="native teacher"):
+        distill(
+            kd_cfg("kd.method=ld"),
+            str(onnx_path),
+            str(tiny_data),
+            str(tmp_path / "x"),
+            progress=False,
+        )
+
+
+def test_teacher_with_other_classes_is_rejected(tmp_path: Path, tiny_data: Path) -> None:
+    from distill.checkpoint import make_checkpoint, save_atomic
+    from distill.models.presets import PRESETS, nano
+
+    path = save_atomic(
+        make_checkpoint(
+            nano(2), preset="nano", scale=PRESETS["nano"], class_names=("a", "b"), img_size=64
+        ),
+        tmp_path / "t.pt",
+    )
+    with pytest.raises(ConfigError, match="classes"):
+        distill(kd_cfg(), str(path), str(tiny_data), str(tmp_path / "o"), progress=False)
