@@ -27,7 +27,7 @@ COMMAND_MODULES = (
     "runtime.commands.detect",
     "runtime.commands.serve",
     "runtime.commands.stream",
-    "distill.commands.bench",
+    "runtime.commands.bench",
     "distill.commands.auto",
     "distill.commands.demo",
 )

@@ -1,0 +1,99 @@
+"""Shared measurement helpers for benchmarks and the budget gate (torch-free)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+
+def machine() -> str:
+    """CPU model, core count, OS and ONNX Runtime version of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import onnxruntime
+
+        ort = f", onnxruntime {onnxruntime.__version__}"
+    except ImportError:
+        ort = ""
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}{ort}"
+
+
+def today() -> str:
+    return datetime.date.today().isoformat()
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, np.float64), q))
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident memory of a process in MiB (from /proc; 0.0 where /proc is missing)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def synthetic_frames(width: int, height: int, n: int = 32, seed: int = 0) -> list[np.ndarray]:
+    """(height, width, 3) BGR uint8 frames: dark noise with random filled rectangles and
+    circles, a stand-in camera stream when no video is given."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n):
+        img = rng.integers(0, 60, (height, width, 3), dtype=np.uint8)
+        for _ in range(6):
+            color = tuple(int(c) for c in rng.integers(60, 256, 3))
+            x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+            size = int(rng.integers(10, max(11, min(width, height) // 3)))
+            if rng.random() < 0.5:
+                cv2.rectangle(img, (x, y), (x + size, y + size // 2 + 5), color, -1)
+            else:
+                cv2.circle(img, (x, y), size // 2, color, -1)
+        frames.append(img)
+    return frames
+
+
+def write_json_atomic(path: str | Path, doc: Any) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> list[str]:
+    """Markdown table lines for ``rows`` with (key, header) columns; floats to 2 decimals."""
+    lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        cells = [r.get(k, "") for k, _ in columns]
+        lines.append(
+            "| " + " | ".join(f"{c:.2f}" if isinstance(c, float) else str(c) for c in cells) + " |"
+        )
+    return lines
