@@ -12,13 +12,27 @@ Exported series (latency in seconds, Prometheus convention):
 - ``understudy_budget_misses_total`` (answered frames whose total exceeded the budget);
 - ``understudy_active_streams``, ``understudy_model_ready`` gauges;
 - ``understudy_batch_size`` histogram (frames per model call).
+
+With a shadow teacher (:class:`ShadowMetrics`, added by ``ServerMetrics.add_shadow``):
+- ``understudy_shadow_true_positives_total{class}``, ``..._false_positives_total{class}``,
+  ``..._false_negatives_total{class}``: cumulative student-vs-teacher match counts, so
+  ``tp / (tp + fp)`` is the exact precision over any window (``increase()``);
+- ``understudy_shadow_precision{class}``, ``understudy_shadow_recall{class}`` gauges
+  (cumulative since start; a class appears once it is defined) and
+  ``understudy_shadow_overall_precision``, ``understudy_shadow_overall_recall``;
+- ``understudy_shadow_frames_compared_total``, ``understudy_shadow_frames_skipped_total{reason}``
+  (reason ``busy``: the teacher was still on an earlier frame; ``teacher_error``),
+  ``understudy_shadow_frames_saved_total``;
+- ``understudy_shadow_teacher_duration_seconds`` histogram (teacher time per frame).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from runtime.types import StageTimings
@@ -46,6 +60,7 @@ _LATENCY_BUCKETS = (
     2.5,
 )
 _BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32)
+_TEACHER_BUCKETS = (*_LATENCY_BUCKETS, 5.0, 10.0, 30.0)
 
 
 class ServerMetrics:
@@ -92,6 +107,10 @@ class ServerMetrics:
         self._http: Any = None
         self._http_thread: threading.Thread | None = None
 
+    def add_shadow(self, class_names: Sequence[str]) -> ShadowMetrics:
+        """Register the shadow teacher's series (once per server)."""
+        return ShadowMetrics(self.registry, class_names)
+
     def observe_timings(self, t: StageTimings) -> None:
         """Record one answered frame's stage times (ms in, seconds exported)."""
         values = (
@@ -120,3 +139,85 @@ class ServerMetrics:
         if self._http_thread is not None:
             self._http_thread.join(timeout=5)
             self._http_thread = None
+
+
+class ShadowMetrics:
+    """The shadow teacher's series (see the module docstring) on a server's registry."""
+
+    def __init__(self, registry: CollectorRegistry, class_names: Sequence[str]) -> None:
+        r = registry
+        self.class_names = tuple(class_names)
+        self.compared = Counter(
+            "understudy_shadow_frames_compared", "Frames the shadow teacher ran on", registry=r
+        )
+        self.skipped = Counter(
+            "understudy_shadow_frames_skipped",
+            "Sampled frames the shadow teacher did not run on",
+            ["reason"],
+            registry=r,
+        )
+        self.saved = Counter(
+            "understudy_shadow_frames_saved", "Disagreeing frames saved to disk", registry=r
+        )
+        counts = (
+            ("true_positives", "Student boxes matched to a teacher box"),
+            ("false_positives", "Student boxes with no teacher match"),
+            ("false_negatives", "Teacher boxes with no student match"),
+        )
+        self.tp, self.fp, self.fn = (
+            Counter(f"understudy_shadow_{name}", text, ["class"], registry=r)
+            for name, text in counts
+        )
+        self.precision = Gauge(
+            "understudy_shadow_precision",
+            "Student precision against the teacher since start",
+            ["class"],
+            registry=r,
+        )
+        self.recall = Gauge(
+            "understudy_shadow_recall",
+            "Student recall against the teacher since start",
+            ["class"],
+            registry=r,
+        )
+        self.overall_precision = Gauge(
+            "understudy_shadow_overall_precision", "Precision over all classes", registry=r
+        )
+        self.overall_recall = Gauge(
+            "understudy_shadow_overall_recall", "Recall over all classes", registry=r
+        )
+        self.teacher_seconds = Histogram(
+            "understudy_shadow_teacher_duration_seconds",
+            "Shadow teacher time per frame (pre-processing to NMS)",
+            buckets=_TEACHER_BUCKETS,
+            registry=r,
+        )
+        for reason in ("busy", "teacher_error"):
+            self.skipped.labels(reason=reason)
+        for name in self.class_names:
+            for counter in (self.tp, self.fp, self.fn):
+                counter.labels(**{"class": name})
+
+    def observe(
+        self, frame: tuple[np.ndarray, np.ndarray, np.ndarray],
+        total: tuple[np.ndarray, np.ndarray, np.ndarray], teacher_ms: float,
+    ) -> None:  # fmt: skip
+        """Record one compared frame: ``frame`` and ``total`` are (tp, fp, fn) arrays of
+        shape (C,) for this frame and since start."""
+        self.compared.inc()
+        self.teacher_seconds.observe(teacher_ms / 1000.0)
+        for c, name in enumerate(self.class_names):
+            label = {"class": name}
+            for counter, values in zip((self.tp, self.fp, self.fn), frame):
+                if values[c]:
+                    counter.labels(**label).inc(float(values[c]))
+            tp, fp, fn = (int(v[c]) for v in total)
+            if tp + fp:
+                self.precision.labels(**label).set(tp / (tp + fp))
+            if tp + fn:
+                self.recall.labels(**label).set(tp / (tp + fn))
+        tp, fp, fn = (int(v.sum()) for v in total)
+        if tp + fp:
+            self.overall_precision.set(tp / (tp + fp))
+        if tp + fn:
+            self.overall_recall.set(tp / (tp + fn))

@@ -7,6 +7,16 @@ background thread, measures its latency, then switches health to SERVING. Use
 down gracefully. ``run_until_signal`` is the ``understudy serve`` loop (SIGTERM/SIGINT ->
 graceful stop, exit code 0).
 
+Budget (``config.budget``, ``understudy serve --budget FILE``): once the model is warm the
+lines the server can measure are checked (:mod:`runtime.startup`). The result goes to the
+log (one line), to ``GetModelInfo.budget_met``/``budget_report`` and to the health
+status of the name ``understudy.v1.Detector/budget`` (SERVING = met, NOT_SERVING =
+failed); the main health turns SERVING either way, unless ``strict_budget``: then a
+failed budget keeps it NOT_SERVING, calls are refused (UNAVAILABLE) and
+``run_until_signal`` returns 1.
+
+Shadow teacher: ``build_server(..., shadow_teacher=...)``, see :mod:`runtime.shadow`.
+
 Auth (:mod:`runtime.auth`): with a token, every call but ``grpc.health.v1.Health`` needs
 ``authorization: Bearer <token>`` metadata (reflection too), else UNAUTHENTICATED.
 """
@@ -16,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from concurrent import futures
@@ -24,19 +35,21 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-import runtime
 from runtime.auth import HEALTH_SERVICE_NAME, TokenAuthInterceptor
+from runtime.budget import Budget
 from runtime.errors import ConfigError
 from runtime.metrics import ServerMetrics
 from runtime.proto import SERVICE_NAME, pb, pb_grpc
 from runtime.scheduler import POLICIES, DetectorLike, Scheduler
 from runtime.service import DetectorServicer
+from runtime.shadow import ShadowConfig, ShadowTap, ShadowTeacher
+from runtime.startup import StartupBudget, check_startup_budget, model_info, probe_latency, rss_mb
 
 log = logging.getLogger(__name__)
+BUDGET_HEALTH_NAME = f"{SERVICE_NAME}/budget"
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,10 @@ class ServerConfig:
     warmup_runs: int = 3
     latency_probe_runs: int = 20
     teacher_latency_ms: float | None = None
+    budget: Budget | None = None  # checked once the model is warm (module docstring)
+    budget_source: str = "budget"  # the budget file, for messages
+    strict_budget: bool = False  # refuse to serve when the budget fails
+    shadow: ShadowConfig | None = None  # settings of the shadow teacher, when one is given
     extra_options: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
 
     def validate(self) -> None:
@@ -81,10 +98,13 @@ class ServerConfig:
                 (self.tls_cert is None) == (self.tls_key is None),
                 "--tls-cert and --tls-key must be given together",
             ),
+            (self.budget is not None or not self.strict_budget, "--strict-budget needs --budget"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        if self.shadow is not None:
+            self.shadow.validate()
 
 
 def _read_file(path: str, what: str) -> bytes:
@@ -106,6 +126,7 @@ class RunningServer:
         health_servicer: health.HealthServicer,
         metrics: ServerMetrics,
         metrics_port: int | None,
+        shadow_source: DetectorLike | Callable[[], DetectorLike] | None = None,
     ) -> None:
         self.server = server
         self.port = port
@@ -118,6 +139,10 @@ class RunningServer:
         self.scheduler: Scheduler | None = None
         self.model_info: pb.ModelInfo | None = None
         self.load_error: BaseException | None = None
+        self.budget: StartupBudget | None = None  # with config.budget, once warm
+        self.refused: str | None = None  # why the server refuses to serve (strict budget)
+        self.shadow: ShadowTeacher | None = None
+        self._shadow_source = shadow_source
         self._owns_detector = False
         self._ready = threading.Event()
         self._stopped = threading.Event()
@@ -128,8 +153,8 @@ class RunningServer:
         return f"{self.config.host}:{self.port}"
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        """Wait until the model is warm (True) or ``timeout`` passes (False); re-raises a
-        model-loading error."""
+        """Wait until the model is warm (True) or ``timeout`` passes (False; also at once
+        when a strict budget failed: see ``refused``); re-raises a model-loading error."""
         done = self._ready.wait(timeout)
         if self.load_error is not None:
             raise self.load_error
@@ -137,35 +162,75 @@ class RunningServer:
 
     def _load(self, source: DetectorLike | Callable[[], DetectorLike]) -> None:
         try:
+            rss_before = rss_mb()
             if hasattr(source, "detect"):
-                detector = source
+                detector, rss_before = source, None  # loaded elsewhere: its memory is unknown
             else:
                 detector = source()
                 self._owns_detector = True
             self.detector = detector
-            detector.warmup(self.config.warmup_runs)
-            p50, p99 = _probe_latency(detector, self.config.latency_probe_runs)
+            config = self.config
+            detector.warmup(config.warmup_runs)
+            p50, p99 = probe_latency(detector, config.latency_probe_runs)
+            budget = None
+            if config.budget is not None:
+                budget = check_startup_budget(
+                    detector,
+                    config.budget,
+                    p50=p50,
+                    p99=p99,
+                    probe_runs=config.latency_probe_runs,
+                    max_batch=config.max_batch,
+                    rss_before=rss_before,
+                )
+            refused = budget is not None and not budget.passed and config.strict_budget
+            shadow = None
+            if self._shadow_source is not None and not refused:
+                names = detector.spec.class_names
+                shadow = ShadowTeacher(
+                    self._shadow_source,
+                    config.shadow or ShadowConfig(),
+                    names,
+                    self.metrics.add_shadow(names),
+                )
+                shadow.start()
             scheduler = Scheduler(
-                detector,
-                policy=self.config.policy,
-                queue_size=self.config.queue_size,
-                max_batch=self.config.max_batch,
-                max_wait_ms=self.config.max_wait_ms,
-                predict_drops=self.config.predict_drops,
+                ShadowTap(detector, shadow) if shadow is not None else detector,
+                policy=config.policy,
+                queue_size=config.queue_size,
+                max_batch=config.max_batch,
+                max_wait_ms=config.max_wait_ms,
+                predict_drops=config.predict_drops,
                 on_batch=self.metrics.batch_size.observe,
             )
             scheduler.set_service_estimate(p50)
-            info = _model_info(detector, self.config, scheduler, p50, p99)
+            info = model_info(detector, config, scheduler.max_batch, p50, p99, budget)
             with self._stop_lock:
+                self.budget, self.shadow = budget, shadow
                 if self._stopped.is_set():  # stopped while loading: stop() closes it
+                    if shadow is not None:
+                        shadow.stop(0.0)
+                    return
+                if budget is not None:
+                    status = health_pb2.HealthCheckResponse
+                    self.health.set(
+                        BUDGET_HEALTH_NAME, status.SERVING if budget.passed else status.NOT_SERVING
+                    )
+                if refused:
+                    self.refused = f"{budget.summary()}; refusing to serve (--strict-budget)"
+                    self.servicer.refuse(self.refused)
+                    log.error("%s: %s", config.budget_source, self.refused)
                     return
                 scheduler.start()
                 self.scheduler, self.model_info = scheduler, info
-                self.servicer.attach(scheduler, tuple(detector.spec.class_names), info)
+                self.servicer.attach(scheduler, tuple(detector.spec.class_names), info, shadow)
                 for name in ("", SERVICE_NAME):
                     self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
                 self.metrics.model_ready.set(1)
             log.info("model ready: %s p50 %.1f ms p99 %.1f ms", info.backend, p50, p99)
+            if budget is not None:
+                level = logging.INFO if budget.passed else logging.WARNING
+                log.log(level, "%s: %s", config.budget_source, budget.summary())
         except BaseException as e:
             log.error("model failed to load: %s", e)
             self.load_error = e
@@ -187,6 +252,8 @@ class RunningServer:
         idle = self.scheduler is None or self.scheduler.join(timeout=grace + 1.0)
         if not idle:
             log.warning("the model worker did not finish within %.1f s", grace + 1.0)
+        if self.shadow is not None:
+            self.shadow.stop(grace)
         # a model still loading/warming up is closed once the loader lets go of it
         idle = self._ready.wait(grace + 1.0) and idle
         if idle and self._owns_detector and self.detector is not None:
@@ -197,53 +264,15 @@ class RunningServer:
         return self._stopped.wait(timeout)
 
 
-def _probe_latency(detector: DetectorLike, runs: int) -> tuple[float, float]:
-    """Median and p99 ``total_ms`` of ``runs`` detections on a 640x480 test image."""
-    if runs <= 0:
-        return 0.0, 0.0
-    image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
-    totals = [detector.detect(image)[1].total_ms for _ in range(runs)]
-    return float(np.percentile(totals, 50)), float(np.percentile(totals, 99))
-
-
-def _model_info(
-    detector: DetectorLike, config: ServerConfig, scheduler: Scheduler, p50: float, p99: float
-) -> pb.ModelInfo:
-    spec = detector.spec
-    met = p99 <= config.budget_ms
-    info = pb.ModelInfo(
-        class_names=list(spec.class_names),
-        input_height=int(spec.input_size[0]),
-        input_width=int(spec.input_size[1]),
-        backend=str(detector.backend_name),
-        precision=str(detector.precision),
-        model_hash=str(spec.model_hash),
-        student_latency_p50_ms=p50,
-        student_latency_p99_ms=p99,
-        default_budget_ms=config.budget_ms,
-        budget_met=met,
-        budget_report=(
-            f"student p99 {p99:.2f} ms {'<=' if met else '>'} budget {config.budget_ms:g} ms "
-            f"(p50 {p50:.2f} ms, {config.latency_probe_runs} frames at 640x480 after warm-up)"
-        ),
-        max_batch=scheduler.max_batch,
-        preset=str(getattr(spec, "preset", "")),
-        server_version=runtime.__version__,
-        policy=config.policy,
-    )
-    teacher = config.teacher_latency_ms
-    if teacher is None:
-        teacher = (getattr(spec, "extra", None) or {}).get("teacher_latency_ms")
-    if teacher:
-        info.teacher_latency_ms = float(teacher)
-    return info
-
-
 def build_server(
-    detector: DetectorLike | Callable[[], DetectorLike], config: ServerConfig
+    detector: DetectorLike | Callable[[], DetectorLike],
+    config: ServerConfig,
+    shadow_teacher: DetectorLike | Callable[[], DetectorLike] | None = None,
 ) -> RunningServer:
     """Start a server for ``detector`` (an object with the ``runtime.pipeline.Detector``
     API, or a zero-argument factory that loads one; the server closes what it loaded).
+    ``shadow_teacher`` (the same kinds; a factory is called on the shadow worker thread)
+    enables the shadow teacher with ``config.shadow`` (default ``ShadowConfig()``).
 
     Returns at once, listening with health NOT_SERVING; the model warms up in the
     background (``RunningServer.wait_ready``). Raises ConfigError for bad settings, an
@@ -313,7 +342,9 @@ def build_server(
         except OSError as e:
             server.stop(None)
             raise ConfigError(f"cannot serve metrics on port {config.metrics_port}: {e}") from e
-    running = RunningServer(server, port, config, servicer, health_servicer, metrics, metrics_port)
+    running = RunningServer(
+        server, port, config, servicer, health_servicer, metrics, metrics_port, shadow_teacher
+    )
     threading.Thread(
         target=running._load, args=(detector,), name="understudy-load", daemon=True
     ).start()
@@ -321,9 +352,14 @@ def build_server(
 
 
 def run_until_signal(
-    detector: DetectorLike | Callable[[], DetectorLike], config: ServerConfig, grace: float = 5.0
+    detector: DetectorLike | Callable[[], DetectorLike],
+    config: ServerConfig,
+    grace: float = 5.0,
+    shadow_teacher: DetectorLike | Callable[[], DetectorLike] | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT, then stop gracefully and return 0 (main thread only).
+    With ``config.strict_budget`` and a failed budget: print why on stderr, stop and
+    return 1.
 
     Prints ``listening on HOST:PORT`` and ``ready`` lines on stdout for scripts.
     """
@@ -338,7 +374,7 @@ def run_until_signal(
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        running = build_server(detector, config)
+        running = build_server(detector, config, shadow_teacher)
         print(f"understudy serve: listening on {running.target}", flush=True)
         if running.metrics_port is not None:
             print(
@@ -347,8 +383,11 @@ def run_until_signal(
             )
         try:
             while not running.wait_ready(timeout=0.2):
-                if stop.is_set():
+                if stop.is_set() or running.refused:
                     break
+            if running.refused:
+                print(f"understudy serve: {running.refused}", file=sys.stderr, flush=True)
+                return 1
             if not stop.is_set():
                 print(f"understudy serve: ready ({running.model_info.backend})", flush=True)
             stop.wait()

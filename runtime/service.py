@@ -5,7 +5,8 @@ out while it waited -> DEADLINE_EXCEEDED; the client's own deadline passing ->
 DEADLINE_EXCEEDED; model not loaded yet or shutting down -> UNAVAILABLE; the model
 raising -> INTERNAL. ``StreamDetect``: exactly one ``StreamResponse`` per frame, in frame
 order (see :mod:`runtime.stream_session`); more than ``max_streams`` open streams ->
-RESOURCE_EXHAUSTED.
+RESOURCE_EXHAUSTED. ``GetModelInfo`` adds the shadow teacher's current report, when there
+is one, to the start-up ModelInfo.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import numpy as np
@@ -24,6 +25,13 @@ from runtime.metrics import ServerMetrics
 from runtime.proto import pb, pb_grpc
 from runtime.scheduler import Answered, Dropped, Failed, Job, Outcome, Scheduler
 from runtime.stream_session import FrameMeta, Rejected, StreamSession, frame_meta
+
+
+class ShadowReporter(Protocol):
+    """What GetModelInfo needs from a shadow teacher (``runtime.shadow.ShadowTeacher``)."""
+
+    def report(self) -> pb.ShadowReport: ...
+
 
 DROP_REASONS = {
     "superseded": pb.DROP_REASON_SUPERSEDED,
@@ -74,20 +82,31 @@ class DetectorServicer(pb_grpc.DetectorServicer):
         self._scheduler: Scheduler | None = None
         self._class_names: tuple[str, ...] = ()
         self._model_info: pb.ModelInfo | None = None
+        self._shadow: ShadowReporter | None = None
+        self._refused: str | None = None
         self._lock = threading.Lock()
         self._sessions: set[StreamSession] = set()
         self._stopping = False
 
     # ------------------------------------------------------------------ lifecycle
     def attach(
-        self, scheduler: Scheduler, class_names: tuple[str, ...], info: pb.ModelInfo
+        self,
+        scheduler: Scheduler,
+        class_names: tuple[str, ...],
+        info: pb.ModelInfo,
+        shadow: ShadowReporter | None = None,
     ) -> None:
         """Start answering frames with ``scheduler`` (the model is loaded and warm)."""
         if self.reduced_decode:
             self.fit_size = (int(info.input_height), int(info.input_width))
         self._class_names = tuple(class_names)
         self._model_info = info
+        self._shadow = shadow
         self._scheduler = scheduler
+
+    def refuse(self, reason: str) -> None:
+        """Never become ready: calls fail with UNAVAILABLE naming ``reason``."""
+        self._refused = reason
 
     @property
     def ready(self) -> bool:
@@ -107,6 +126,8 @@ class DetectorServicer(pb_grpc.DetectorServicer):
     # ------------------------------------------------------------------ helpers
     def _require_ready(self, context: grpc.ServicerContext) -> Scheduler:
         scheduler = self._scheduler
+        if self._refused is not None:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"the server refuses: {self._refused}")
         if scheduler is None or self._stopping:
             state = "shutting down" if self._stopping else "loading the model"
             context.abort(grpc.StatusCode.UNAVAILABLE, f"the server is {state}; retry later")
@@ -288,4 +309,9 @@ class DetectorServicer(pb_grpc.DetectorServicer):
         self, request: pb.ModelInfoRequest, context: grpc.ServicerContext
     ) -> pb.ModelInfo:
         self._require_ready(context)
-        return self._model_info  # type: ignore[return-value]
+        if self._shadow is None:
+            return self._model_info  # type: ignore[return-value]
+        info = pb.ModelInfo()
+        info.CopyFrom(self._model_info)
+        info.shadow.CopyFrom(self._shadow.report())
+        return info

@@ -1,13 +1,18 @@
 """``understudy serve``: serve a model over gRPC (understudy.v1.Detector + health +
-reflection, optional Prometheus metrics, TLS and bearer token)."""
+reflection, optional Prometheus metrics, TLS and bearer token), optionally checking a
+budget file at start-up (``--budget``) and checking the student against a shadow teacher
+(``--shadow-teacher``)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 TOKEN_ENV = "UNDERSTUDY_TOKEN"
+HOST_ENV, PORT_ENV = "UNDERSTUDY_HOST", "UNDERSTUDY_PORT"  # defaults of --host/--port
+DEFAULT_BUDGET_MS = 33.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,13 +24,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "gracefully. See docs/protocol.md.",
     )
     p.add_argument("--model", required=True, help="model file (.onnx, .engine, .pt)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 = all)")
-    p.add_argument("--port", type=int, default=50051, help="gRPC port (0 = pick a free one)")
+    p.add_argument(
+        "--host",
+        default=os.environ.get(HOST_ENV, "127.0.0.1"),
+        help=f"address to bind (0.0.0.0 = all; default ${HOST_ENV} or 127.0.0.1)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=os.environ.get(PORT_ENV, "50051"),
+        help=f"gRPC port (0 = pick a free one; default ${PORT_ENV} or 50051)",
+    )
     p.add_argument(
         "--budget-ms",
         type=float,
-        default=33.0,
-        help="default latency budget for frames that send 0",
+        default=None,
+        help="default latency budget for frames that send 0 (default: the --budget file's "
+        f"latency.p99_ms, else {DEFAULT_BUDGET_MS:g})",
+    )
+    p.add_argument(
+        "--budget",
+        default=None,
+        metavar="BUDGET_YAML",
+        help="budget file checked once the model is warm (latency, input size, memory); "
+        "the result is logged, in GetModelInfo and in the health of "
+        "'understudy.v1.Detector/budget'",
+    )
+    p.add_argument(
+        "--strict-budget",
+        action="store_true",
+        help="refuse to serve (exit 1) when the --budget check fails",
     )
     p.add_argument(
         "--policy",
@@ -87,21 +115,92 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="teacher latency to report in GetModelInfo",
     )
     p.add_argument("--grace", type=float, default=5.0, help="seconds to finish on shutdown")
+    s = p.add_argument_group("shadow teacher (off the hot path; see docs/protocol.md)")
+    s.add_argument(
+        "--shadow-teacher",
+        default=None,
+        metavar="MODEL",
+        help="teacher model run on a sample of answered frames by a low-priority thread; "
+        "the student's precision/recall against it go to metrics and GetModelInfo",
+    )
+    s.add_argument(
+        "--shadow-every", type=int, default=None, help="offer every N-th answered frame (10)"
+    )
+    s.add_argument(
+        "--shadow-save-dir",
+        default=None,
+        help="save frames where student and teacher disagree (JPEG + JSON) here",
+    )
+    s.add_argument(
+        "--shadow-save-max-mb",
+        type=float,
+        default=None,
+        help="cap of the save folder; the oldest frames are deleted first (500)",
+    )
+    s.add_argument(
+        "--shadow-save-below-f1",
+        type=float,
+        default=None,
+        help="save frames whose student-vs-teacher F1 is below this (0.5)",
+    )
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from runtime.errors import ModelFileError
-    from runtime.server import ServerConfig, run_until_signal
+def _shadow(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(ShadowConfig, teacher factory), or (None, None) without --shadow-teacher."""
+    from runtime.errors import ConfigError, ModelFileError
+    from runtime.shadow import ShadowConfig
 
-    model = Path(args.model)
-    if not model.exists():
-        raise ModelFileError(f"--model {model}: file not found")
+    options = {
+        "every": args.shadow_every,
+        "save_dir": args.shadow_save_dir,
+        "save_max_mb": args.shadow_save_max_mb,
+        "save_below_f1": args.shadow_save_below_f1,
+    }
+    given = {k: v for k, v in options.items() if v is not None}
+    if args.shadow_teacher is None:
+        if given:
+            flags = ", ".join("--shadow-" + k.replace("_", "-") for k in given)
+            raise ConfigError(f"{flags} need --shadow-teacher MODEL")
+        return None, None
+    teacher = Path(args.shadow_teacher)
+    if not teacher.exists():
+        raise ModelFileError(f"--shadow-teacher {teacher}: file not found")
+    config = ShadowConfig(teacher=teacher.name, **given)
+    config.validate()
+
+    def load_teacher() -> Any:  # runs on the shadow worker thread (nice 19)
+        from runtime.pipeline import Detector
+
+        return Detector(
+            teacher,
+            threads=1,
+            score_threshold=args.score_threshold,
+            iou_threshold=args.iou_threshold,
+        )
+
+    return config, load_teacher
+
+
+def server_config(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(ServerConfig, shadow teacher factory or None) from the parsed flags; raises
+    ConfigError/ModelFileError for bad ones (nothing is loaded yet)."""
+    from runtime.budget import load_budget
+    from runtime.errors import ConfigError
+    from runtime.server import ServerConfig
+
+    if args.strict_budget and args.budget is None:
+        raise ConfigError("--strict-budget needs --budget BUDGET_YAML")
+    budget = load_budget(args.budget) if args.budget is not None else None
+    budget_ms = args.budget_ms
+    if budget_ms is None:
+        budget_ms = (budget and budget.latency.p99_ms) or DEFAULT_BUDGET_MS
+    shadow, load_teacher = _shadow(args)
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
     config = ServerConfig(
         host=args.host,
         port=args.port,
-        budget_ms=args.budget_ms,
+        budget_ms=budget_ms,
         policy=args.policy,
         queue_size=args.queue_size,
         max_batch=args.max_batch,
@@ -116,8 +215,23 @@ def run(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         token=token,
         teacher_latency_ms=args.teacher_latency_ms,
+        budget=budget,
+        budget_source=str(args.budget or "budget"),
+        strict_budget=args.strict_budget,
+        shadow=shadow,
     )
     config.validate()
+    return config, load_teacher
+
+
+def run(args: argparse.Namespace) -> int:
+    from runtime.errors import ModelFileError
+    from runtime.server import run_until_signal
+
+    model = Path(args.model)
+    if not model.exists():
+        raise ModelFileError(f"--model {model}: file not found")
+    config, load_teacher = server_config(args)
 
     def load():  # runs on the server's loader thread
         from runtime.pipeline import Detector
@@ -131,4 +245,4 @@ def run(args: argparse.Namespace) -> int:
             max_batch=args.max_batch,
         )
 
-    return run_until_signal(load, config, grace=args.grace)
+    return run_until_signal(load, config, grace=args.grace, shadow_teacher=load_teacher)

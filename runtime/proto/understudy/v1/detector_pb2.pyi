@@ -178,7 +178,7 @@ class ModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("class_names", "input_height", "input_width", "backend", "precision", "model_hash", "student_latency_p50_ms", "student_latency_p99_ms", "teacher_latency_ms", "default_budget_ms", "budget_met", "budget_report", "max_batch", "preset", "server_version", "policy")
+    __slots__ = ("class_names", "input_height", "input_width", "backend", "precision", "model_hash", "student_latency_p50_ms", "student_latency_p99_ms", "teacher_latency_ms", "default_budget_ms", "budget_met", "budget_report", "max_batch", "preset", "server_version", "policy", "shadow")
     CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
     INPUT_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     INPUT_WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -195,6 +195,7 @@ class ModelInfo(_message.Message):
     PRESET_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
     class_names: _containers.RepeatedScalarFieldContainer[str]
     input_height: int
     input_width: int
@@ -211,4 +212,47 @@ class ModelInfo(_message.Message):
     preset: str
     server_version: str
     policy: str
-    def __init__(self, class_names: _Optional[_Iterable[str]] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., backend: _Optional[str] = ..., precision: _Optional[str] = ..., model_hash: _Optional[str] = ..., student_latency_p50_ms: _Optional[float] = ..., student_latency_p99_ms: _Optional[float] = ..., teacher_latency_ms: _Optional[float] = ..., default_budget_ms: _Optional[float] = ..., budget_met: _Optional[bool] = ..., budget_report: _Optional[str] = ..., max_batch: _Optional[int] = ..., preset: _Optional[str] = ..., server_version: _Optional[str] = ..., policy: _Optional[str] = ...) -> None: ...
+    shadow: ShadowReport
+    def __init__(self, class_names: _Optional[_Iterable[str]] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., backend: _Optional[str] = ..., precision: _Optional[str] = ..., model_hash: _Optional[str] = ..., student_latency_p50_ms: _Optional[float] = ..., student_latency_p99_ms: _Optional[float] = ..., teacher_latency_ms: _Optional[float] = ..., default_budget_ms: _Optional[float] = ..., budget_met: _Optional[bool] = ..., budget_report: _Optional[str] = ..., max_batch: _Optional[int] = ..., preset: _Optional[str] = ..., server_version: _Optional[str] = ..., policy: _Optional[str] = ..., shadow: _Optional[_Union[ShadowReport, _Mapping]] = ...) -> None: ...
+
+class ClassAgreement(_message.Message):
+    __slots__ = ("class_id", "label", "true_positives", "false_positives", "false_negatives", "precision", "recall")
+    CLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    TRUE_POSITIVES_FIELD_NUMBER: _ClassVar[int]
+    FALSE_POSITIVES_FIELD_NUMBER: _ClassVar[int]
+    FALSE_NEGATIVES_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    RECALL_FIELD_NUMBER: _ClassVar[int]
+    class_id: int
+    label: str
+    true_positives: int
+    false_positives: int
+    false_negatives: int
+    precision: float
+    recall: float
+    def __init__(self, class_id: _Optional[int] = ..., label: _Optional[str] = ..., true_positives: _Optional[int] = ..., false_positives: _Optional[int] = ..., false_negatives: _Optional[int] = ..., precision: _Optional[float] = ..., recall: _Optional[float] = ...) -> None: ...
+
+class ShadowReport(_message.Message):
+    __slots__ = ("teacher", "every", "iou_threshold", "frames_compared", "frames_skipped", "frames_saved", "teacher_latency_p50_ms", "precision", "recall", "classes")
+    TEACHER_FIELD_NUMBER: _ClassVar[int]
+    EVERY_FIELD_NUMBER: _ClassVar[int]
+    IOU_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_COMPARED_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_SAVED_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    RECALL_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    teacher: str
+    every: int
+    iou_threshold: float
+    frames_compared: int
+    frames_skipped: int
+    frames_saved: int
+    teacher_latency_p50_ms: float
+    precision: float
+    recall: float
+    classes: _containers.RepeatedCompositeFieldContainer[ClassAgreement]
+    def __init__(self, teacher: _Optional[str] = ..., every: _Optional[int] = ..., iou_threshold: _Optional[float] = ..., frames_compared: _Optional[int] = ..., frames_skipped: _Optional[int] = ..., frames_saved: _Optional[int] = ..., teacher_latency_p50_ms: _Optional[float] = ..., precision: _Optional[float] = ..., recall: _Optional[float] = ..., classes: _Optional[_Iterable[_Union[ClassAgreement, _Mapping]]] = ...) -> None: ...
