@@ -1,0 +1,193 @@
+"""`understudy auto` on the standard synth benchmark.
+
+    python benchmarks/auto.py                        # data/synth, runs/bench/teacher/model.pt
+
+1. Budget: the random-weight `nano` and `small` presets at the benchmark input (256) are
+   measured exactly as the screen measures candidates (ONNX Runtime, this CPU, 640x480
+   frames, batch 1); the budget's p50 line is their geometric mean, so nano meets it and
+   small does not. It is written to ``OUT/budget.yaml``.
+2. ``understudy auto`` runs on that budget with the teacher(s) and the distillation config
+   of the hand-picked students (``configs/bench_distill.yaml``, else ``bench_student.yaml``).
+3. The chosen student's latency, mAP50-95 and the wall time of each stage are written to
+   ``benchmarks/results/auto.json`` (+ ``auto.md``), next to the hand-picked hybrid nano of
+   the distillation benchmark (``benchmarks/results/accuracy.json``, rows model "hybrid",
+   size "nano", fp32, all labels): the auto student should score at least the lowest of
+   its seeds (i.e. at least the hand-picked nano, within its seed spread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "benchmarks" / "results" / "auto.json"
+ACCURACY = ROOT / "benchmarks" / "results" / "accuracy.json"
+
+
+def calibrate_budget(args: argparse.Namespace, out: Path) -> dict:
+    """Measure random-weight nano and small at ``args.size`` like the screen does; return
+    {"nano": row, "small": row, "p50_ms": geometric mean of their p50}."""
+    from distill.auto.grid import Candidate, load_grid
+    from distill.auto.screen import OnnxCandidateMeasure
+    from distill.data.dataset import load_split
+    from distill.models.presets import PRESETS
+
+    grid = load_grid(args.grid)
+    names = load_split(args.data, "val").class_names
+    measure = OnnxCandidateMeasure(out / "calibration", names, backend="onnxruntime",
+                                   grid=grid, threads=args.threads)  # fmt: skip
+    rows = {}
+    for preset in ("nano", "small"):
+        s = PRESETS[preset]
+        lat = measure(Candidate(s.width, s.depth, args.size, s.max_channels))
+        rows[preset] = {"p50_ms": round(lat.p50_ms, 3), "p99_ms": round(lat.p99_ms, 3),
+                        "input": args.size}  # fmt: skip
+        print(f"calibration: {preset} at {args.size}: p50 {lat.p50_ms:.2f} ms")
+    p50 = round(math.sqrt(rows["nano"]["p50_ms"] * rows["small"]["p50_ms"]), 2)
+    if not rows["nano"]["p50_ms"] < p50 < rows["small"]["p50_ms"]:
+        raise SystemExit(f"nano and small are not separable on this machine now: {rows}")
+    return {**rows, "p50_ms": p50}
+
+
+def hand_picked_nano() -> dict | None:
+    """The distillation benchmark's hybrid nano (fp32, all labels): mean/min/max over seeds."""
+    if not ACCURACY.is_file():
+        return None
+    rows = [r for r in json.loads(ACCURACY.read_text()).get("rows", [])
+            if r.get("model") == "hybrid" and r.get("size") == "nano"
+            and r.get("precision", "fp32") == "fp32"
+            and float(r.get("labelled_fraction", 1.0)) == 1.0]  # fmt: skip
+    if not rows:
+        return None
+    maps = [float(r["map50_95"]) for r in rows]
+    return {"mean": round(sum(maps) / len(maps), 2), "min": min(maps), "max": max(maps),
+            "seeds": sorted(r.get("seed") for r in rows)}  # fmt: skip
+
+
+def build_rows(report: dict, ref: dict | None, calibration: dict) -> list[dict]:
+    cands = {c["name"]: c for c in report["candidates"]}
+    total = report.get("stage_seconds_total") or report.get("stage_seconds", {})
+    rows = []
+    for f in report["finals"]:
+        c = cands[f["candidate"]]
+        row = {
+            "model": "auto", "candidate": f["candidate"], "preset": c["preset"],
+            "width": c["width"], "depth": c["depth"], "input": f"{c['input']}x{c['input']}",
+            "gflops": c["gflops"], "params_m": c["params_m"], "teacher": f["teacher"],
+            "method": f["method"], "backend": report["backend"], "batch": f["latency"]["batch"],
+            "budget_p50_ms": calibration["p50_ms"], "screen_p50_ms": c["p50_ms"],
+            "p50_ms": round(f["latency"]["p50_ms"], 3), "p99_ms": round(f["latency"]["p99_ms"], 3),
+            "map50_95": f["map50_95"], "map50": f["map50"],
+            "checkpoint_map50_95": f["checkpoint_map50_95"], "gate_passed": f["passed"],
+            "selected": f["candidate"] == report["selected"],
+            "train_seconds": f["seconds"].get("distill (training, as recorded)"),
+            "stage_seconds": total,
+            "hand_picked_nano_map50_95": ref,
+            "at_least_hand_picked": (None if ref is None or f["map50_95"] is None
+                                     else f["map50_95"] >= ref["min"]),
+        }  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def write_markdown(doc: dict, path: Path) -> None:
+    lines = [f"# understudy auto ({doc['date']})", "", f"Command: `{doc['command']}`", "",
+             f"Machine: {doc['machine']}", "",
+             f"Budget: p50 <= {doc['budget_p50_ms']} ms at batch 1 (geometric mean of the "
+             f"random-weight nano {doc['calibration']['nano']['p50_ms']} ms and small "
+             f"{doc['calibration']['small']['p50_ms']} ms at {doc['calibration']['nano']['input']}"
+             f" px). Status of the run: **{doc['status']}**. Full report: `{doc['report']}`.", "",
+             "| candidate | preset | GFLOPs | input | teacher | p50 ms | p99 ms | mAP50-95 | "
+             "hand-picked nano mAP50-95 (min-max) | >= hand-picked | gate |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in doc["rows"]:
+        ref = r["hand_picked_nano_map50_95"]
+        ref_s = "n/a" if ref is None else f"{ref['mean']} ({ref['min']}-{ref['max']})"
+        lines.append(
+            f"| {r['candidate']} | {r['preset'] or ''} | {r['gflops']} | {r['input']} | "
+            f"{Path(r['teacher']).name} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+            f"{r['map50_95']} | {ref_s} | {r['at_least_hand_picked']} | "
+            f"{'passed' if r['gate_passed'] else 'FAILED'} |"
+        )
+    lines += ["", "Wall time per stage (seconds, all runs of the output folder):", "",
+              "| stage | seconds |", "|---|---|"]  # fmt: skip
+    lines += [f"| {k} | {v} |" for k, v in doc["stage_seconds"].items()]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default="data/synth")
+    p.add_argument("--teachers", nargs="+", default=["runs/bench/teacher/model.pt"])
+    p.add_argument("--unlabelled", default="data/synth/unlabelled")
+    p.add_argument("--config", default=None, help="default: configs/bench_distill.yaml "
+                   "if present, else configs/bench_student.yaml")  # fmt: skip
+    p.add_argument("--grid", default="configs/auto_grid.yaml")
+    p.add_argument("--size", type=int, default=256, help="input of the budget's calibration")
+    p.add_argument(
+        "--pin-input",
+        action="store_true",
+        help="add latency.input = --size to the budget (screen only that input)",
+    )
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, default=Path("runs/bench/auto"))
+    p.add_argument("--results", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+
+    from distill.auto.report import machine_description
+
+    config = args.config or next(
+        c for c in ("configs/bench_distill.yaml", "configs/bench_student.yaml") if Path(c).is_file()
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    calibration = calibrate_budget(args, args.out)
+    budget = args.out / "budget.yaml"
+    pin = f"  input: {args.size}\n" if args.pin_input else ""
+    budget.write_text(f"latency:\n  p50_ms: {calibration['p50_ms']}\n  batch: 1\n{pin}")
+    cmd = [sys.executable, "-m", "runtime.cli", "auto", "--data", args.data, "--budget",
+           str(budget), "--backend", "onnxruntime", "--teachers", *args.teachers,
+           "--unlabelled", args.unlabelled, "--config", config, "--grid", args.grid,
+           "--out", str(args.out / "run")]  # fmt: skip
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    print("running:", shlex.join(cmd), flush=True)
+    code = subprocess.run(cmd).returncode
+    report_path = args.out / "run" / "report.json"
+    if not report_path.is_file():
+        print(f"understudy auto wrote no report (exit code {code}); nothing recorded")
+        return code or 1
+    report = json.loads(report_path.read_text())
+    ref = hand_picked_nano()
+    command = "python benchmarks/auto.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    doc = {
+        "command": command.strip(), "machine": machine_description("onnxruntime"),
+        "date": datetime.date.today().isoformat(), "auto_command": report["command"],
+        "exit_code": code, "status": report["status"], "budget_p50_ms": calibration["p50_ms"],
+        "calibration": calibration, "report": str(args.out / "run" / "report.md"),
+        "stage_seconds": report.get("stage_seconds_total") or report["stage_seconds"],
+        "screen": report["candidates"], "teachers": report["teachers"],
+        "rows": build_rows(report, ref, calibration),
+    }  # fmt: skip
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.results.with_name(args.results.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(args.results)
+    write_markdown(doc, args.results.with_suffix(".md"))
+    print(f"wrote {args.results} and {args.results.with_suffix('.md')} (auto exit code {code})")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
