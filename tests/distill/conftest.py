@@ -23,6 +23,9 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -
     from distill.config import load
     from distill.train import TrainConfig, train
 
-    cfg = load(TrainConfig, None, ["model=nano", "img_size=64", "epochs=1", "batch_size=4",
-                                   "max_steps=2", "bf16=off"])  # fmt: skip
+    cfg = load(
+        TrainConfig,
+        None,
+        ["model=nano", "img_size=64", "epochs=1", "batch_size=4", "max_steps=2", "bf16=off"],
+    )
     return train(cfg, tiny_data, tmp_path_factory.mktemp("ckpt"), progress=False)

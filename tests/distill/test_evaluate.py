@@ -24,10 +24,16 @@ GT = {  # image id -> [(cat id, x, y, w, h)]
     12: [(11, 70, 10, 15, 15)],
 }
 PRED = [  # (image id, cat id, x, y, w, h, score): hits, near misses, wrong classes, dupes
-    (5, 3, 11, 11, 20, 29, 0.9), (5, 7, 52, 6, 28, 30, 0.8), (5, 11, 10, 10, 20, 30, 0.3),
-    (9, 11, 6, 41, 9, 10, 0.7), (9, 3, 58, 48, 30, 25, 0.6), (9, 7, 40, 40, 12, 12, 0.5),
-    (9, 3, 61, 50, 24, 20, 0.2), (12, 11, 72, 12, 15, 15, 0.95), (12, 3, 0, 0, 5, 5, 0.4),
-]  # fmt: skip
+    (5, 3, 11, 11, 20, 29, 0.9),
+    (5, 7, 52, 6, 28, 30, 0.8),
+    (5, 11, 10, 10, 20, 30, 0.3),
+    (9, 11, 6, 41, 9, 10, 0.7),
+    (9, 3, 58, 48, 30, 25, 0.6),
+    (9, 7, 40, 40, 12, 12, 0.5),
+    (9, 3, 61, 50, 24, 20, 0.2),
+    (12, 11, 72, 12, 15, 15, 0.95),
+    (12, 3, 0, 0, 5, 5, 0.4),
+]
 
 
 def write_fixture(tmp_path: Path) -> Path:
@@ -39,8 +45,16 @@ def write_fixture(tmp_path: Path) -> Path:
         cv2.imwrite(str(images_dir / name), np.zeros((80, 100, 3), np.uint8))
         images.append({"id": image_id, "file_name": name, "width": 100, "height": 80})
         for cat, x, y, w, h in objects:
-            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cat,
-                         "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})  # fmt: skip
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": cat,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
     categories = [{"id": i, "name": n} for i, n in CATS]
     path = tmp_path / "instances_val.json"
     path.write_text(json.dumps({"images": images, "annotations": anns, "categories": categories}))
@@ -50,8 +64,12 @@ def write_fixture(tmp_path: Path) -> Path:
 def reference(path: Path, preds: list[tuple]) -> tuple[float, float, np.ndarray]:
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(path))
-        dt = gt.loadRes([{"image_id": i, "category_id": c, "bbox": [x, y, w, h], "score": s}
-                         for i, c, x, y, w, h, s in preds])  # fmt: skip
+        dt = gt.loadRes(
+            [
+                {"image_id": i, "category_id": c, "bbox": [x, y, w, h], "score": s}
+                for i, c, x, y, w, h, s in preds
+            ]
+        )
         ev = COCOeval(gt, dt, "bbox")
         ev.evaluate()
         ev.accumulate()

@@ -79,12 +79,36 @@ def test_ddp_two_cpu_processes(tmp_path: Path, tiny_data: Path) -> None:
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "runtime.cli", "train",
-         "--model", "nano", "--data", str(tiny_data), "--out", str(out), "--img-size", "64",
-         "--epochs", "1", "--batch-size", "2", "--set", "max_steps=2", "--set", "bf16=off",
-         "--no-progress"],
-        capture_output=True, text=True, timeout=280, env=env,
-    )  # fmt: skip
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "runtime.cli",
+            "train",
+            "--model",
+            "nano",
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(out),
+            "--img-size",
+            "64",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--set",
+            "max_steps=2",
+            "--set",
+            "bf16=off",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert (out / "model.pt").is_file()
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
