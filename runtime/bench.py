@@ -78,26 +78,30 @@ def interleaved_latency(
     frames: Sequence[np.ndarray],
     runs: int,
     rounds: int = 10,
+    settle: int = 2,
     progress: bool = True,
 ) -> list[tuple[list[float], list[float]]]:
     """Per detector: (end-to-end ms per frame, inference ms per frame), ``runs`` frames each,
-    measured in ``rounds`` alternating blocks."""
+    measured in ``rounds`` alternating blocks. The first ``settle`` frames of each block are
+    run but not recorded: the other model's thread pool may still be spinning right after
+    its block, which would otherwise bill one model for the other's threads."""
     from tqdm import tqdm
 
     out: list[tuple[list[float], list[float]]] = [([], []) for _ in detectors]
-    per_round = max(1, runs // rounds)
+    per_round = max(1, -(-runs // rounds))
     bar = tqdm(total=per_round * rounds * len(detectors), desc="latency", disable=not progress)
     k = 0
     for _ in range(rounds):
         for det, (lat, inf) in zip(detectors, out):
-            for _ in range(per_round):
+            for i in range(settle + per_round):
                 frame = frames[k % len(frames)]
                 k += 1
                 t0 = time.perf_counter()
                 _, timings = det.detect(frame)
-                lat.append((time.perf_counter() - t0) * 1e3)
-                inf.append(timings.infer_ms)
-                bar.update()
+                if i >= settle:
+                    lat.append((time.perf_counter() - t0) * 1e3)
+                    inf.append(timings.infer_ms)
+                    bar.update()
     bar.close()
     return out
 

@@ -168,14 +168,9 @@ def check_budget(
         )
     if budget.min_accuracy_retention is not None:
         retention = student_map / teacher_map if student_map is not None and teacher_map else None
+        why = "teacher mAP is 0" if teacher_map == 0 else "needs --data and a teacher"
         lines.append(
-            _line(
-                "accuracy_retention",
-                retention,
-                budget.min_accuracy_retention,
-                "min",
-                "needs --data and a teacher",
-            )
+            _line("accuracy_retention", retention, budget.min_accuracy_retention, "min", why)
         )
     if budget.max_memory_mb is not None:
         lines.append(

@@ -27,7 +27,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import shlex
-    import sys
 
     from runtime.bench import (
         ModelRun,
@@ -71,10 +70,8 @@ def run(args: argparse.Namespace) -> int:
             run_.map50_95, run_.map50 = r.map50_95, r.map50
     result = evaluate_gate(budget, runs[0], runs[1] if len(runs) > 1 else None)
     print(side_by_side(result))
-    command = (
-        "understudy " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else ""
-    )
-    for p in write_report(result, args.out, command or "understudy bench", budget):
+    command = "understudy " + " ".join(shlex.quote(a) for a in args.argv)
+    for p in write_report(result, args.out, command, budget):
         print(f"wrote {p}")
     return 0 if result.passed else 1
 

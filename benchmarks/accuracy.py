@@ -1,0 +1,265 @@
+"""Accuracy benchmark on the standard synth benchmark (resumable, hours on a 2-core CPU).
+
+Runs (each writes its row to benchmarks/results/accuracy.json as soon as it finishes;
+rerunning skips finished rows and reuses trained models under --runs):
+
+- teacher: `large`, configs/bench_teacher.yaml
+- scratch: `nano` alone, configs/bench_student.yaml, seeds 0 and 1
+- logit / ld / feature / cwd / attention: nano distilled with that method alone, seed 0
+- hybrid: nano distilled with the hybrid method, seeds 0 and 1
+- label-scarce (labelled_fraction 0.2): "scratch" on 20% of the labelled images, and
+  "pseudo" = hybrid distillation on the same 20% + the other 80% as unlabelled frames
+  (teacher pseudo-labels + KD targets), seeds 0 and 1
+- int8: the INT8 Q/DQ export of hybrid seed 0, evaluated through ONNX Runtime
+
+Every student uses the same epochs, data and schedule (configs/bench_student.yaml; the
+distilled ones add configs/bench_distill.yaml's kd section).
+
+    python benchmarks/accuracy.py [--only teacher scratch hybrid ...] [--seeds 0 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+SINGLE = ("logit", "ld", "feature", "cwd", "attention")
+COLUMNS = [
+    ("model", "model"),
+    ("size", "size"),
+    ("seed", "seed"),
+    ("labelled_fraction", "labelled"),
+    ("precision", "precision"),
+    ("map50_95", "mAP50-95"),
+    ("map50", "mAP50"),
+    ("train_seconds", "train s"),
+    ("images_per_s", "img/s"),
+]
+
+
+def plan(args: argparse.Namespace) -> list[dict]:
+    """The runs, in order: (key, model, seed, fraction, kind, method)."""
+    runs = [dict(model="teacher", size="large", seed=0, frac=1.0)]
+    for seed in args.seeds:
+        runs.append(dict(model="scratch", size="nano", seed=seed, frac=1.0))
+        runs.append(dict(model="hybrid", size="nano", seed=seed, frac=1.0))
+    for method in SINGLE:
+        runs.append(dict(model=method, size="nano", seed=args.seeds[0], frac=1.0))
+    for seed in args.seeds:
+        runs.append(dict(model="scratch", size="nano", seed=seed, frac=0.2))
+        runs.append(dict(model="pseudo", size="nano", seed=seed, frac=0.2))
+    runs.append(dict(model="hybrid", size="nano", seed=args.seeds[0], frac=1.0, int8=True))
+    if args.only:
+        runs = [
+            r for r in runs if r["model"] in args.only or ("int8" in args.only and r.get("int8"))
+        ]
+    return runs
+
+
+def run_name(r: dict) -> str:
+    frac = "" if r["frac"] == 1.0 else f"-l{int(r['frac'] * 100)}"
+    return "teacher" if r["model"] == "teacher" else f"{r['model']}{frac}-s{r['seed']}"
+
+
+def key(row: dict) -> tuple:
+    return (row["model"], row["size"], row["seed"], row["labelled_fraction"], row["precision"])
+
+
+def load_results(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["rows"] if path.is_file() else []
+
+
+def save_results(path: Path, rows: list[dict], command: str) -> None:
+    from runtime.measure import machine, markdown_table, today, write_json_atomic, write_text_atomic
+
+    rows = sorted(
+        rows,
+        key=lambda r: (
+            r["labelled_fraction"] != 1.0,
+            r["model"] != "teacher",
+            r["model"],
+            r["precision"],
+            r["seed"],
+        ),
+    )
+    write_json_atomic(
+        path, {"command": command, "machine": machine(), "date": today(), "rows": rows}
+    )
+    md = [
+        f"# Accuracy on the standard synth benchmark ({today()})",
+        "",
+        f"Command: `{command}`",
+        "",
+        *markdown_table(rows, COLUMNS),
+    ]
+    write_text_atomic(path.with_suffix(".md"), "\n".join(md) + "\n")
+    plot(rows, path.with_suffix(".png"))
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list[float]] = {}
+    for r in rows:
+        label = r["model"] + ("" if r["labelled_fraction"] == 1.0 else " (20%)")
+        label += " int8" if r["precision"] == "int8" else ""
+        groups.setdefault(label, []).append(r["map50_95"])
+    names = list(groups)
+    means = [sum(v) / len(v) for v in groups.values()]
+    fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.8), 3.8))
+    ax.bar(names, means, color=["#555" if n == "teacher" else "#4a8" for n in names])
+    for i, v in enumerate(groups.values()):
+        ax.scatter([i] * len(v), v, color="k", s=10, zorder=3)
+    ax.set_ylabel("mAP50-95 (points)")
+    ax.set_title("nano students vs the large teacher (dots: seeds)")
+    plt.xticks(rotation=30, ha="right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def scarce_unlabelled(data: str, seed: int, folder: Path) -> Path:
+    """A folder of links to the 80% of training images the label-scarce run may not label."""
+    from distill.data.dataset import load_split
+    from distill.train import subset_records
+
+    _, rest = subset_records(load_split(data, "train"), 0.2, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for rec in rest:
+        link = folder / rec.path.name
+        if not link.exists():
+            link.symlink_to(rec.path.resolve())
+    return folder
+
+
+def train_run(r: dict, args: argparse.Namespace) -> Path:
+    from distill.config import load
+    from distill.distillation import DistillConfig, distill
+    from distill.train import TrainConfig, train
+
+    out = Path(args.runs) / run_name(r)
+    over = [f"seed={r['seed']}", f"labelled_fraction={r['frac']}", *args.set]
+    if r["model"] == "teacher":
+        cfg = load(TrainConfig, ROOT / "configs" / "bench_teacher.yaml", list(args.set))
+        return train(cfg, args.data, out, resume=True, progress=args.progress)
+    if r["model"] == "scratch":
+        cfg = load(TrainConfig, ROOT / "configs" / "bench_student.yaml", over)
+        return train(cfg, args.data, out, resume=True, progress=args.progress)
+    method = "hybrid" if r["model"] == "pseudo" else r["model"]
+    cfg = load(
+        DistillConfig, ROOT / "configs" / "bench_distill.yaml", [f"kd.method={method}", *over]
+    )
+    unlabelled = None
+    if r["model"] == "pseudo":
+        unlabelled = str(
+            scarce_unlabelled(args.data, r["seed"], Path(args.runs) / f"unlabelled-s{r['seed']}")
+        )
+    teacher = Path(args.runs) / "teacher" / "model.pt"
+    return distill(
+        cfg,
+        str(teacher),
+        args.data,
+        str(out),
+        unlabelled=unlabelled,
+        resume=True,
+        progress=args.progress,
+    )
+
+
+def int8_row(r: dict, args: argparse.Namespace) -> dict:
+    from distill.data.dataset import load_split
+    from distill.evaluate import evaluate_runtime
+    from distill.export import export_onnx
+    from distill.quantize import quantize_int8
+
+    out = Path(args.runs) / run_name(r)
+    fp32 = export_onnx(out / "model.pt", out / "student.onnx").path
+    q = quantize_int8(fp32, out / "student.int8.onnx", args.data, num_images=128)
+    split = load_split(args.data, "val")
+    res = evaluate_runtime(q.path, split, progress=args.progress)
+    fp = evaluate_runtime(fp32, split, progress=args.progress)
+    return {
+        "model": r["model"],
+        "size": r["size"],
+        "seed": r["seed"],
+        "labelled_fraction": 1.0,
+        "precision": "int8",
+        "map50_95": res.map50_95,
+        "map50": res.map50,
+        "train_seconds": None,
+        "fp32_onnx_map50_95": fp.map50_95,
+        "note": "INT8 Q/DQ (symmetric int8 activations, head in float) through ONNX Runtime",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--data", default="data/synth", help="the standard synth dataset")
+    ap.add_argument("--runs", default="runs/bench", help="where trained models live")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument(
+        "--only", nargs="+", help="only these row names (teacher, scratch, hybrid, int8, ...)"
+    )
+    ap.add_argument("--set", action="append", default=[], help="config override for every run")
+    ap.add_argument("--out", default=str(RESULTS / "accuracy.json"))
+    ap.add_argument("--progress", action="store_true", help="progress bars (default: log lines)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if not (Path(args.data) / "data.yaml").is_file():
+        from distill.data.synth import generate, load_synth_config
+
+        generate(args.data, 0, load_synth_config(ROOT / "configs" / "synth_standard.yaml"))
+    command = "python benchmarks/accuracy.py " + " ".join(
+        shlex.quote(a) for a in (argv or sys.argv[1:])
+    )
+    path = Path(args.out)
+    rows = load_results(path)
+    done = {key(x) for x in rows}
+    for r in plan(args):
+        precision = "int8" if r.get("int8") else "fp32"
+        k = (r["model"], r["size"], r["seed"], r["frac"], precision)
+        if k in done:
+            continue
+        if r.get("int8"):
+            row = int8_row(r, args)
+        else:
+            from distill.checkpoint import read_checkpoint
+
+            model_pt = train_run(r, args)
+            ckpt = read_checkpoint(model_pt)
+            m = ckpt["metrics"]
+            log_lines = (model_pt.parent / "metrics.jsonl").read_text().splitlines()
+            ips = [json.loads(x)["images_per_s"] for x in log_lines]
+            row = {
+                "model": r["model"],
+                "size": r["size"],
+                "seed": r["seed"],
+                "labelled_fraction": r["frac"],
+                "precision": "fp32",
+                "map50_95": m["map50_95"],
+                "map50": m["map50"],
+                "train_seconds": m.get("train_seconds"),
+                "images_per_s": round(sorted(ips)[len(ips) // 2], 1),
+                "epochs": ckpt["config"].get("epochs"),
+                "img_size": ckpt["img_size"],
+            }
+        rows.append(row)
+        done.add(k)
+        save_results(path, rows, command)
+        print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The release gate: exit 1 naming the failing line, 0 when every line holds."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import runtime.bench as bench
+from runtime.budget import check_budget, load_budget, parse_budget, summarize
+from runtime.cli import main
+from runtime.errors import ConfigError
+from runtime.types import Detections, StageTimings
+from tests.runtime.tiny_models import build_conv_model, make_spec
+
+
+class SleepyDetector:
+    """A stand-in model whose every frame takes ``ms`` milliseconds."""
+
+    def __init__(self, ms: float, size: int = 64) -> None:
+        self.ms = ms
+        self.spec = make_spec(input_size=(size, size))
+        self.backend_name, self.precision = "fake", "fp32"
+
+    def detect(self, image: np.ndarray) -> tuple[Detections, StageTimings]:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < self.ms / 1000:
+            pass
+        return Detections.empty(), StageTimings(infer_ms=self.ms, total_ms=self.ms)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    speeds = {"student.onnx": 2.0, "teacher.onnx": 20.0}
+    monkeypatch.setattr(
+        bench,
+        "open_measured",
+        lambda path, backend, threads: (SleepyDetector(speeds[Path(path).name]), 10.0),
+    )
+
+
+def write_budget(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "budget.yaml"
+    path.write_text(text)
+    return path
+
+
+def gate(tmp_path: Path, budget: Path, capsys: pytest.CaptureFixture) -> tuple[int, str, dict]:
+    code = main(
+        [
+            "bench",
+            "--student",
+            "student.onnx",
+            "--teacher",
+            "teacher.onnx",
+            "--budget",
+            str(budget),
+            "--runs",
+            "20",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
+    report = json.loads((tmp_path / "out" / "budget.json").read_text())
+    return code, capsys.readouterr().out, report
+
+
+def test_gate_fails_on_a_budget_the_student_cannot_meet(tmp_path, fake_models, capsys) -> None:
+    budget = write_budget(
+        tmp_path, "latency:\n  p99_ms: 0.5\nmin_speedup: 2.0\nmax_memory_mb: 100\n"
+    )
+    code, out, report = gate(tmp_path, budget, capsys)
+    assert code == 1
+    assert "FAIL  student_p99_ms" in out and "budget FAILED: student_p99_ms" in out
+    assert report["passed"] is False
+    rows = {r["check"]: r for r in report["rows"]}
+    assert (
+        rows["student_p99_ms"]["passed"] is False and rows["speedup_vs_teacher"]["passed"] is True
+    )
+    assert rows["student_memory_mb"]["value"] == 10.0
+    assert (tmp_path / "out" / "budget.md").is_file() and (
+        tmp_path / "out" / "budget.png"
+    ).is_file()
+
+
+def test_gate_passes_on_a_budget_it_meets(tmp_path, fake_models, capsys) -> None:
+    budget = write_budget(tmp_path, "latency:\n  p50_ms: 50\n  p99_ms: 100\nmin_speedup: 3.0\n")
+    code, out, report = gate(tmp_path, budget, capsys)
+    assert code == 0 and report["passed"] is True and "budget met" in out
+    speedup = next(r for r in report["rows"] if r["check"] == "speedup_vs_teacher")["value"]
+    assert speedup > 3  # 20 ms vs 2 ms (about 10x when the machine is idle)
+
+
+def test_gate_on_real_onnx_models(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    spec = make_spec(output_layout="decoded_xyxy")
+    student = build_conv_model(tmp_path / "student.onnx", spec)
+    budget = write_budget(tmp_path, "latency:\n  p99_ms: 10000\n")
+    code = main(
+        [
+            "bench",
+            "--student",
+            str(student),
+            "--budget",
+            str(budget),
+            "--runs",
+            "10",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    report = json.loads((tmp_path / "out" / "budget.json").read_text())
+    assert report["student"]["p50_ms"] > 0 and report["teacher"] is None
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("latency:\n  p99: 3\n", "latency.p99"),
+        ("latancy: {}\n", "latancy"),
+        ("min_speedup: -1\n", "min_speedup"),
+        ("min_speedup: fast\n", "min_speedup"),
+        ("[1, 2]\n", "mapping"),
+    ],
+)
+def test_bad_budget_files_name_the_key(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        load_budget(write_budget(tmp_path, text))
+
+
+def test_missing_measurements_fail_their_line_with_a_note() -> None:
+    budget = parse_budget({"min_accuracy_retention": 0.9, "min_speedup": 2})
+    lines = check_budget(budget, student_p50_ms=5.0, student_map=40.0, teacher_map=0.0)
+    assert [c.passed for c in lines] == [False, False]
+    assert "teacher" in summarize(lines)
+    ok = check_budget(
+        budget, student_p50_ms=5.0, teacher_p50_ms=20.0, student_map=40.0, teacher_map=42.0
+    )
+    assert all(c.passed for c in ok) and summarize(ok).startswith("budget met")
