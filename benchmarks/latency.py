@@ -17,7 +17,6 @@ import datetime
 import itertools
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -31,6 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from runtime.errors import BackendUnavailable, ModelFileError  # noqa: E402
+from runtime.measure import machine, percentile, synthetic_frames  # noqa: E402
 from runtime.model_spec import ModelSpec  # noqa: E402
 from runtime.pipeline import Detector  # noqa: E402
 
@@ -47,28 +47,6 @@ MD_COLUMNS = (
 )  # fmt: skip
 
 
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, np.float64), q))
-
-
-def synthetic_frames(width: int, height: int, n: int = 32, seed: int = 0) -> list[np.ndarray]:
-    """(height, width, 3) BGR frames: noise with random filled rectangles and circles."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    for _ in range(n):
-        img = rng.integers(0, 60, (height, width, 3), dtype=np.uint8)
-        for _ in range(6):
-            color = tuple(int(c) for c in rng.integers(60, 256, 3))
-            x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
-            size = int(rng.integers(10, max(11, min(width, height) // 3)))
-            if rng.random() < 0.5:
-                cv2.rectangle(img, (x, y), (x + size, y + size // 2 + 5), color, -1)
-            else:
-                cv2.circle(img, (x, y), size // 2, color, -1)
-        frames.append(img)
-    return frames
-
-
 def video_frames(path: Path, n: int = 64) -> list[np.ndarray]:
     cap = cv2.VideoCapture(str(path))
     frames = []
@@ -81,22 +59,6 @@ def video_frames(path: Path, n: int = 64) -> list[np.ndarray]:
     if not frames:
         raise SystemExit(f"{path}: no frames could be read")
     return frames
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import onnxruntime
-
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {platform.system()}, onnxruntime {onnxruntime.__version__}"
-    )
 
 
 def measure(det: Detector, frames: list[np.ndarray], batch: int, warmup: int, runs: int) -> dict:

@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import queue
 import signal
 import subprocess
@@ -41,6 +39,7 @@ if str(ROOT) not in sys.path:
 
 from runtime.client import DetectorClient  # noqa: E402
 from runtime.frames import encode_image  # noqa: E402
+from runtime.measure import machine  # noqa: E402
 from runtime.stream_stats import StreamStats  # noqa: E402
 
 MD_COLUMNS = (
@@ -60,18 +59,6 @@ MD_COLUMNS = (
     ("server_rss_mb_start", "RSS start MB"),
     ("server_rss_mb_end", "RSS end MB"),
 )
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
 
 
 def rss_mb(pid: int) -> float:

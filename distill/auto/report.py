@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,15 +22,9 @@ STATUSES = ("running", "no_candidate", "screen_only", "gate_failed", "passed")
 def machine_description(backend: str) -> str:
     """CPU model, cores and OS, plus the backend's version (and GPU for TensorRT).
     Raises BackendUnavailable for ``tensorrt`` where TensorRT or the GPU is missing."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    host = f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
+    from runtime.measure import machine
+
+    host = machine().split(", onnxruntime")[0]
     if backend == "tensorrt":
         from distill.tensorrt import build_environment
 
