@@ -129,7 +129,10 @@ def make_self_signed(folder: Path) -> tuple[Path, Path] | None:
 def running(
     detector: object, client_kw: dict | None = None, **config: object
 ) -> Iterator[tuple[RunningServer, DetectorClient]]:
-    """An in-process server on an ephemeral port (warm) and a client for it."""
+    """An in-process server on an ephemeral port (warm) and a client for it. The default
+    frame budget is generous (10 s) unless a test sets ``budget_ms``: tests about budgets
+    say so, and the others must not drop frames on a busy CI machine."""
+    config.setdefault("budget_ms", 10_000.0)
     server = build_server(detector, ServerConfig(port=0, **config))  # type: ignore[arg-type]
     client = None
     try:
