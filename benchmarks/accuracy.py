@@ -254,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                 "epochs": ckpt["config"].get("epochs"),
                 "img_size": ckpt["img_size"],
             }
+        row["command"] = command
         rows.append(row)
         done.add(k)
         save_results(path, rows, command)
