@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from distill.data.records import DatasetSplit, decode_image, list_images
 from distill.data.transforms import AugmentConfig, Sample, boxes_to_net, letterbox, train_sample
 from runtime.errors import DataError
+from runtime.preprocess import Letterbox
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +135,8 @@ class DetectionDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, FrameMeta]:
         r = self.records[i]
         s = self.img_size
-        scale = min(s / r.height, s / r.width)
-        pad = (
-            (s - max(1, round(r.width * scale))) // 2,
-            (s - max(1, round(r.height * scale))) // 2,
-        )
+        lb = Letterbox.fit((r.height, r.width), (s, s))
+        scale, pad = lb.scale, (lb.pad_x, lb.pad_y)
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, i])
             img, boxes, classes = train_sample(self.load, i, len(self), self.aug, s, rng)

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from runtime.errors import ConfigError
+from runtime.preprocess import Letterbox
 
 PAD_VALUE = 114
 
@@ -81,10 +82,8 @@ def letterbox(
     Returns:
         (S, S, 3) uint8 image, scale, pad (x, y): ``net = src * scale + pad``.
     """
-    h, w = src_hw or img.shape[:2]
-    scale = min(size / h, size / w)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    px, py = (size - nw) // 2, (size - nh) // 2
+    lb = Letterbox.fit(tuple(src_hw or img.shape[:2]), (size, size))  # the runtime's geometry
+    scale, (nh, nw), px, py = lb.scale, lb.resized, lb.pad_x, lb.pad_y
     if img.shape[:2] != (nh, nw):
         img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
     out = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
