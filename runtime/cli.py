@@ -14,7 +14,7 @@ import sys
 
 from runtime.errors import UnderstudyError
 
-# (module, required packages) in the order they appear in --help.
+# Subcommand modules, in the order they appear in --help.
 COMMAND_MODULES = (
     "distill.commands.data",
     "distill.commands.models",
@@ -42,13 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and e.name.startswith(name.rsplit(".", 1)[0]):
-                continue  # command not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
