@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:
 
 from runtime.client import DetectorClient  # noqa: E402
 from runtime.frames import encode_image  # noqa: E402
-from runtime.measure import machine  # noqa: E402
+from runtime.measure import machine, rss_mb  # noqa: E402
 from runtime.stream_stats import StreamStats  # noqa: E402
 
 MD_COLUMNS = (
@@ -59,14 +59,6 @@ MD_COLUMNS = (
     ("server_rss_mb_start", "RSS start MB"),
     ("server_rss_mb_end", "RSS end MB"),
 )
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process in MiB, from /proc/<pid>/status."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024.0, 1)
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def bench_frames(width: int, height: int, video: Path | None, n: int = 30) -> list[bytes]:
@@ -202,7 +194,7 @@ def run_scenario(
         serve_args.append("--reduced-decode")
     server = Server(serve_args)
     try:
-        rss_start = rss_mb(server.proc.pid)
+        rss_start = round(rss_mb(server.proc.pid) or 0.0, 1)
         per_stream = [StreamStats() for _ in range(streams)]
         outs: list[dict] = [{} for _ in range(streams)]
         t0 = time.perf_counter() + 0.2
@@ -228,7 +220,7 @@ def run_scenario(
         for t in threads:
             t.join(args.duration + 60)
         elapsed = time.perf_counter() - t0
-        rss_end = rss_mb(server.proc.pid)
+        rss_end = round(rss_mb(server.proc.pid) or 0.0, 1)
     finally:
         exit_code = server.stop()
     total = StreamStats()

@@ -56,6 +56,8 @@ class NativeTeacher:
         self.bf16 = bf16
         self.feature_channels = dict(self.model.neck.out_channels)
 
+    # no_grad rather than inference_mode: inference tensors cannot be saved for the
+    # student's backward pass, and the KD losses combine teacher outputs with the student's.
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, need_features: bool = False) -> TeacherOutput:
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.bf16):

@@ -62,15 +62,17 @@ class ModelRun:
         }
 
 
-def open_measured(path: str, backend: str | None, threads: int | None) -> tuple[Any, float]:
-    """Open a runtime Detector, warm it up; returns it and the resident memory it added (MiB)."""
+def open_measured(path: str, backend: str | None, threads: int | None) -> tuple[Any, float | None]:
+    """Open a runtime Detector, warm it up; returns it and the resident memory it added
+    (MiB; None where memory cannot be read)."""
     from runtime.pipeline import Detector
 
     gc.collect()
     before = rss_mb()
     det = Detector(path, backend=backend, threads=threads)
     det.warmup(5)
-    return det, max(0.0, rss_mb() - before)
+    after = rss_mb()
+    return det, None if before is None or after is None else max(0.0, after - before)
 
 
 def interleaved_latency(

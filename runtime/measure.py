@@ -40,15 +40,15 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, np.float64), q))
 
 
-def rss_mb(pid: int | str = "self") -> float:
-    """Resident memory of a process in MiB (from /proc; 0.0 where /proc is missing)."""
+def rss_mb(pid: int | str = "self") -> float | None:
+    """Resident memory of a process in MiB (Linux /proc); None where it cannot be read."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024.0
     except OSError:
         pass
-    return 0.0
+    return None
 
 
 def synthetic_frames(width: int, height: int, n: int = 32, seed: int = 0) -> list[np.ndarray]:

@@ -41,12 +41,13 @@ from grpc_reflection.v1alpha import reflection
 from runtime.auth import HEALTH_SERVICE_NAME, TokenAuthInterceptor
 from runtime.budget import Budget
 from runtime.errors import ConfigError
+from runtime.measure import rss_mb
 from runtime.metrics import ServerMetrics
 from runtime.proto import SERVICE_NAME, pb, pb_grpc
 from runtime.scheduler import POLICIES, DetectorLike, Scheduler
 from runtime.service import DetectorServicer
 from runtime.shadow import ShadowConfig, ShadowTap, ShadowTeacher
-from runtime.startup import StartupBudget, check_startup_budget, model_info, probe_latency, rss_mb
+from runtime.startup import StartupBudget, check_startup_budget, model_info, probe_latency
 
 log = logging.getLogger(__name__)
 BUDGET_HEALTH_NAME = f"{SERVICE_NAME}/budget"

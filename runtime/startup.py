@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 import runtime
 from runtime.budget import Budget, Check, check_budget, summarize
+from runtime.measure import rss_mb
 from runtime.proto import pb
 from runtime.scheduler import DetectorLike
 
@@ -49,17 +49,6 @@ def probe_latency(detector: DetectorLike, runs: int, batch: int = 1) -> tuple[fl
             detector.detect_batch([image] * batch)
             totals.append((time.perf_counter() - start) * 1000.0)
     return float(np.percentile(totals, 50)), float(np.percentile(totals, 99))
-
-
-def rss_mb() -> float | None:
-    """This process's resident memory in MiB (Linux /proc), None elsewhere."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
 
 
 @dataclass(frozen=True)
