@@ -210,6 +210,107 @@ def int8_row(r: dict, args: argparse.Namespace) -> dict:
     }
 
 
+def make_row(r: dict, args: argparse.Namespace, command: str) -> dict:
+    """Train (or quantize) one planned run and return its result row."""
+    if r.get("int8"):
+        row = int8_row(r, args)
+    else:
+        from distill.checkpoint import read_checkpoint
+
+        model_pt = train_run(r, args)
+        ckpt = read_checkpoint(model_pt)
+        m = ckpt["metrics"]
+        log_lines = (model_pt.parent / "metrics.jsonl").read_text().splitlines()
+        ips = [json.loads(x)["images_per_s"] for x in log_lines]
+        row = {
+            "model": r["model"],
+            "size": r["size"],
+            "seed": r["seed"],
+            "labelled_fraction": r["frac"],
+            "precision": "fp32",
+            "map50_95": m["map50_95"],
+            "map50": m["map50"],
+            "train_seconds": m.get("train_seconds"),
+            "images_per_s": round(sorted(ips)[len(ips) // 2], 1),
+            "epochs": ckpt["config"].get("epochs"),
+            "img_size": ckpt["img_size"],
+        }
+    row["command"] = command
+    row["device"] = device_name()
+    return row
+
+
+def device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
+def run_key(r: dict) -> tuple:
+    return (r["model"], r["size"], r["seed"], r["frac"], "int8" if r.get("int8") else "fp32")
+
+
+def job_name(r: dict) -> str:
+    return run_name(r) + ("-int8" if r.get("int8") else "")
+
+
+def needs(r: dict, runs: list[dict]) -> list[str]:
+    """Job names that must finish before ``r`` starts (the teacher; hybrid for int8)."""
+    names = {job_name(x) for x in runs}
+    if r.get("int8"):
+        deps = [run_name(dict(r, int8=False))]
+    elif r["model"] in ("teacher", "scratch"):
+        deps = []
+    else:
+        deps = ["teacher"]
+    return [d for d in deps if d in names]
+
+
+def run_parallel(pending: list[dict], args: argparse.Namespace, on_row) -> None:
+    """Up to ``--jobs`` runs at once, each in its own process (they share the GPU)."""
+    import subprocess
+    import tempfile
+    import time
+
+    base = [sys.executable, str(Path(__file__).resolve()), "--data", args.data]
+    base += ["--runs", args.runs, *(x for s in args.set for x in ("--set", s))]
+    todo, running, failed = list(pending), {}, []
+    Path(args.runs).mkdir(parents=True, exist_ok=True)
+    while todo or running:
+        blocked = {job_name(x) for x in todo} | set(running) | set(failed)
+        for r in list(todo):
+            if len(running) >= args.jobs:
+                break
+            if any(d in blocked for d in needs(r, pending)):
+                continue
+            todo.remove(r)
+            name = job_name(r)
+            row_file = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".json")[1])
+            log_file = Path(args.runs) / f"{name}.log"
+            cmd = [*base, "--one", name, "--row-out", str(row_file), "--command", args.command]
+            with log_file.open("ab") as log_f:
+                proc = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT)
+            running[name] = (proc, row_file, log_file)
+            logging.info("started %s (log %s)", name, log_file)
+        if not running:  # everything left waits on a failed run
+            break
+        time.sleep(2)
+        for name, (proc, row_file, log_file) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[name]
+            if proc.returncode == 0 and row_file.stat().st_size:
+                on_row(json.loads(row_file.read_text()))
+                logging.info("finished %s", name)
+            else:
+                failed.append(name)
+                logging.error("%s failed (exit %s); see %s", name, proc.returncode, log_file)
+            row_file.unlink(missing_ok=True)
+    if failed or todo:
+        skipped = [job_name(x) for x in todo]
+        raise SystemExit(f"runs failed: {failed}; not started (they need a failed run): {skipped}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -223,51 +324,54 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], help="config override for every run")
     ap.add_argument("--out", default=str(RESULTS / "accuracy.json"))
     ap.add_argument("--progress", action="store_true", help="progress bars (default: log lines)")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs at once, each in its own process (a GPU machine: 3-4 share one GPU well; "
+        "give each run fewer loader workers with --set workers=N)",
+    )
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run this job only
+    ap.add_argument("--row-out", help=argparse.SUPPRESS)  # internal: where --one writes its row
+    ap.add_argument("--command", help=argparse.SUPPRESS)  # internal: the parent's command line
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args.command = args.command or "python benchmarks/accuracy.py " + " ".join(
+        shlex.quote(a) for a in (argv or sys.argv[1:])
+    )
+    if args.one:  # a child of --jobs: one run, its row to --row-out
+        import os
+
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // 4))
+        (r,) = [
+            x
+            for x in plan(argparse.Namespace(**{**vars(args), "only": None}))
+            if job_name(x) == args.one
+        ]
+        Path(args.row_out).write_text(json.dumps(make_row(r, args, args.command)))
+        return 0
     if not (Path(args.data) / "data.yaml").is_file():
         from distill.data.synth import generate, load_synth_config
 
         generate(args.data, 0, load_synth_config(ROOT / "configs" / "synth_standard.yaml"))
-    command = "python benchmarks/accuracy.py " + " ".join(
-        shlex.quote(a) for a in (argv or sys.argv[1:])
-    )
     path = Path(args.out)
     rows = load_results(path)
     done = {key(x) for x in rows}
-    for r in plan(args):
-        precision = "int8" if r.get("int8") else "fp32"
-        k = (r["model"], r["size"], r["seed"], r["frac"], precision)
-        if k in done:
-            continue
-        if r.get("int8"):
-            row = int8_row(r, args)
-        else:
-            from distill.checkpoint import read_checkpoint
+    pending = [r for r in plan(args) if run_key(r) not in done]
 
-            model_pt = train_run(r, args)
-            ckpt = read_checkpoint(model_pt)
-            m = ckpt["metrics"]
-            log_lines = (model_pt.parent / "metrics.jsonl").read_text().splitlines()
-            ips = [json.loads(x)["images_per_s"] for x in log_lines]
-            row = {
-                "model": r["model"],
-                "size": r["size"],
-                "seed": r["seed"],
-                "labelled_fraction": r["frac"],
-                "precision": "fp32",
-                "map50_95": m["map50_95"],
-                "map50": m["map50"],
-                "train_seconds": m.get("train_seconds"),
-                "images_per_s": round(sorted(ips)[len(ips) // 2], 1),
-                "epochs": ckpt["config"].get("epochs"),
-                "img_size": ckpt["img_size"],
-            }
-        row["command"] = command
+    def on_row(row: dict) -> None:
         rows.append(row)
-        done.add(k)
-        save_results(path, rows, command)
+        done.add(key(row))
+        save_results(path, rows, args.command)
         print(json.dumps(row), flush=True)
+
+    if args.jobs > 1:
+        run_parallel(pending, args, on_row)
+    else:
+        for r in pending:
+            on_row(make_row(r, args, args.command))
     return 0
 
 

@@ -115,8 +115,10 @@ class Distiller:
         unlabelled=None,
         batch_size: int = 16,
         seed: int = 0,
+        device: torch.device | str = "cpu",
     ) -> None:
         self.cfg = cfg
+        self.device = torch.device(device)
         self.teacher = teacher
         self.terms = cfg.terms
         self.img_size = img_size
@@ -131,7 +133,9 @@ class Distiller:
         self.needs_features = any(t in FEATURE_TERMS for t in self.terms)
         self.adapters = None
         if any(t in ("feature", "cwd") for t in self.terms):
-            self.adapters = FeatureAdapters(student_channels, teacher.feature_channels)
+            self.adapters = FeatureAdapters(student_channels, teacher.feature_channels).to(
+                self.device
+            )
         self.weights = {t: getattr(cfg.weights, t) for t in self.terms}
         self.n_unlabelled = 0
         self._frames = None
@@ -149,16 +153,18 @@ class Distiller:
         return [self.adapters] if self.adapters is not None else []
 
     def prepare(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor, Context]:
-        images, targets = batch[0], batch[1]
+        """Images and targets on the training device, plus the teacher's outputs."""
+        images = batch[0].to(self.device, non_blocking=True)
+        targets = batch[1].to(self.device)
         n_labelled = images.shape[0]
         if self._frames is not None:
-            frames = next(self._frames)[0]
+            frames = next(self._frames)[0].to(self.device, non_blocking=True)
             images = torch.cat([images, frames])
         t_out = self.teacher(images, need_features=self.needs_features)
         if self._frames is not None:
             pseudo = self.pseudo_labels(t_out.boxes[n_labelled:], t_out.scores[n_labelled:])
             pseudo[:, 0] += n_labelled
-            targets = torch.cat([targets, pseudo])
+            targets = torch.cat([targets, pseudo.to(self.device)])
         return images, targets, Context(t_out, targets, n_labelled)
 
     @torch.no_grad()
@@ -263,11 +269,14 @@ def _cycle(dataset, batch: int, seed: int):
         yield from loader
 
 
-def teacher_bf16(mode: str) -> bool:
+def teacher_bf16(mode: str, device: torch.device | None = None) -> bool:
+    """Whether the teacher runs under bf16 autocast ("auto": where the device supports it)."""
     if mode == "on":
         return True
     if mode == "off":
         return False
+    if device is not None and device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
     return bool(
         torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     )
@@ -283,6 +292,7 @@ def distill(
     progress: bool = True,
 ):
     """Distil a ``cfg.model`` student from ``teacher_path`` on ``data`` (+ unlabelled frames)."""
+    from distill import ddp
     from distill.data.dataset import load_split
     from distill.data.torch_dataset import UnlabelledFrames
     from distill.models.presets import PRESETS, build_detector
@@ -290,12 +300,12 @@ def distill(
     from distill.train import train
 
     names = load_split(data, "val").class_names
-    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    _, _, device = ddp.setup()  # this process's GPU under torchrun, else cuda / cpu
     teacher = open_teacher(
         teacher_path,
         names,
         device,
-        teacher_bf16(cfg.kd.teacher_bf16),
+        teacher_bf16(cfg.kd.teacher_bf16, device),
         cfg.kd.teacher_layout or None,
     )
     if not teacher.dense and hasattr(teacher, "input_hw"):
@@ -303,7 +313,14 @@ def distill(
     student_channels = dict(build_detector(PRESETS[cfg.model], len(names)).neck.out_channels)
     frames = UnlabelledFrames(unlabelled, cfg.img_size) if unlabelled else None
     distiller = Distiller(
-        cfg.kd, teacher, student_channels, cfg.img_size, frames, cfg.batch_size, cfg.seed
+        cfg.kd,
+        teacher,
+        student_channels,
+        cfg.img_size,
+        frames,
+        cfg.batch_size,
+        cfg.seed,
+        device=device,
     )
     return train(
         cfg,

@@ -145,7 +145,7 @@ def train(
     scale = PRESETS[cfg.model]
     model: Detector = build_detector(scale, len(names)).to(device)
     model.head.reset_bias(cfg.img_size)
-    extra_modules = distiller.trainable_modules() if distiller else []
+    extra_modules = [m.to(device) for m in distiller.trainable_modules()] if distiller else []
     params = list(model.named_parameters())
     for i, m in enumerate(extra_modules):
         params += [(f"kd{i}.{n}", p) for n, p in m.named_parameters()]

@@ -50,6 +50,9 @@ class TorchBackend:
         self.path = Path(path)
         self._torch = torch
         self._device = torch.device(device)
+        if self._device.type == "cuda":  # the fp32 reference: no TF32 matmuls/convolutions
+            torch.backends.cuda.matmul.allow_tf32 = False  # (process-wide flags)
+            torch.backends.cudnn.allow_tf32 = False
         if threads:
             torch.set_num_threads(int(threads))  # process-wide, as torch offers no other way
         try:
