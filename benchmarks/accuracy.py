@@ -268,44 +268,51 @@ def needs(r: dict, runs: list[dict]) -> list[str]:
 
 def run_parallel(pending: list[dict], args: argparse.Namespace, on_row) -> None:
     """Up to ``--jobs`` runs at once, each in its own process (they share the GPU)."""
+    import signal
     import subprocess
     import tempfile
     import time
 
     base = [sys.executable, str(Path(__file__).resolve()), "--data", args.data]
-    base += ["--runs", args.runs, *(x for s in args.set for x in ("--set", s))]
+    base += ["--runs", args.runs, "--jobs", str(args.jobs)]
+    base += [x for s in args.set for x in ("--set", s)]
     todo, running, failed = list(pending), {}, []
     Path(args.runs).mkdir(parents=True, exist_ok=True)
-    while todo or running:
-        blocked = {job_name(x) for x in todo} | set(running) | set(failed)
-        for r in list(todo):
-            if len(running) >= args.jobs:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a time limit: stop the children
+    try:
+        while todo or running:
+            blocked = {job_name(x) for x in todo} | set(running) | set(failed)
+            for r in list(todo):
+                if len(running) >= args.jobs:
+                    break
+                if any(d in blocked for d in needs(r, pending)):
+                    continue
+                todo.remove(r)
+                name = job_name(r)
+                row_file = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".json")[1])
+                log_file = Path(args.runs) / f"{name}.log"
+                cmd = [*base, "--one", name, "--row-out", str(row_file), "--command", args.command]
+                with log_file.open("ab") as log_f:
+                    proc = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT)
+                running[name] = (proc, row_file, log_file)
+                logging.info("started %s (log %s)", name, log_file)
+            if not running:  # everything left waits on a failed run
                 break
-            if any(d in blocked for d in needs(r, pending)):
-                continue
-            todo.remove(r)
-            name = job_name(r)
-            row_file = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".json")[1])
-            log_file = Path(args.runs) / f"{name}.log"
-            cmd = [*base, "--one", name, "--row-out", str(row_file), "--command", args.command]
-            with log_file.open("ab") as log_f:
-                proc = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT)
-            running[name] = (proc, row_file, log_file)
-            logging.info("started %s (log %s)", name, log_file)
-        if not running:  # everything left waits on a failed run
-            break
-        time.sleep(2)
-        for name, (proc, row_file, log_file) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            del running[name]
-            if proc.returncode == 0 and row_file.stat().st_size:
-                on_row(json.loads(row_file.read_text()))
-                logging.info("finished %s", name)
-            else:
-                failed.append(name)
-                logging.error("%s failed (exit %s); see %s", name, proc.returncode, log_file)
-            row_file.unlink(missing_ok=True)
+            time.sleep(2)
+            for name, (proc, row_file, log_file) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[name]
+                if proc.returncode == 0 and row_file.stat().st_size:
+                    on_row(json.loads(row_file.read_text()))
+                    logging.info("finished %s", name)
+                else:
+                    failed.append(name)
+                    logging.error("%s failed (exit %s); see %s", name, proc.returncode, log_file)
+                row_file.unlink(missing_ok=True)
+    finally:
+        for proc, _, _ in running.values():
+            proc.terminate()
     if failed or todo:
         skipped = [job_name(x) for x in todo]
         raise SystemExit(f"runs failed: {failed}; not started (they need a failed run): {skipped}")
@@ -344,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
 
         import torch
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // 4))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.jobs))
         (r,) = [
             x
             for x in plan(argparse.Namespace(**{**vars(args), "only": None}))
