@@ -1,7 +1,8 @@
 """Stream-load benchmark: N concurrent camera streams at F FPS against `understudy serve`.
 
     python benchmarks/stream.py --model student.onnx [--scenarios 1x30 4x30] [--duration 20]
-        [--budget-ms 33] [--size 640x480] [--micro-batch] [--video synth.mp4]
+        [--budget-ms 33] [--size 640x480] [--micro-batch] [--decode reduced full]
+        [--video synth.mp4]
 
 For every scenario ``NxF`` a fresh server runs in another process (``python -m runtime.cli
 serve``). Each stream has its own channel and sends pre-encoded JPEG frames open loop:
@@ -10,8 +11,10 @@ staggered by ``1 / (N F)``). Per row: delivered FPS (answers per second, all str
 drop rate (drop notices / frames settled), end-to-end p50/p90/p99 (answer arrival minus
 capture time, client clock), overhead (end-to-end minus inference; ``server_overhead``:
 the server's total minus inference), budget-miss rate (answered frames whose end-to-end
-exceeded the budget), and the server's resident memory (VmRSS) when the streams start and
-when they end. ``--micro-batch`` adds the same scenarios with ``--max-batch`` > 1.
+exceeded the budget), and the server's resident memory (VmRSS, sampled every 0.5 s): when
+the streams start, a quarter of the way in (warm), and at the end, with the growth from
+warm to end. ``--micro-batch`` adds the same scenarios with ``--max-batch`` > 1, and
+``--decode`` runs them under each decode mode of ``understudy serve``.
 
 Writes ``benchmarks/results/stream.json`` (format in DESIGN.md) and ``stream.md``.
 """
@@ -39,10 +42,11 @@ if str(ROOT) not in sys.path:
 
 from runtime.client import DetectorClient  # noqa: E402
 from runtime.frames import encode_image  # noqa: E402
-from runtime.measure import machine, rss_mb  # noqa: E402
+from runtime.measure import machine, markdown_table, rss_mb  # noqa: E402
 from runtime.stream_stats import StreamStats  # noqa: E402
 
 MD_COLUMNS = (
+    ("decode", "decode"),
     ("streams", "streams"),
     ("fps_per_stream", "fps/stream"),
     ("max_batch", "max batch"),
@@ -57,6 +61,7 @@ MD_COLUMNS = (
     ("server_overhead_p50_ms", "server overhead p50"),
     ("budget_miss_rate", "budget miss"),
     ("server_rss_mb_start", "RSS start MB"),
+    ("server_rss_mb_warm", "RSS warm MB"),
     ("server_rss_mb_end", "RSS end MB"),
 )
 
@@ -175,6 +180,7 @@ def run_scenario(
     args: argparse.Namespace,
     frames: list[bytes],
     max_batch: int,
+    decode: str,
 ) -> dict:
     serve_args = [
         "--model",
@@ -190,11 +196,21 @@ def run_scenario(
     ]
     if args.threads:
         serve_args += ["--threads", str(args.threads)]
-    if args.reduced_decode:
-        serve_args.append("--reduced-decode")
+    serve_args += ["--decode", decode, "--reply-margin-ms", str(args.reply_margin_ms)]
     server = Server(serve_args)
+    samples: list[tuple[float, float]] = []
+    sampling = threading.Event()
+
+    def sample_rss() -> None:
+        while not sampling.wait(0.5):
+            mb = rss_mb(server.proc.pid)
+            if mb is not None:
+                samples.append((time.perf_counter(), mb))
+
     try:
         rss_start = round(rss_mb(server.proc.pid) or 0.0, 1)
+        sampler = threading.Thread(target=sample_rss, daemon=True)
+        sampler.start()
         per_stream = [StreamStats() for _ in range(streams)]
         outs: list[dict] = [{} for _ in range(streams)]
         t0 = time.perf_counter() + 0.2
@@ -221,8 +237,13 @@ def run_scenario(
             t.join(args.duration + 60)
         elapsed = time.perf_counter() - t0
         rss_end = round(rss_mb(server.proc.pid) or 0.0, 1)
+        sampling.set()
+        sampler.join()
     finally:
+        sampling.set()
         exit_code = server.stop()
+    warm = [mb for t, mb in samples if t >= t0 + args.duration / 4]
+    rss_warm = round(warm[0], 1) if warm else None
     total = StreamStats()
     for s in per_stream:
         total.merge(s)
@@ -253,10 +274,13 @@ def run_scenario(
             )
         },
         "server_rss_mb_start": rss_start,
+        "server_rss_mb_warm": rss_warm,
         "server_rss_mb_end": rss_end,
+        "server_rss_mb_max": round(max(mb for _, mb in samples), 1) if samples else None,
         "max_batch": max_batch,
         "policy": args.policy,
-        "reduced_decode": args.reduced_decode,
+        "decode": decode,
+        "reply_margin_ms": args.reply_margin_ms,
         "duration_s": args.duration,
         "frame": f"{args.size[0]}x{args.size[1]} jpeg",
         "model": model.name,
@@ -290,14 +314,8 @@ def write_results(out_dir: Path, name: str, command: str, rows: list[dict]) -> P
         "inference; server overhead = server total minus inference). Drop rate = drop "
         "notices / frames settled; budget miss = answered frames over the budget end to end.",
         "",
-        "| " + " | ".join(h for _, h in MD_COLUMNS) + " |",
-        "|" + "---|" * len(MD_COLUMNS),
+        *markdown_table(rows, list(MD_COLUMNS)),
     ]
-    for r in rows:
-        cells = [r.get(k, "") for k, _ in MD_COLUMNS]
-        lines.append(
-            "| " + " | ".join(f"{c:.3g}" if isinstance(c, float) else str(c) for c in cells) + " |"
-        )
     md = path.with_suffix(".md")
     tmp = md.with_name(md.name + ".tmp")
     tmp.write_text("\n".join(lines) + "\n")
@@ -340,7 +358,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch", type=int, default=4, help="micro-batch size for --micro-batch")
     p.add_argument("--max-wait-ms", type=float, default=2.0)
     p.add_argument("--threads", type=int, default=None, help="model intra-op threads")
-    p.add_argument("--reduced-decode", action="store_true", help="serve with --reduced-decode")
+    p.add_argument(
+        "--decode",
+        nargs="+",
+        choices=("reduced", "full"),
+        default=["reduced"],
+        help="the server's --decode mode(s); each runs every scenario",
+    )
+    p.add_argument(
+        "--reply-margin-ms", type=float, default=2.0, help="the server's --reply-margin-ms"
+    )
     p.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--name", default="stream", help="result file name (without extension)")
     args = p.parse_args(argv)
@@ -348,15 +375,16 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--model {args.model}: file not found")
     frames = bench_frames(*args.size, args.video)
     batches = [1, args.max_batch] if args.micro_batch else [1]
-    runs = [(mb, n, f) for mb in batches for n, f in args.scenarios]
+    runs = [(dec, mb, n, f) for dec in args.decode for mb in batches for n, f in args.scenarios]
     rows = []
-    for mb, n, f in tqdm(runs, desc="stream scenarios", unit="scenario"):
-        row = run_scenario(args.model, n, f, args, frames, mb)
+    for dec, mb, n, f in tqdm(runs, desc="stream scenarios", unit="scenario"):
+        row = run_scenario(args.model, n, f, args, frames, mb, dec)
         tqdm.write(
             json.dumps(
                 {
                     k: row[k]
                     for k in (
+                        "decode",
                         "streams",
                         "fps_per_stream",
                         "max_batch",

@@ -15,10 +15,13 @@ Policies (per lane):
 
 Budgets: when the worker takes a job, the time since the server received it is compared
 with its budget. A job that can no longer be answered in time is dropped as
-``budget_exceeded``: its wait already exceeds the budget, or (``predict_drops``) its wait
-plus the expected processing time (running mean + mean deviation of recent batches)
-exceeds it. The prediction is only used while the model alone fits in the budget; a
-model slower than the budget still answers frames that did not wait past it.
+``budget_exceeded``: its wait plus ``margin_ms`` (kept for the answer's trip back to
+the client) already exceeds the budget, or (``predict_drops``) its wait plus the expected
+processing time plus the margin exceeds it. The expected processing time is a high
+quantile (``service_quantile``, default the 90th percentile) of the last 64 model calls,
+so that the frames that are answered meet their budget in the tail too, not only on
+average. The prediction is only used while the model alone fits in the budget; a model
+slower than the budget still answers frames that did not wait past it.
 
 Micro-batching: with ``max_batch > 1`` the worker, having taken a first job, waits up to
 ``max_wait_ms`` for jobs from other lanes and runs them as one ``detect_batch`` call.
@@ -115,24 +118,30 @@ class Scheduler:
         max_batch: int = 1,
         max_wait_ms: float = 2.0,
         predict_drops: bool = True,
+        margin_ms: float = 0.0,
+        service_quantile: float = 0.9,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"policy {policy!r} is not one of {POLICIES}")
         if queue_size < 1 or max_batch < 1 or max_wait_ms < 0:
             raise ValueError("queue_size and max_batch must be >= 1 and max_wait_ms >= 0")
+        if margin_ms < 0 or not 0.0 < service_quantile <= 1.0:
+            raise ValueError("margin_ms must be >= 0 and service_quantile in (0, 1]")
         self.detector = detector
         self.policy = policy
         self.queue_size = queue_size
         self.max_batch = max(1, min(max_batch, int(getattr(detector, "max_batch", 1) or 1)))
         self.max_wait_s = max_wait_ms / 1000.0
         self.predict_drops = predict_drops
+        self.margin_ms = float(margin_ms)
+        self.service_quantile = float(service_quantile)
         self._on_batch = on_batch
         self._cv = threading.Condition()
         self._ready: deque[Lane] = deque()
         self._stopping = False
-        self._service_ms = 0.0  # running mean of batch processing time
-        self._service_dev_ms = 0.0  # running mean absolute deviation
+        self._service_window: deque[float] = deque(maxlen=64)  # recent batch times, ms
+        self._expected_ms = 0.0  # service_quantile of the window
         self._thread = threading.Thread(target=self._run, name="understudy-infer", daemon=True)
 
     # ----------------------------------------------------------------- public API
@@ -140,13 +149,16 @@ class Scheduler:
         self._thread.start()
 
     def set_service_estimate(self, ms: float) -> None:
-        """Seed the expected processing time (e.g. from the warm-up latency probe)."""
+        """Seed the expected processing time (e.g. from the warm-up latency probe); the
+        model calls that follow replace it."""
         with self._cv:
-            self._service_ms = float(ms)
+            self._service_window.clear()
+            self._expected_ms = float(ms)
 
     @property
     def expected_service_ms(self) -> float:
-        return self._service_ms + self._service_dev_ms
+        """The ``service_quantile`` of recent model-call times (ms; 0 before any)."""
+        return self._expected_ms
 
     def open_lane(self) -> Lane:
         return Lane()
@@ -269,13 +281,17 @@ class Scheduler:
 
     def _budget_drop(self, job: Job, now: float) -> str | None:
         waited = (now - job.received) * 1000.0
-        if waited > job.budget_ms:
-            return f"waited {waited:.1f} ms, over its budget of {job.budget_ms:g} ms"
-        expected = self.expected_service_ms
-        if self.predict_drops and expected <= job.budget_ms and waited + expected > job.budget_ms:
+        margin = self.margin_ms
+        if waited + margin > job.budget_ms:
+            kept = f" (+{margin:g} ms kept for the reply)" if margin else ""
+            return f"waited {waited:.1f} ms{kept}, over its budget of {job.budget_ms:g} ms"
+        expected = self._expected_ms
+        fits = expected + margin <= job.budget_ms
+        if self.predict_drops and fits and waited + expected + margin > job.budget_ms:
+            kept = f" and {margin:g} ms for the reply" if margin else ""
             return (
-                f"waited {waited:.1f} ms; with ~{expected:.1f} ms of processing it would miss "
-                f"its budget of {job.budget_ms:g} ms"
+                f"waited {waited:.1f} ms; with ~{expected:.1f} ms of processing{kept} it would "
+                f"miss its budget of {job.budget_ms:g} ms"
             )
         return None
 
@@ -308,12 +324,12 @@ class Scheduler:
             self._call(job, Answered(dets, timings, len(batch)))
 
     def _update_estimate(self, ms: float) -> None:
-        if self._service_ms == 0.0:
-            self._service_ms = ms
-            return
-        alpha = 0.2
-        self._service_dev_ms += alpha * (abs(ms - self._service_ms) - self._service_dev_ms)
-        self._service_ms += alpha * (ms - self._service_ms)
+        window = self._service_window
+        window.append(ms)
+        ordered = sorted(window)  # at most 64 values: cheaper than numpy for this size
+        self._expected_ms = ordered[
+            min(len(ordered) - 1, int(self.service_quantile * len(ordered)))
+        ]
 
     def _finish_drops(self, drops: list[tuple[Job, str, str]]) -> None:
         now = time.perf_counter()

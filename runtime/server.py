@@ -65,12 +65,13 @@ class ServerConfig:
     max_batch: int = 1  # micro-batch across streams when the model takes batch > 1
     max_wait_ms: float = 2.0  # how long the worker waits to fill a micro-batch
     predict_drops: bool = True  # drop frames that would miss their budget (see scheduler)
+    reply_margin_ms: float = 2.0  # of each budget, kept for the answer's trip to the client
     metrics_port: int | None = None  # None = no metrics endpoint, 0 = pick a free port
     max_message_mb: float = 16.0
     max_pixels: int = 4096 * 4096
     max_streams: int = 16
     max_outstanding: int = 32  # frames per stream read but not yet answered
-    reduced_decode: bool = False  # decode large JPEGs at 1/2..1/8 scale (see runtime.frames)
+    reduced_decode: bool = True  # decode large JPEGs at 1/2..1/8 scale (see runtime.frames)
     unary_workers: int = 8  # threads for unary calls (Detect, GetModelInfo, reflection)
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -88,6 +89,10 @@ class ServerConfig:
         checks = [
             (self.policy in POLICIES, f"--policy must be one of {POLICIES}, got {self.policy!r}"),
             (self.budget_ms > 0, f"--budget-ms must be > 0, got {self.budget_ms}"),
+            (
+                self.reply_margin_ms >= 0,
+                f"--reply-margin-ms must be >= 0, got {self.reply_margin_ms}",
+            ),
             (self.queue_size >= 1, f"--queue-size must be >= 1, got {self.queue_size}"),
             (self.max_batch >= 1, f"--max-batch must be >= 1, got {self.max_batch}"),
             (self.max_wait_ms >= 0, f"--max-wait-ms must be >= 0, got {self.max_wait_ms}"),
@@ -202,6 +207,7 @@ class RunningServer:
                 max_batch=config.max_batch,
                 max_wait_ms=config.max_wait_ms,
                 predict_drops=config.predict_drops,
+                margin_ms=config.reply_margin_ms,
                 on_batch=self.metrics.batch_size.observe,
             )
             scheduler.set_service_estimate(p50)

@@ -2,7 +2,7 @@
 offline retraining round (``understudy serve --shadow-save-dir DIR --shadow-save-max-mb M``).
 
 Each frame becomes ``shadow_<time_ns>_<seq>.jpg`` (the frame as the model saw it: the
-decoded image, at the reduced size with ``--reduced-decode``) and ``shadow_<...>.json``::
+decoded image, at the reduced size under ``--decode reduced``) and ``shadow_<...>.json``::
 
     {"image": "shadow_...jpg", "width": W, "height": H, "f1": 0.4, "iou_threshold": 0.5,
      "teacher_model": "teacher.onnx", "teacher_ms": 180.2, "true_positives": 1,

@@ -77,16 +77,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="drop only frames whose wait already exceeds the budget",
     )
     p.add_argument(
+        "--reply-margin-ms",
+        type=float,
+        default=2.0,
+        help="of each frame's budget, the time kept for the answer's way back to the client: "
+        "frames that cannot be answered by budget - margin are dropped",
+    )
+    p.add_argument(
         "--metrics-port",
         type=int,
         default=None,
         help="serve Prometheus metrics on this port (0 = pick a free one)",
     )
     p.add_argument(
-        "--reduced-decode",
-        action="store_true",
-        help="decode JPEG frames >= 2x the model input at 1/2, 1/4 or 1/8 scale "
-        "(libjpeg DCT scaling: faster, pixels differ slightly from a full decode + resize)",
+        "--decode",
+        choices=("reduced", "full"),
+        default="reduced",
+        help="reduced: JPEG frames >= 2x the model input are decoded at 1/2, 1/4 or 1/8 scale "
+        "by libjpeg's DCT scaling (faster; benchmarks/results/decode.md measures the effect on "
+        "detections); full: decode every frame in full, then resize",
     )
     p.add_argument("--max-message-mb", type=float, default=16.0, help="largest gRPC message")
     p.add_argument(
@@ -206,11 +215,12 @@ def server_config(args: argparse.Namespace) -> tuple[Any, Any]:
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
         predict_drops=not args.no_predict_drops,
+        reply_margin_ms=args.reply_margin_ms,
         metrics_port=args.metrics_port,
         max_message_mb=args.max_message_mb,
         max_pixels=args.max_pixels,
         max_streams=args.max_streams,
-        reduced_decode=args.reduced_decode,
+        reduced_decode=args.decode == "reduced",
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         token=token,

@@ -101,6 +101,34 @@ def test_predicted_miss_is_dropped_only_when_the_model_fits_the_budget(det: Fake
     assert sched._budget_drop(slow, now) is None
 
 
+def test_expected_service_time_is_a_high_quantile_of_recent_calls(det: FakeDetector) -> None:
+    sched = Scheduler(det, service_quantile=0.9)
+    sched.set_service_estimate(5.0)
+    assert sched.expected_service_ms == 5.0
+    for ms in [10.0] * 90 + [30.0] * 10:  # the window keeps the last 64: 54 x 10, 10 x 30
+        sched._update_estimate(ms)
+    assert sched.expected_service_ms == 30.0  # a mean (13.1) would hide the slow tail
+    for ms in [10.0] * 64:
+        sched._update_estimate(ms)
+    assert sched.expected_service_ms == 10.0
+    with pytest.raises(ValueError):
+        Scheduler(det, service_quantile=0.0)
+
+
+def test_margin_keeps_time_for_the_reply(det: FakeDetector) -> None:
+    sched, rec = Scheduler(det, margin_ms=3.0), Recorder()
+    sched.set_service_estimate(20.0)
+    now = time.perf_counter()
+    # 8 ms waited + 20 ms + 3 ms margin > 30 ms; without the margin it would fit
+    job = rec.job(1, budget_ms=30.0, received=now - 0.008)
+    reason = sched._budget_drop(job, now)
+    assert reason is not None and "3 ms for the reply" in reason
+    assert Scheduler(det)._budget_drop(job, now) is None
+    # a model slower than budget - margin: only the wait (+ margin) counts
+    slow = rec.job(2, budget_ms=21.0, received=now - 0.019)  # 19 + 3 > 21
+    assert "over its budget" in sched._budget_drop(slow, now)
+
+
 def test_micro_batch_across_streams() -> None:
     det = FakeDetector(max_batch=4)
     sched, rec = Scheduler(det, max_batch=4, max_wait_ms=50.0), Recorder()

@@ -1,0 +1,223 @@
+"""Full vs reduced JPEG decoding on the serving path: time, and what it does to detections.
+
+    python benchmarks/decode.py --model student.onnx [--data data/synth]
+        [--video data/synth/video.mp4] [--frames 300]
+
+The server decodes each JPEG frame and letterboxes it to the network input. With
+``--reduced-decode`` a JPEG at least twice the input is decoded at 1/2, 1/4 or 1/8 scale
+by libjpeg's DCT scaling, which skips most of the decode and of the resize. This measures,
+on 640x480 JPEG frames (quality 90) and the same model:
+
+- per frame: decode time and letterbox (pre-process) time, full vs reduced (medians);
+- agreement on the synth video: the full-decode detections (score >= 0.25) taken as
+  reference, the share found again with reduced decoding (same class, IoU >= 0.5), the
+  share of reduced-decode detections that match one, and the matched pairs' mean IoU;
+- accuracy: mAP50-95 of both paths on the val split upscaled 2x to 640x480 (bicubic,
+  JPEG quality 90, boxes scaled with it), scored by pycocotools.
+
+Writes ``benchmarks/results/decode.json`` and ``decode.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from runtime.frames import decode_encoded_scaled, encode_image  # noqa: E402
+from runtime.measure import (  # noqa: E402
+    machine,
+    markdown_table,
+    percentile,
+    today,
+    write_json_atomic,
+    write_text_atomic,
+)
+from runtime.pipeline import Detector  # noqa: E402
+from runtime.types import Detections  # noqa: E402
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
+    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
+
+
+def match(ref: Detections, other: Detections, thr: float = 0.5) -> list[float]:
+    """Greedy one-to-one matching (same class, IoU >= thr), best score first: matched IoUs."""
+    if not len(ref) or not len(other):
+        return []
+    m = iou(ref.boxes, other.boxes)
+    m[ref.class_ids[:, None] != other.class_ids[None, :]] = 0.0
+    used, ious = set(), []
+    for i in np.argsort(-ref.scores):
+        j = int(np.argmax(np.where([k in used for k in range(len(other))], -1.0, m[i])))
+        if m[i, j] >= thr and j not in used:
+            used.add(j)
+            ious.append(float(m[i, j]))
+    return ious
+
+
+def run_path(det: Detector, data: bytes, reduced: bool) -> tuple[Detections, float, float]:
+    """Decode + detect one JPEG like the server does: (detections in sent pixels,
+    decode ms, pre-process ms)."""
+    h, w = det.spec.input_size
+    t0 = time.perf_counter()
+    image, header, r = decode_encoded_scaled(data, fit_size=(h, w) if reduced else None)
+    decode_ms = (time.perf_counter() - t0) * 1000.0
+    dets, timings = det.detect(image)
+    if r != 1:  # as runtime.service does: back to the pixels of the image as sent
+        boxes = np.minimum(dets.boxes * r, [header.width, header.height] * 2).astype(np.float32)
+        dets = replace(dets, boxes=boxes)
+    return dets, decode_ms, timings.preprocess_ms
+
+
+def video_frames(video: Path, n: int, size: tuple[int, int]) -> list[bytes]:
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while len(frames) < n:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if frame.shape[1::-1] != size:
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        frames.append(encode_image(frame, "jpeg", 90))
+    cap.release()
+    if not frames:
+        raise SystemExit(f"{video}: no frames could be read")
+    return frames
+
+
+def upscaled_val(data: str, factor: int):
+    """The val split upscaled ``factor``x: (split with scaled boxes/sizes, JPEG bytes)."""
+    from distill.data.dataset import load_split
+
+    split = load_split(data, "val")
+    records, encoded = [], {}
+    for rec in split.records:
+        img = cv2.imread(str(rec.path), cv2.IMREAD_COLOR)
+        big = cv2.resize(img, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+        encoded[rec.image_id] = encode_image(big, "jpeg", 90)
+        records.append(
+            replace(
+                rec,
+                boxes=(rec.boxes * factor).astype(np.float32),
+                width=rec.width * factor,
+                height=rec.height * factor,
+            )
+        )
+    return replace(split, records=records), encoded
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--model", type=Path, required=True, help="an exported .onnx student")
+    ap.add_argument("--data", default="data/synth", help="dataset with a val split")
+    ap.add_argument("--video", type=Path, default=Path("data/synth/video.mp4"))
+    ap.add_argument("--frames", type=int, default=300, help="video frames to compare")
+    ap.add_argument("--threads", type=int, default=None, help="model intra-op threads")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "decode.json")
+    args = ap.parse_args(argv)
+    command = "python benchmarks/decode.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    det = Detector(args.model, threads=args.threads)
+    det.warmup()
+    frames = video_frames(args.video, args.frames, (640, 480))
+    times = {"full": ([], []), "reduced": ([], [])}
+    ref_n = red_n = matched = 0
+    ious: list[float] = []
+    for data in frames:
+        out = {}
+        for path in ("full", "reduced"):
+            dets, dec, pre = run_path(det, data, path == "reduced")
+            times[path][0].append(dec)
+            times[path][1].append(pre)
+            out[path] = dets
+        m = match(out["full"], out["reduced"])
+        ref_n += len(out["full"])
+        red_n += len(out["reduced"])
+        matched += len(m)
+        ious += m
+    rows = []
+    split, encoded = upscaled_val(args.data, 2)
+    from distill.evaluate import coco_evaluate
+
+    for path in ("full", "reduced"):
+        preds = {i: run_path(det, data, path == "reduced")[0] for i, data in encoded.items()}
+        map50_95, map50, _ = coco_evaluate(split, preds)
+        dec, pre = times[path]
+        rows.append(
+            {
+                "decode": path,
+                "decode_p50_ms": round(percentile(dec, 50), 3),
+                "preprocess_p50_ms": round(percentile(pre, 50), 3),
+                "decode_plus_pre_p50_ms": round(
+                    percentile([a + b for a, b in zip(dec, pre)], 50), 3
+                ),
+                "val2x_map50_95": round(map50_95, 2),
+                "val2x_map50": round(map50, 2),
+            }
+        )
+    agreement = {
+        "frames": len(frames),
+        "full_detections": ref_n,
+        "reduced_detections": red_n,
+        "recall_vs_full": round(matched / max(ref_n, 1), 4),
+        "precision_vs_full": round(matched / max(red_n, 1), 4),
+        "matched_mean_iou": round(float(np.mean(ious)) if ious else 0.0, 4),
+    }
+    doc = {
+        "command": command,
+        "machine": machine(),
+        "date": today(),
+        "model": args.model.name,
+        "frame": "640x480 jpeg q90",
+        "rows": rows,
+        "video_agreement": agreement,
+    }
+    write_json_atomic(args.out, doc)
+    columns = [
+        ("decode", "decode"),
+        ("decode_p50_ms", "decode p50 ms"),
+        ("preprocess_p50_ms", "letterbox p50 ms"),
+        ("decode_plus_pre_p50_ms", "decode + letterbox p50 ms"),
+        ("val2x_map50_95", "mAP50-95 (val 2x)"),
+        ("val2x_map50", "mAP50 (val 2x)"),
+    ]
+    md = [
+        f"# Full vs reduced JPEG decode ({today()})",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {doc['machine']}. Model: {args.model.name}; frames 640x480 JPEG q90.",
+        "",
+        *markdown_table(rows, columns),
+        "",
+        f"Agreement on {len(frames)} synth video frames (reference: full decode): reduced "
+        f"decoding finds {agreement['recall_vs_full']:.1%} of the full-decode detections "
+        f"(same class, IoU >= 0.5), {agreement['precision_vs_full']:.1%} of its own "
+        f"detections match one, matched mean IoU {agreement['matched_mean_iou']:.3f} "
+        f"({ref_n} vs {red_n} detections).",
+    ]
+    write_text_atomic(args.out.with_suffix(".md"), "\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
