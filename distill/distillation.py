@@ -295,7 +295,7 @@ def distill(
     from distill import ddp
     from distill.data.dataset import load_split
     from distill.data.torch_dataset import UnlabelledFrames
-    from distill.models.presets import PRESETS, build_detector
+    from distill.models.presets import build_detector
     from distill.teachers import open_teacher
     from distill.train import train
 
@@ -310,7 +310,7 @@ def distill(
     )
     if not teacher.dense and hasattr(teacher, "input_hw"):
         teacher.dense = teacher.input_hw == (cfg.img_size, cfg.img_size) and "logit" in cfg.kd.terms
-    student_channels = dict(build_detector(PRESETS[cfg.model], len(names)).neck.out_channels)
+    student_channels = dict(build_detector(cfg.scale(), len(names)).neck.out_channels)
     frames = UnlabelledFrames(unlabelled, cfg.img_size) if unlabelled else None
     distiller = Distiller(
         cfg.kd,

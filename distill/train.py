@@ -30,7 +30,7 @@ from distill.losses.assigner import Assignment
 from distill.losses.detection import LossWeights, detection_loss
 from distill.models.detector import Detector
 from distill.models.head import HeadOutput
-from distill.models.presets import PRESETS, build_detector
+from distill.models.presets import PRESETS, Scale, build_detector
 from distill.optim import ModelEMA, build_optimizer, lr_at, seed_everything
 from runtime.errors import ConfigError
 
@@ -42,6 +42,9 @@ class TrainConfig:
     """Training hyper-parameters (YAML keys of ``configs/*.yaml``)."""
 
     model: str = "nano"
+    width: float = 0.0  # width multiplier; 0: the preset's (any other: a point off the presets)
+    depth: float = 0.0  # depth multiplier; 0: the preset's
+    max_channels: int = 0  # channel cap; 0: the preset's
     img_size: int = 320
     epochs: int = 30
     batch_size: int = 16
@@ -68,12 +71,32 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.model not in PRESETS:
             raise ConfigError(f"model {self.model!r} is not a preset ({', '.join(PRESETS)})")
+        if self.width < 0 or self.depth < 0 or self.max_channels < 0:
+            raise ConfigError("width, depth and max_channels must be >= 0 (0: the preset's)")
+        if self.max_channels and self.max_channels < 8:
+            raise ConfigError(f"max_channels {self.max_channels} must be >= 8")
         if self.img_size % 32:
             raise ConfigError(f"img_size {self.img_size} must be a multiple of 32")
         if self.bf16 not in ("auto", "on", "off"):
             raise ConfigError(f"bf16 {self.bf16!r} must be auto, on or off")
         if not 0 < self.labelled_fraction <= 1:
             raise ConfigError("labelled_fraction must be in (0, 1]")
+
+    def scale(self) -> Scale:
+        """The architecture: the preset's width/depth/channel cap, overridden where set."""
+        base = PRESETS[self.model]
+        return Scale(
+            self.width or base.width,
+            self.depth or base.depth,
+            self.max_channels or base.max_channels,
+        )
+
+    @property
+    def arch_name(self) -> str:
+        """The preset name, or ``w<width>-d<depth>`` for a point off the presets (its
+        channel cap is in the checkpoint's ``scale``)."""
+        s = self.scale()
+        return self.model if s == PRESETS[self.model] else f"w{s.width:g}-d{s.depth:g}"
 
 
 class Distiller(Protocol):
@@ -142,7 +165,7 @@ def train(
     train_split, _ = subset_records(load_split(data, "train"), cfg.labelled_fraction, cfg.seed)
     val_split = load_split(data, "val")
     names = train_split.class_names
-    scale = PRESETS[cfg.model]
+    scale = cfg.scale()
     model: Detector = build_detector(scale, len(names)).to(device)
     model.head.reset_bias(cfg.img_size)
     extra_modules = [m.to(device) for m in distiller.trainable_modules()] if distiller else []
@@ -198,7 +221,7 @@ def train(
         bar = tqdm(
             loader,
             total=steps_per_epoch,
-            desc=f"{cfg.model} {epoch + 1}/{cfg.epochs}",
+            desc=f"{cfg.arch_name} {epoch + 1}/{cfg.epochs}",
             disable=not progress or rank != 0,
             leave=False,
             dynamic_ncols=True,
@@ -289,7 +312,7 @@ def train(
                 "extra_modules": [m.state_dict() for m in extra_modules],
             }
             common = dict(
-                preset=cfg.model,
+                preset=cfg.arch_name,
                 scale=scale,
                 class_names=names,
                 img_size=cfg.img_size,

@@ -14,7 +14,7 @@ import distill.auto.run as auto_run
 from distill.auto.grid import Candidate, GridConfig, candidates, load_grid, matching_preset
 from distill.auto.report import FinalResult, TeacherReference
 from distill.auto.screen import LatencyResult, ScreenRow, apply_budget, pareto_frontier, select
-from distill.auto.student import _check_same_run, distill_candidate, family_point
+from distill.auto.student import _check_same_run, architecture_keys, distill_candidate
 from distill.auto.teacher_screen import ProxyResult, rank, screen_teachers
 from distill.models.presets import PRESETS
 from runtime.budget import parse_budget
@@ -294,9 +294,11 @@ def test_grid_point_off_the_presets_distils_into_a_valid_checkpoint(
 
     before = dict(PRESETS)
     c = Candidate(0.125, 0.67, 64)
-    with family_point(c) as name:
-        assert name == "w0.125-d0.67" and PRESETS[name] == c.scale
-    assert before == PRESETS
+    keys = architecture_keys(c)
+    assert keys == {"model": "nano", "width": 0.125, "depth": 0.67, "max_channels": 1024}
+    nano = PRESETS["nano"]
+    assert architecture_keys(Candidate(nano.width, nano.depth, 64, nano.max_channels)) == {
+        "model": "nano", "width": 0.0, "depth": 0.0, "max_channels": 0}  # fmt: skip
     cfg = load(DistillConfig, None, ["epochs=1", "batch_size=4", "max_steps=1", "bf16=off"])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -128,3 +128,23 @@ def test_bad_checkpoints_give_one_line_errors(
     code = main(["eval", "--model", str(wrong), "--data", str(tiny_checkpoint.parent)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
+
+
+def test_width_and_depth_override_the_preset(tmp_path: Path, tiny_data: Path) -> None:
+    from distill.models.presets import PRESETS, Scale
+    from runtime.errors import ConfigError
+
+    assert load(TrainConfig, None, ["model=small"]).arch_name == "small"
+    cfg = load(
+        TrainConfig,
+        None,
+        ["model=nano", "width=0.125", "depth=0.67", "img_size=64", "epochs=1", "batch_size=4",
+         "max_steps=1", "bf16=off"],
+    )  # fmt: skip
+    assert cfg.scale() == Scale(0.125, 0.67, PRESETS["nano"].max_channels)
+    assert cfg.arch_name == "w0.125-d0.67"
+    out = train(cfg, tiny_data, tmp_path, progress=False)
+    _, info = load_detector(out)
+    assert info["preset"] == "w0.125-d0.67" and info["scale"]["width"] == 0.125
+    with pytest.raises(ConfigError, match="width, depth and max_channels"):
+        load(TrainConfig, None, ["width=-1"])
