@@ -30,7 +30,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from runtime.errors import BackendUnavailable, ModelFileError  # noqa: E402
-from runtime.measure import machine, percentile, synthetic_frames  # noqa: E402
+from runtime.measure import (  # noqa: E402
+    machine,
+    markdown_table,
+    percentile,
+    synthetic_frames,
+    write_json_atomic,
+    write_text_atomic,
+)
 from runtime.model_spec import ModelSpec  # noqa: E402
 from runtime.pipeline import Detector  # noqa: E402
 
@@ -133,10 +140,7 @@ def write_results(path: Path, command: str, rows: list[dict]) -> dict:
         "date": datetime.date.today().isoformat(),
         "rows": merge_rows(old, rows),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, doc)
     lines = [
         f"# Latency ({doc['date']})",
         "",
@@ -147,18 +151,9 @@ def write_results(path: Path, command: str, rows: list[dict]) -> dict:
         "pre-processed batch; `pipelined fps`: `Detector.stream` with decode/pre-processing "
         "overlapped (batch 1).",
         "",
-        "| " + " | ".join(h for _, h in MD_COLUMNS) + " |",
-        "|" + "---|" * len(MD_COLUMNS),
+        *markdown_table(doc["rows"], list(MD_COLUMNS)),
     ]
-    for r in doc["rows"]:
-        cells = [r.get(k, "") for k, _ in MD_COLUMNS]
-        lines.append(
-            "| " + " | ".join(f"{c:.2f}" if isinstance(c, float) else str(c) for c in cells) + " |"
-        )
-    md = path.with_suffix(".md")
-    tmp = md.with_name(md.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(md)
+    write_text_atomic(path.with_suffix(".md"), "\n".join(lines) + "\n")
     return doc
 
 

@@ -42,7 +42,13 @@ if str(ROOT) not in sys.path:
 
 from runtime.client import DetectorClient  # noqa: E402
 from runtime.frames import encode_image  # noqa: E402
-from runtime.measure import machine, markdown_table, rss_mb  # noqa: E402
+from runtime.measure import (  # noqa: E402
+    machine,
+    markdown_table,
+    rss_mb,
+    write_json_atomic,
+    write_text_atomic,
+)
 from runtime.stream_stats import StreamStats  # noqa: E402
 
 MD_COLUMNS = (
@@ -297,11 +303,7 @@ def write_results(out_dir: Path, name: str, command: str, rows: list[dict]) -> P
         "date": datetime.date.today().isoformat(),
         "rows": rows,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(path)
+    path = write_json_atomic(out_dir / f"{name}.json", doc)
     lines = [
         f"# Stream load ({doc['date']})",
         "",
@@ -316,10 +318,7 @@ def write_results(out_dir: Path, name: str, command: str, rows: list[dict]) -> P
         "",
         *markdown_table(rows, list(MD_COLUMNS)),
     ]
-    md = path.with_suffix(".md")
-    tmp = md.with_name(md.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(md)
+    write_text_atomic(path.with_suffix(".md"), "\n".join(lines) + "\n")
     return path
 
 
