@@ -21,7 +21,10 @@ processing time plus the margin exceeds it. The expected processing time is a hi
 quantile (``service_quantile``, default the 90th percentile) of the last 64 model calls,
 so that the frames that are answered meet their budget in the tail too, not only on
 average. The prediction is only used while the model alone fits in the budget; a model
-slower than the budget still answers frames that did not wait past it.
+slower than the budget still answers frames that did not wait past it. Nor is it used
+when the model has not run for ``refresh_s`` (1 s): an estimate too pessimistic for the
+machine now (a slow warm-up, a load that went away) would otherwise drop every frame
+and never be corrected, so at least one frame a second is processed and measured.
 
 Micro-batching: with ``max_batch > 1`` the worker, having taken a first job, waits up to
 ``max_wait_ms`` for jobs from other lanes and runs them as one ``detect_batch`` call.
@@ -120,6 +123,7 @@ class Scheduler:
         predict_drops: bool = True,
         margin_ms: float = 0.0,
         service_quantile: float = 0.9,
+        refresh_s: float = 1.0,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         if policy not in POLICIES:
@@ -136,6 +140,8 @@ class Scheduler:
         self.predict_drops = predict_drops
         self.margin_ms = float(margin_ms)
         self.service_quantile = float(service_quantile)
+        self.refresh_s = float(refresh_s)
+        self._last_call = time.perf_counter()  # end of the last model call
         self._on_batch = on_batch
         self._cv = threading.Condition()
         self._ready: deque[Lane] = deque()
@@ -287,7 +293,8 @@ class Scheduler:
             return f"waited {waited:.1f} ms{kept}, over its budget of {job.budget_ms:g} ms"
         expected = self._expected_ms
         fits = expected + margin <= job.budget_ms
-        if self.predict_drops and fits and waited + expected + margin > job.budget_ms:
+        stale = now - self._last_call > self.refresh_s  # measure again rather than guess
+        if self.predict_drops and fits and not stale and waited + expected + margin > job.budget_ms:
             kept = f" and {margin:g} ms for the reply" if margin else ""
             return (
                 f"waited {waited:.1f} ms; with ~{expected:.1f} ms of processing{kept} it would "
@@ -308,6 +315,7 @@ class Scheduler:
                 self._call(job, Failed(f"the model failed on this frame: {type(e).__name__}: {e}"))
             return
         done = time.perf_counter()
+        self._last_call = done
         self._update_estimate((done - start) * 1000.0)
         if self._on_batch is not None:
             self._on_batch(len(batch))

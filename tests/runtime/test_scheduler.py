@@ -115,6 +115,26 @@ def test_expected_service_time_is_a_high_quantile_of_recent_calls(det: FakeDetec
         Scheduler(det, service_quantile=0.0)
 
 
+def test_a_stale_estimate_is_measured_again_not_trusted(det: FakeDetector) -> None:
+    sched, rec = Scheduler(det, refresh_s=0.05), Recorder()
+    sched.set_service_estimate(25.0)  # e.g. a slow warm-up; the model is faster now
+    sched.start()
+    try:
+        time.sleep(0.06)
+        # 10 ms waited + 25 ms predicted > 30 ms, but no model call for > refresh_s: run it
+        job = rec.job(1, budget_ms=30.0, received=time.perf_counter() - 0.010)
+        sched.submit(sched.open_lane(), job)
+        wait_until(lambda: rec.outcomes.get(1) is not None)
+        assert rec.kind(1) == "Answered"
+        assert sched.expected_service_ms < 25.0  # the fake model's real time replaced it
+        now = time.perf_counter()
+        fresh = rec.job(2, budget_ms=30.0, received=now - 0.010)
+        sched._expected_ms = 25.0  # a recent call: the prediction applies again
+        assert sched._budget_drop(fresh, now) is not None
+    finally:
+        sched.begin_shutdown()
+
+
 def test_margin_keeps_time_for_the_reply(det: FakeDetector) -> None:
     sched, rec = Scheduler(det, margin_ms=3.0), Recorder()
     sched.set_service_estimate(20.0)
