@@ -5,7 +5,11 @@ rerunning skips finished rows and reuses trained models under --runs):
 
 - teacher: `large`, configs/bench_teacher.yaml
 - scratch: `nano` alone, configs/bench_student.yaml, seeds 0 and 1
-- logit / ld / feature / cwd / attention: nano distilled with that method alone, seed 0
+- logit / ld / feature / cwd / attention: nano distilled with that method alone, seed 0;
+  the five are trained together by default (`distill.distillation.distill_many`: the same
+  batches, one teacher pass per step for all five; each student is what a run of its own
+  would give), so their `train s` is the wall time of the group; `--separate` trains them
+  one by one
 - hybrid: nano distilled with the hybrid method, seeds 0 and 1
 - label-scarce (labelled_fraction 0.2): "scratch" on 20% of the labelled images, and
   "pseudo" = hybrid distillation on the same 20% + the other 80% as unlabelled frames
@@ -16,6 +20,7 @@ Every student uses the same epochs, data and schedule (configs/bench_student.yam
 distilled ones add configs/bench_distill.yaml's kd section).
 
     python benchmarks/accuracy.py [--only teacher scratch hybrid ...] [--seeds 0 1]
+        [--jobs N] [--separate]
 """
 
 from __future__ import annotations
@@ -210,31 +215,91 @@ def int8_row(r: dict, args: argparse.Namespace) -> dict:
     }
 
 
+def make_rows(r: dict, args: argparse.Namespace, command: str) -> list[dict]:
+    """Train (or quantize) one planned job and return its result rows."""
+    if "group" in r:
+        return group_rows(r, args, command)
+    return [make_row(r, args, command)]
+
+
+def result_row(r: dict, model_pt: Path) -> dict:
+    """The row of a trained run, from its checkpoint and metrics log."""
+    from distill.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(model_pt)
+    m = ckpt["metrics"]
+    log_lines = (model_pt.parent / "metrics.jsonl").read_text().splitlines()
+    ips = [json.loads(x)["images_per_s"] for x in log_lines]
+    return {
+        "model": r["model"],
+        "size": r["size"],
+        "seed": r["seed"],
+        "labelled_fraction": r["frac"],
+        "precision": "fp32",
+        "map50_95": m["map50_95"],
+        "map50": m["map50"],
+        "train_seconds": m.get("train_seconds"),
+        "images_per_s": round(sorted(ips)[len(ips) // 2], 1),
+        "epochs": ckpt["config"].get("epochs"),
+        "img_size": ckpt["img_size"],
+    }
+
+
+def group_singles(pending: list[dict], args: argparse.Namespace) -> list[dict]:
+    """Unless --separate: the pending single-method runs of a seed become one group job."""
+    if args.separate:
+        return pending
+    out, groups = [], {}
+    for r in pending:
+        if r["model"] in SINGLE and r["frac"] == 1.0 and not r.get("int8"):
+            if r["seed"] not in groups:
+                groups[r["seed"]] = {"group": [], "seed": r["seed"]}
+                out.append(groups[r["seed"]])
+            groups[r["seed"]]["group"].append(r)
+        else:
+            out.append(r)
+    return [g["group"][0] if "group" in g and len(g["group"]) == 1 else g for g in out]
+
+
+def group_rows(g: dict, args: argparse.Namespace, command: str) -> list[dict]:
+    """Train a group's students together (one teacher pass per step); one row each."""
+    from distill.config import load
+    from distill.distillation import DistillConfig, distill_many
+
+    members = g["group"]
+    outs = [Path(args.runs) / run_name(r) for r in members]
+    todo = [(r, o) for r, o in zip(members, outs) if not (o / "model.pt").is_file()]
+    if todo:
+        cfgs = [
+            load(DistillConfig, ROOT / "configs" / "bench_distill.yaml",
+                 [f"kd.method={r['model']}", f"seed={r['seed']}",
+                  f"labelled_fraction={r['frac']}", *args.set])
+            for r, _ in todo
+        ]  # fmt: skip
+        teacher = Path(args.runs) / "teacher" / "model.pt"
+        distill_many(cfgs, str(teacher), args.data, [str(o) for _, o in todo], resume=True,
+                     progress=args.progress)  # fmt: skip
+    names = [r["model"] for r in members]
+    rows = []
+    for r, o in zip(members, outs):
+        row = result_row(r, o / "model.pt")
+        row["trained_with"] = [n for n in names if n != r["model"]]
+        row["note"] = (
+            f"trained together with {', '.join(row['trained_with'])} (same batches, one "
+            "teacher pass per step): train_seconds and images_per_s are the group's"
+        )
+        row["command"] = command
+        row["device"] = device_name()
+        rows.append(row)
+    return rows
+
+
 def make_row(r: dict, args: argparse.Namespace, command: str) -> dict:
     """Train (or quantize) one planned run and return its result row."""
     if r.get("int8"):
         row = int8_row(r, args)
     else:
-        from distill.checkpoint import read_checkpoint
-
-        model_pt = train_run(r, args)
-        ckpt = read_checkpoint(model_pt)
-        m = ckpt["metrics"]
-        log_lines = (model_pt.parent / "metrics.jsonl").read_text().splitlines()
-        ips = [json.loads(x)["images_per_s"] for x in log_lines]
-        row = {
-            "model": r["model"],
-            "size": r["size"],
-            "seed": r["seed"],
-            "labelled_fraction": r["frac"],
-            "precision": "fp32",
-            "map50_95": m["map50_95"],
-            "map50": m["map50"],
-            "train_seconds": m.get("train_seconds"),
-            "images_per_s": round(sorted(ips)[len(ips) // 2], 1),
-            "epochs": ckpt["config"].get("epochs"),
-            "img_size": ckpt["img_size"],
-        }
+        row = result_row(r, train_run(r, args))
     row["command"] = command
     row["device"] = device_name()
     return row
@@ -247,17 +312,23 @@ def device_name() -> str:
 
 
 def run_key(r: dict) -> tuple:
+    if "group" in r:
+        return ("group", r["seed"])
     return (r["model"], r["size"], r["seed"], r["frac"], "int8" if r.get("int8") else "fp32")
 
 
 def job_name(r: dict) -> str:
+    if "group" in r:  # e.g. singles-s0:logit,ld,feature
+        return f"singles-s{r['seed']}:" + ",".join(x["model"] for x in r["group"])
     return run_name(r) + ("-int8" if r.get("int8") else "")
 
 
 def needs(r: dict, runs: list[dict]) -> list[str]:
     """Job names that must finish before ``r`` starts (the teacher; hybrid for int8)."""
     names = {job_name(x) for x in runs}
-    if r.get("int8"):
+    if "group" in r:
+        deps = ["teacher"]
+    elif r.get("int8"):
         deps = [run_name(dict(r, int8=False))]
     elif r["model"] in ("teacher", "scratch"):
         deps = []
@@ -289,8 +360,9 @@ def run_parallel(pending: list[dict], args: argparse.Namespace, on_row) -> None:
                     continue
                 todo.remove(r)
                 name = job_name(r)
-                row_file = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".json")[1])
-                log_file = Path(args.runs) / f"{name}.log"
+                safe = "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
+                row_file = Path(tempfile.mkstemp(prefix=f"{safe}-", suffix=".json")[1])
+                log_file = Path(args.runs) / f"{safe}.log"
                 cmd = [*base, "--one", name, "--row-out", str(row_file), "--command", args.command]
                 with log_file.open("ab") as log_f:
                     proc = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT)
@@ -304,7 +376,8 @@ def run_parallel(pending: list[dict], args: argparse.Namespace, on_row) -> None:
                     continue
                 del running[name]
                 if proc.returncode == 0 and row_file.stat().st_size:
-                    on_row(json.loads(row_file.read_text()))
+                    for row in json.loads(row_file.read_text()):
+                        on_row(row)
                     logging.info("finished %s", name)
                 else:
                     failed.append(name)
@@ -338,6 +411,11 @@ def main(argv: list[str] | None = None) -> int:
         help="runs at once, each in its own process (a GPU machine: 3-4 share one GPU well; "
         "give each run fewer loader workers with --set workers=N)",
     )
+    ap.add_argument(
+        "--separate",
+        action="store_true",
+        help="train the single-method students one by one instead of together",
+    )
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run this job only
     ap.add_argument("--row-out", help=argparse.SUPPRESS)  # internal: where --one writes its row
     ap.add_argument("--command", help=argparse.SUPPRESS)  # internal: the parent's command line
@@ -352,12 +430,16 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.jobs))
-        (r,) = [
-            x
-            for x in plan(argparse.Namespace(**{**vars(args), "only": None}))
-            if job_name(x) == args.one
-        ]
-        Path(args.row_out).write_text(json.dumps(make_row(r, args, args.command)))
+        everything = plan(argparse.Namespace(**{**vars(args), "only": None}))
+        if args.one.startswith("singles-"):
+            seed = int(args.one.removeprefix("singles-s").split(":")[0])
+            names = args.one.split(":", 1)[1].split(",")
+            members = [x for x in everything if x["model"] in names and x["seed"] == seed
+                       and x["frac"] == 1.0]  # fmt: skip
+            r = {"group": members, "seed": seed}
+        else:
+            (r,) = [x for x in everything if job_name(x) == args.one]
+        Path(args.row_out).write_text(json.dumps(make_rows(r, args, args.command)))
         return 0
     if not (Path(args.data) / "data.yaml").is_file():
         from distill.data.synth import generate, load_synth_config
@@ -366,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args.out)
     rows = load_results(path)
     done = {key(x) for x in rows}
-    pending = [r for r in plan(args) if run_key(r) not in done]
+    pending = group_singles([r for r in plan(args) if run_key(r) not in done], args)
 
     def on_row(row: dict) -> None:
         rows.append(row)
@@ -378,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
         run_parallel(pending, args, on_row)
     else:
         for r in pending:
-            on_row(make_row(r, args, args.command))
+            for row in make_rows(r, args, args.command):
+                on_row(row)
     return 0
 
 

@@ -133,9 +133,10 @@ class Distiller:
         self.needs_features = any(t in FEATURE_TERMS for t in self.terms)
         self.adapters = None
         if any(t in ("feature", "cwd") for t in self.terms):
-            self.adapters = FeatureAdapters(student_channels, teacher.feature_channels).to(
-                self.device
-            )
+            with torch.random.fork_rng(devices=[]):  # seeded: the same init in any process
+                torch.manual_seed(seed)
+                adapters = FeatureAdapters(student_channels, teacher.feature_channels)
+            self.adapters = adapters.to(self.device)
         self.weights = {t: getattr(cfg.weights, t) for t in self.terms}
         self.n_unlabelled = 0
         self._frames = None
@@ -292,13 +293,42 @@ def distill(
     progress: bool = True,
 ):
     """Distil a ``cfg.model`` student from ``teacher_path`` on ``data`` (+ unlabelled frames)."""
+    return distill_many([cfg], teacher_path, data, [out_dir], unlabelled, resume, progress)[0]
+
+
+# kd keys that decide what the shared teacher pass produces (unlabelled frames, pseudo-labels)
+SHARED_KD_KEYS = ("pseudo_threshold", "pseudo_iou", "unlabelled_ratio", "teacher_bf16",
+                  "teacher_layout")  # fmt: skip
+
+
+def distill_many(
+    cfgs: list[DistillConfig],
+    teacher_path: str,
+    data: str,
+    out_dirs: list[str],
+    unlabelled: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> list:
+    """Distil several students from one teacher on the same batches, e.g. one per method.
+
+    Each student is what :func:`distill` would make of its config alone, but the teacher
+    runs once per step for all of them (see :func:`distill.train.train_many`): the methods
+    of the accuracy benchmark then cost one teacher pass instead of five. The configs must
+    agree on the batch-shaping keys and on ``SHARED_KD_KEYS``.
+    """
     from distill import ddp
     from distill.data.dataset import load_split
     from distill.data.torch_dataset import UnlabelledFrames
     from distill.models.presets import build_detector
     from distill.teachers import open_teacher
-    from distill.train import train
+    from distill.train import train_many
 
+    cfg = cfgs[0]
+    for other in cfgs[1:]:
+        diff = [k for k in SHARED_KD_KEYS if getattr(other.kd, k) != getattr(cfg.kd, k)]
+        if diff:
+            raise ConfigError(f"students distilled together must share kd.{', kd.'.join(diff)}")
     names = load_split(data, "val").class_names
     _, _, device = ddp.setup()  # this process's GPU under torchrun, else cuda / cpu
     teacher = open_teacher(
@@ -309,25 +339,29 @@ def distill(
         cfg.kd.teacher_layout or None,
     )
     if not teacher.dense and hasattr(teacher, "input_hw"):
-        teacher.dense = teacher.input_hw == (cfg.img_size, cfg.img_size) and "logit" in cfg.kd.terms
-    student_channels = dict(build_detector(cfg.scale(), len(names)).neck.out_channels)
+        teacher.dense = teacher.input_hw == (cfg.img_size, cfg.img_size) and any(
+            "logit" in c.kd.terms for c in cfgs
+        )
     frames = UnlabelledFrames(unlabelled, cfg.img_size) if unlabelled else None
-    distiller = Distiller(
-        cfg.kd,
-        teacher,
-        student_channels,
-        cfg.img_size,
-        frames,
-        cfg.batch_size,
-        cfg.seed,
-        device=device,
-    )
-    return train(
-        cfg,
+    distillers = [
+        Distiller(
+            c.kd,
+            teacher,
+            dict(build_detector(c.scale(), len(names)).neck.out_channels),
+            c.img_size,
+            frames,  # only the first distiller draws from them (it prepares every batch)
+            c.batch_size,
+            c.seed,
+            device=device,
+        )
+        for c in cfgs
+    ]
+    return train_many(
+        cfgs,
         data,
-        out_dir,
+        out_dirs,
         resume=resume,
-        distiller=distiller,
+        distillers=distillers,
         teacher_path=str(teacher_path),
         progress=progress,
     )

@@ -145,6 +145,21 @@ def subset_records(split, fraction: float, seed: int):
     ]
 
 
+# Keys that shape the batches: runs trained together (train_many) must agree on them.
+SHARED_KEYS = (
+    "img_size",
+    "epochs",
+    "batch_size",
+    "seed",
+    "labelled_fraction",
+    "close_mosaic",
+    "max_steps",
+    "workers",
+    "cache",
+    "aug",
+)
+
+
 def train(
     cfg: TrainConfig,
     data: str | Path,
@@ -159,178 +174,320 @@ def train(
 
     Returns the path of model.pt. ``data`` is any dataset accepted by ``load_split``.
     """
-    out_dir = Path(out_dir)
+    return train_many(
+        [cfg],
+        data,
+        [out_dir],
+        resume=resume,
+        distillers=[distiller],
+        teacher_path=teacher_path,
+        progress=progress,
+    )[0]
+
+
+class _Run:
+    """One model being trained: its weights, EMA, optimizer, KD modules and logs."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        out_dir: Path,
+        distiller: Distiller | None,
+        names: tuple[str, ...],
+        device: torch.device,
+        rank: int,
+        world: int,
+    ) -> None:
+        self.cfg, self.out_dir, self.distiller = cfg, out_dir, distiller
+        self.scale = cfg.scale()
+        seed_everything(cfg.seed + rank)  # the same initial weights as a run of its own
+        self.model: Detector = build_detector(self.scale, len(names)).to(device)
+        self.model.head.reset_bias(cfg.img_size)
+        self.extra = [m.to(device) for m in distiller.trainable_modules()] if distiller else []
+        self.params = list(self.model.named_parameters())
+        for i, m in enumerate(self.extra):
+            self.params += [(f"kd{i}.{n}", p) for n, p in m.named_parameters()]
+        self.optimizer = build_optimizer(
+            self.params, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum
+        )
+        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau)
+        self.net = ddp.wrap(self.model, device) if world > 1 else self.model
+        self.needs_features = bool(distiller is not None and distiller.needs_features)
+        self.tag = ""  # "<out_dir name>: " in the log lines of runs trained together
+        self.metrics: dict = {}
+        self.sums: dict[str, float] = {}
+        self.logs: dict[str, float] = {}
+        self.writer = None
+
+    def resume(self) -> tuple[int, int] | None:
+        """Load ``last.pt`` if there is one: (epoch, step) reached, else None."""
+        last = self.out_dir / "last.pt"
+        if not last.exists():
+            log.info("--resume: no %s yet, starting fresh", last)
+            return None
+        ckpt = read_checkpoint(last)
+        state = ckpt["train_state"]
+        self.model.load_state_dict(state["model_raw"])
+        self.ema.module.load_state_dict(ckpt["model"])
+        self.ema.updates = int(state["ema_updates"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for m, sd in zip(self.extra, state.get("extra_modules", [])):
+            m.load_state_dict(sd)
+        self.metrics = ckpt.get("metrics", {})
+        epoch, step = int(state["epoch"]), int(state["step"])
+        log.info("resuming %s at epoch %d (step %d)", last, epoch, step)
+        return epoch, step
+
+    def step(
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        context: Any,
+        lr: float,
+        use_bf16: bool,
+        world: int,
+        where: str,
+    ) -> None:
+        """One optimizer step on a batch (teacher context shared with the other runs)."""
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        d = self.distiller
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            if self.needs_features:
+                out, feats = self.net(images, return_features=True)
+            else:
+                out, feats = self.net(images), None
+        loss, logs, assignment = detection_loss(out, targets, self.model.strides, self.cfg.loss)
+        if d is not None:
+            kd_loss, kd_logs = d.loss(context, out, feats, assignment)
+            loss = loss + kd_loss * images.shape[0]
+            logs.update(kd_logs)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"{self.out_dir}: loss is {loss.item()} at {where}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if world > 1 and self.extra:  # adapters live outside DDP: average their grads
+            ddp.average_gradients(self.extra)
+        nn.utils.clip_grad_norm_([p for _, p in self.params], self.cfg.grad_clip)
+        self.optimizer.step()
+        self.ema.update(self.model)
+        self.logs = logs
+        for k, v in logs.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+
+
+def _check_shared(cfgs: list[TrainConfig], distillers: list[Distiller | None]) -> None:
+    first = cfgs[0]
+    for cfg in cfgs[1:]:
+        diff = [k for k in SHARED_KEYS if getattr(cfg, k) != getattr(first, k)]
+        if diff:
+            raise ConfigError(f"runs trained together must share {', '.join(diff)}")
+    if len({d is None for d in distillers}) > 1:
+        raise ConfigError("runs trained together are all distilled or all trained alone")
+
+
+def train_many(
+    cfgs: list[TrainConfig],
+    data: str | Path,
+    out_dirs: list[str | Path],
+    *,
+    resume: bool = False,
+    distillers: list[Distiller | None] | None = None,
+    teacher_path: str = "",
+    progress: bool = True,
+) -> list[Path]:
+    """Train several models on the same batches in one loop; returns their model.pt paths.
+
+    Each run is what :func:`train` would make of it alone (same initial weights, batches,
+    schedule and checkpoints), but the batches are loaded, and with ``distillers`` the
+    teacher runs, once per step for all of them: comparing distillation methods then costs
+    one teacher pass instead of one per method. The first distiller prepares each batch
+    (its unlabelled frames, pseudo-labels and teacher outputs, with features if any run
+    needs them); the configs must agree on the keys in ``SHARED_KEYS``.
+    """
+    distillers = list(distillers) if distillers is not None else [None] * len(cfgs)
+    if not cfgs or len(cfgs) != len(out_dirs) or len(cfgs) != len(distillers):
+        raise ValueError("train_many needs one out_dir and one distiller slot per config")
+    _check_shared(cfgs, distillers)
+    cfg0 = cfgs[0]
     rank, world, device = ddp.setup()
-    seed_everything(cfg.seed + rank)
-    train_split, _ = subset_records(load_split(data, "train"), cfg.labelled_fraction, cfg.seed)
+    seed_everything(cfg0.seed + rank)
+    train_split, _ = subset_records(load_split(data, "train"), cfg0.labelled_fraction, cfg0.seed)
     val_split = load_split(data, "val")
     names = train_split.class_names
-    scale = cfg.scale()
-    model: Detector = build_detector(scale, len(names)).to(device)
-    model.head.reset_bias(cfg.img_size)
-    extra_modules = [m.to(device) for m in distiller.trainable_modules()] if distiller else []
-    params = list(model.named_parameters())
-    for i, m in enumerate(extra_modules):
-        params += [(f"kd{i}.{n}", p) for n, p in m.named_parameters()]
-    optimizer = build_optimizer(params, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
-    ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau)
+    runs = [
+        _Run(cfg, Path(out), d, names, device, rank, world)
+        for cfg, out, d in zip(cfgs, out_dirs, distillers)
+    ]
+    lead = distillers[0]
+    if len(runs) > 1:
+        for r in runs:
+            r.tag = f"{r.out_dir.name}: "
+        if lead is not None:  # one teacher pass serves every run
+            lead.needs_features = any(r.needs_features for r in runs)
 
     dataset = DetectionDataset(
-        train_split, cfg.img_size, augment=True, aug=cfg.aug, cache=cfg.cache, seed=cfg.seed
+        train_split, cfg0.img_size, augment=True, aug=cfg0.aug, cache=cfg0.cache, seed=cfg0.seed
     )
-    batch = min(cfg.batch_size, len(dataset))
-    if distiller is not None:  # unlabelled frames fill the rest of each batch
-        batch = min(distiller.labelled_batch_size(cfg.batch_size), len(dataset))
+    batch = min(cfg0.batch_size, len(dataset))
+    if lead is not None:  # unlabelled frames fill the rest of each batch
+        sizes = {d.labelled_batch_size(cfg0.batch_size) for d in distillers}
+        if len(sizes) > 1:
+            raise ConfigError("runs trained together must share kd.unlabelled_ratio")
+        batch = min(sizes.pop(), len(dataset))
     steps_per_epoch = max(1, len(dataset) // (batch * world))
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
-    start_epoch, step, metrics = 0, 0, {}
-    last_path = out_dir / "last.pt"
-    if resume and last_path.exists():
-        ckpt = read_checkpoint(last_path)
-        state = ckpt["train_state"]
-        model.load_state_dict(state["model_raw"])
-        ema.module.load_state_dict(ckpt["model"])
-        ema.updates = int(state["ema_updates"])
-        optimizer.load_state_dict(state["optimizer"])
-        for m, sd in zip(extra_modules, state.get("extra_modules", [])):
-            m.load_state_dict(sd)
-        start_epoch, step = int(state["epoch"]), int(state["step"])
-        metrics = ckpt.get("metrics", {})
-        log.info("resuming %s at epoch %d (step %d)", last_path, start_epoch, step)
-    elif resume:
-        log.info("--resume: no %s yet, starting fresh", last_path)
+    total_steps = steps_per_epoch * cfg0.epochs
+    start_epoch, step = 0, 0
+    if resume:
+        reached = {r.resume() for r in runs}
+        if len(reached) > 1:
+            raise ConfigError(
+                f"runs trained together stopped at different points {sorted(map(str, reached))}"
+                "; resume them one by one"
+            )
+        start_epoch, step = reached.pop() or (0, 0)
 
-    train_model = ddp.wrap(model, device) if world > 1 else model
-    use_bf16 = bf16_enabled(cfg.bf16, device)
-    if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    log_file = out_dir / "metrics.jsonl"
-    writer = _tensorboard(out_dir) if rank == 0 else None
-    config_dict = to_dict(cfg)
+    use_bf16 = bf16_enabled(cfg0.bf16, device)
+    for r in runs:
+        if rank == 0:
+            r.out_dir.mkdir(parents=True, exist_ok=True)
+            r.writer = _tensorboard(r.out_dir)
     t_start = time.perf_counter()
+    desc = runs[0].cfg.arch_name if len(runs) == 1 else f"{len(runs)} runs"
 
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(start_epoch, cfg0.epochs):
         dataset.set_epoch(epoch)
-        if epoch >= cfg.epochs - cfg.close_mosaic:
-            dataset.aug = replace(cfg.aug, mosaic=0.0)
-        loader = ddp.loader(dataset, batch, collate, cfg.workers, cfg.seed + epoch, rank, world)
-        train_model.train()
-        sums: dict[str, float] = {}
+        if epoch >= cfg0.epochs - cfg0.close_mosaic:
+            dataset.aug = replace(cfg0.aug, mosaic=0.0)
+        loader = ddp.loader(dataset, batch, collate, cfg0.workers, cfg0.seed + epoch, rank, world)
+        for r in runs:
+            r.net.train()
+            r.sums = {}
         n_images, n_batches, t0 = 0, 0, time.perf_counter()
         bar = tqdm(
             loader,
             total=steps_per_epoch,
-            desc=f"{cfg.arch_name} {epoch + 1}/{cfg.epochs}",
+            desc=f"{desc} {epoch + 1}/{cfg0.epochs}",
             disable=not progress or rank != 0,
             leave=False,
             dynamic_ncols=True,
         )
         for batch_data in bar:
-            if distiller is not None:
-                images, targets, context = distiller.prepare(batch_data)
+            if lead is not None:
+                images, targets, context = lead.prepare(batch_data)
             else:
                 images, targets, context = batch_data[0], batch_data[1], None
             images, targets = images.to(device, non_blocking=True), targets.to(device)
-            lr = lr_at(step, total_steps, warmup, cfg.lr, cfg.min_lr_ratio)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                if distiller is not None and distiller.needs_features:
-                    out, feats = train_model(images, return_features=True)
-                else:
-                    out, feats = train_model(images), None
-            loss, logs, assignment = detection_loss(out, targets, model.strides, cfg.loss)
-            if distiller is not None:
-                kd_loss, kd_logs = distiller.loss(context, out, feats, assignment)
-                loss = loss + kd_loss * images.shape[0]
-                logs.update(kd_logs)
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1} step {step}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if world > 1 and extra_modules:  # adapters live outside DDP: average their grads
-                ddp.average_gradients(extra_modules)
-            nn.utils.clip_grad_norm_([p for _, p in params], cfg.grad_clip)
-            optimizer.step()
-            ema.update(model)
+            where = f"epoch {epoch + 1} step {step}"
+            lrs = []
+            for r in runs:
+                c = r.cfg
+                warmup = int(c.warmup_epochs * steps_per_epoch)
+                lrs.append(lr_at(step, total_steps, warmup, c.lr, c.min_lr_ratio))
+                r.step(images, targets, context, lrs[-1], use_bf16, world, where)
             step += 1
             n_batches += 1
             n_images += images.shape[0] * world
-            for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + v
             ips = n_images / (time.perf_counter() - t0)
+            shown = runs[0].logs if len(runs) == 1 else {}
             bar.set_postfix(
-                {
-                    **{k: f"{v:.3f}" for k, v in logs.items()},
-                    "lr": f"{lr:.2e}",
-                    "img/s": f"{ips:.1f}",
-                }
-            )
+                {**{k: f"{v:.3f}" for k, v in shown.items()}, "lr": f"{lrs[0]:.2e}",
+                 "img/s": f"{ips:.1f}"}
+            )  # fmt: skip
             if not progress and rank == 0 and n_batches % 50 == 0:  # background runs: a log line
-                log.info(
-                    "epoch %d step %d/%d %s img/s %.1f",
-                    epoch + 1,
-                    n_batches,
-                    steps_per_epoch,
-                    " ".join(f"{k}={v:.3f}" for k, v in logs.items()),
-                    ips,
-                )
-            if cfg.max_steps and step >= cfg.max_steps:
+                for r in runs:
+                    log.info(
+                        "%sepoch %d step %d/%d %s img/s %.1f",
+                        r.tag,
+                        epoch + 1,
+                        n_batches,
+                        steps_per_epoch,
+                        " ".join(f"{k}={v:.3f}" for k, v in r.logs.items()),
+                        ips,
+                    )
+            if cfg0.max_steps and step >= cfg0.max_steps:
                 break
         bar.close()
         n_batches = max(1, n_batches)
-        record = {
-            "epoch": epoch + 1,
-            "step": step,
-            "lr": lr,
-            "images_per_s": round(n_images / (time.perf_counter() - t0), 2),
-            "wall_seconds": round(time.perf_counter() - t_start, 1),
-            **{f"loss_{k}": round(v / n_batches, 5) for k, v in sums.items()},
-        }
-        last_epoch = epoch + 1 == cfg.epochs or bool(cfg.max_steps and step >= cfg.max_steps)
-        if rank == 0 and (last_epoch or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
-            from distill.evaluate import evaluate_model
-
-            result = evaluate_model(ema.module, val_split, cfg.img_size, progress=progress)
-            record.update(map50_95=result.map50_95, map50=result.map50)
-            metrics = {"map50_95": result.map50_95, "map50": result.map50, "epoch": epoch + 1}
-        if rank == 0:
-            with log_file.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-            if writer is not None:
-                for k, v in record.items():
-                    if isinstance(v, (int, float)) and k != "epoch":
-                        writer.add_scalar(k, v, epoch + 1)
-            log.info("epoch %s", json.dumps(record))
-            train_state = {
-                "model_raw": {k: v.detach().clone() for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch + 1,
-                "step": step,
-                "ema_updates": ema.updates,
-                "extra_modules": [m.state_dict() for m in extra_modules],
-            }
-            common = dict(
-                preset=cfg.arch_name,
-                scale=scale,
-                class_names=names,
-                img_size=cfg.img_size,
-                config=config_dict,
-                metrics=metrics,
-                teacher=teacher_path,
-                data=str(data),
-            )
-            save_atomic(make_checkpoint(ema.module, train_state=train_state, **common), last_path)
-            if last_epoch:
-                metrics["train_seconds"] = round(time.perf_counter() - t_start, 1)
-                save_atomic(make_checkpoint(ema.module, **common), out_dir / "model.pt")
+        last_epoch = epoch + 1 == cfg0.epochs or bool(cfg0.max_steps and step >= cfg0.max_steps)
+        for r, lr in zip(runs, lrs):
+            _end_epoch(r, epoch, step, lr, n_images, n_batches, t0, t_start, last_epoch,
+                       rank, names, val_split, data, teacher_path, progress)  # fmt: skip
         if last_epoch:
             break
     ddp.cleanup()
-    if writer is not None:
-        writer.close()
-    return out_dir / "model.pt"
+    for r in runs:
+        if r.writer is not None:
+            r.writer.close()
+    return [r.out_dir / "model.pt" for r in runs]
+
+
+def _end_epoch(
+    r: _Run,
+    epoch: int,
+    step: int,
+    lr: float,
+    n_images: int,
+    n_batches: int,
+    t0: float,
+    t_start: float,
+    last_epoch: bool,
+    rank: int,
+    names: tuple[str, ...],
+    val_split,
+    data: str | Path,
+    teacher_path: str,
+    progress: bool,
+) -> None:
+    """Log the epoch, evaluate when due, and write last.pt (and model.pt at the end)."""
+    cfg = r.cfg
+    record = {
+        "epoch": epoch + 1,
+        "step": step,
+        "lr": lr,
+        "images_per_s": round(n_images / (time.perf_counter() - t0), 2),
+        "wall_seconds": round(time.perf_counter() - t_start, 1),
+        **{f"loss_{k}": round(v / n_batches, 5) for k, v in r.sums.items()},
+    }
+    if rank == 0 and (last_epoch or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
+        from distill.evaluate import evaluate_model
+
+        result = evaluate_model(r.ema.module, val_split, cfg.img_size, progress=progress)
+        record.update(map50_95=result.map50_95, map50=result.map50)
+        r.metrics = {"map50_95": result.map50_95, "map50": result.map50, "epoch": epoch + 1}
+    if rank != 0:
+        return
+    with (r.out_dir / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    if r.writer is not None:
+        for k, v in record.items():
+            if isinstance(v, (int, float)) and k != "epoch":
+                r.writer.add_scalar(k, v, epoch + 1)
+    log.info("%sepoch %s", r.tag, json.dumps(record))
+    train_state = {
+        "model_raw": {k: v.detach().clone() for k, v in r.model.state_dict().items()},
+        "optimizer": r.optimizer.state_dict(),
+        "epoch": epoch + 1,
+        "step": step,
+        "ema_updates": r.ema.updates,
+        "extra_modules": [m.state_dict() for m in r.extra],
+    }
+    common = dict(
+        preset=cfg.arch_name,
+        scale=r.scale,
+        class_names=names,
+        img_size=cfg.img_size,
+        config=to_dict(cfg),
+        metrics=r.metrics,
+        teacher=teacher_path,
+        data=str(data),
+    )
+    save_atomic(
+        make_checkpoint(r.ema.module, train_state=train_state, **common), r.out_dir / "last.pt"
+    )
+    if last_epoch:
+        r.metrics["train_seconds"] = round(time.perf_counter() - t_start, 1)
+        save_atomic(make_checkpoint(r.ema.module, **common), r.out_dir / "model.pt")
 
 
 def _tensorboard(out_dir: Path):

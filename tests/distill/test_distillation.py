@@ -112,3 +112,62 @@ def test_teacher_with_other_classes_is_rejected(tmp_path: Path, tiny_data: Path)
     )
     with pytest.raises(ConfigError, match="classes"):
         distill(kd_cfg(), str(path), str(tiny_data), str(tmp_path / "o"), progress=False)
+
+
+def test_students_distilled_together_equal_students_distilled_alone(
+    tmp_path: Path, tiny_data: Path, tiny_checkpoint: Path
+) -> None:
+    from distill.distillation import distill_many
+
+    methods = ("logit", "feature", "attention")
+    cfgs = [kd_cfg(f"kd.method={m}", "max_steps=2") for m in methods]
+    unlabelled = str(tiny_data / "unlabelled")
+    alone = [
+        distill(
+            c,
+            str(tiny_checkpoint),
+            str(tiny_data),
+            str(tmp_path / f"alone-{m}"),
+            unlabelled=unlabelled,
+            progress=False,
+        )
+        for c, m in zip(cfgs, methods)
+    ]
+    together = distill_many(
+        cfgs,
+        str(tiny_checkpoint),
+        str(tiny_data),
+        [str(tmp_path / f"together-{m}") for m in methods],
+        unlabelled=unlabelled,
+        progress=False,
+    )
+    for a, b in zip(alone, together):
+        wa, wb = read_checkpoint(a)["model"], read_checkpoint(b)["model"]
+        assert set(wa) == set(wb)
+        for k in wa:
+            assert torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6), k
+    logs = [json.loads((Path(p).parent / "metrics.jsonl").read_text()) for p in together]
+    assert "loss_kd_feature" in logs[1] and "loss_kd_feature" not in logs[0]
+
+
+def test_students_distilled_together_must_share_the_batches(
+    tmp_path: Path, tiny_data: Path, tiny_checkpoint: Path
+) -> None:
+    from distill.distillation import distill_many
+
+    with pytest.raises(ConfigError, match="must share"):
+        distill_many(
+            [kd_cfg("kd.method=logit"), kd_cfg("kd.method=ld", "img_size=96")],
+            str(tiny_checkpoint),
+            str(tiny_data),
+            [str(tmp_path / "a"), str(tmp_path / "b")],
+            progress=False,
+        )
+    with pytest.raises(ConfigError, match=r"kd\.pseudo_threshold"):
+        distill_many(
+            [kd_cfg("kd.method=logit"), kd_cfg("kd.method=ld", "kd.pseudo_threshold=0.9")],
+            str(tiny_checkpoint),
+            str(tiny_data),
+            [str(tmp_path / "c"), str(tmp_path / "d")],
+            progress=False,
+        )
