@@ -1,0 +1,67 @@
+"""benchmarks/accuracy.py: the plan, grouping of the single-method runs, dependencies, and
+a whole (tiny) benchmark run in parallel that resumes without retraining."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location(
+    "accuracy_bench", ROOT / "benchmarks" / "accuracy.py"
+)
+accuracy = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(accuracy)
+
+
+def args(**kw) -> argparse.Namespace:
+    base = dict(seeds=[0, 1], only=None, separate=False)
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_plan_has_every_row_of_the_issue() -> None:
+    names = [accuracy.job_name(r) for r in accuracy.plan(args())]
+    assert names[0] == "teacher"
+    for expected in ("scratch-s0", "scratch-s1", "hybrid-s0", "hybrid-s1", "logit-s0", "ld-s0",
+                     "feature-s0", "cwd-s0", "attention-s0", "scratch-l20-s0", "scratch-l20-s1",
+                     "pseudo-l20-s0", "pseudo-l20-s1", "hybrid-s0-int8"):  # fmt: skip
+        assert expected in names
+
+
+def test_single_methods_are_grouped_unless_separate() -> None:
+    runs = accuracy.plan(args())
+    jobs = accuracy.group_singles(runs, args())
+    groups = [j for j in jobs if "group" in j]
+    assert len(groups) == 1 and [r["model"] for r in groups[0]["group"]] == list(accuracy.SINGLE)
+    assert accuracy.job_name(groups[0]) == "singles-s0:logit,ld,feature,cwd,attention"
+    assert accuracy.needs(groups[0], jobs) == ["teacher"]
+    assert len(accuracy.group_singles(runs, args(separate=True))) == len(runs)
+    # a lone pending single is a plain run
+    lone = [r for r in runs if r["model"] == "cwd"]
+    assert accuracy.group_singles(lone, args()) == lone
+    # the int8 row waits for its fp32 student; scratch waits for nothing
+    int8 = next(r for r in runs if r.get("int8"))
+    assert accuracy.needs(int8, runs) == ["hybrid-s0"]
+    assert accuracy.needs(runs[1], runs) == []
+
+
+def test_tiny_benchmark_runs_in_parallel_and_resumes(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "acc.json"
+    common = ["--data", str(tiny_data), "--runs", str(tmp_path / "runs"), "--out", str(out),
+              "--seeds", "0", "--set", "img_size=64", "--set", "epochs=1", "--set", "max_steps=1",
+              "--set", "batch_size=4", "--set", "eval_every=0", "--set", "bf16=off"]  # fmt: skip
+    only = ["--only", "teacher", "scratch", "logit", "ld", "pseudo"]
+    assert accuracy.main([*common, *only, "--jobs", "2"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    got = {(r["model"], r["labelled_fraction"]) for r in rows}
+    assert got == {("teacher", 1.0), ("scratch", 1.0), ("logit", 1.0), ("ld", 1.0),
+                   ("scratch", 0.2), ("pseudo", 0.2)}  # fmt: skip
+    logit = next(r for r in rows if r["model"] == "logit")
+    assert logit["trained_with"] == ["ld"] and "command" in logit
+    assert out.with_suffix(".md").is_file() and out.with_suffix(".png").is_file()
+    stamp = (tmp_path / "runs" / "logit-s0" / "model.pt").stat().st_mtime_ns
+    assert accuracy.main([*common, *only]) == 0  # everything done: nothing retrained
+    assert (tmp_path / "runs" / "logit-s0" / "model.pt").stat().st_mtime_ns == stamp
+    assert len(json.loads(out.read_text())["rows"]) == len(rows)
