@@ -16,7 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--student", default=None, help="student preset (default nano)")
     p.add_argument(
-        "--method", choices=METHODS, default=None, help="distillation method (default hybrid)"
+        "--method",
+        choices=METHODS,
+        nargs="+",
+        default=None,
+        help="distillation method (default hybrid); several train one student each on the "
+        "same batches with one teacher pass per step, into OUT/<method>",
     )
     p.add_argument("--unlabelled", help="folder of unlabelled frames (teacher pseudo-labels + KD)")
     p.add_argument("--teacher-layout", help="YAML OutputLayout for an external ONNX teacher")
@@ -26,23 +31,31 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from distill.config import load
-    from distill.distillation import DistillConfig, distill
+    from distill.distillation import DistillConfig, distill_many
 
-    extra = {
-        "model": args.student,
-        "kd.method": args.method,
-        "kd.teacher_layout": args.teacher_layout,
-    }
-    cfg = load(DistillConfig, args.config, overrides(args, extra))
-    out = args.out or f"runs/{cfg.model}-{cfg.kd.method}"
-    path = distill(
-        cfg,
+    methods = list(dict.fromkeys(args.method or [None]))
+    cfgs = []
+    for method in methods:
+        extra = {
+            "model": args.student,
+            "kd.method": method,
+            "kd.teacher_layout": args.teacher_layout,
+        }
+        cfgs.append(load(DistillConfig, args.config, overrides(args, extra)))
+    if len(cfgs) == 1:
+        outs = [args.out or f"runs/{cfgs[0].model}-{cfgs[0].kd.method}"]
+    else:
+        base = args.out or f"runs/{cfgs[0].model}-methods"
+        outs = [f"{base}/{c.kd.method}" for c in cfgs]
+    paths = distill_many(
+        cfgs,
         args.teacher,
         args.data,
-        out,
+        outs,
         unlabelled=args.unlabelled,
         resume=args.resume,
         progress=not args.no_progress,
     )
-    print(f"wrote {path}")
+    for path in paths:
+        print(f"wrote {path}")
     return 0

@@ -171,3 +171,20 @@ def test_students_distilled_together_must_share_the_batches(
             [str(tmp_path / "c"), str(tmp_path / "d")],
             progress=False,
         )
+
+
+def test_cli_distils_several_methods_in_one_run(
+    tmp_path: Path, tiny_data: Path, tiny_checkpoint: Path
+) -> None:
+    from runtime.cli import main
+
+    code = main(
+        ["distill", "--teacher", str(tiny_checkpoint), "--data", str(tiny_data),
+         "--method", "logit", "attention", "--out", str(tmp_path / "m"), "--img-size", "64",
+         "--batch-size", "4", "--epochs", "1", "--no-progress", "--set", "max_steps=1",
+         "--set", "bf16=off", "--set", "kd.teacher_bf16=off"]
+    )  # fmt: skip
+    assert code == 0
+    for method in ("logit", "attention"):
+        ckpt = read_checkpoint(tmp_path / "m" / method / "model.pt")
+        assert ckpt["config"]["kd"]["method"] == method
