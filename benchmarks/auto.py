@@ -5,7 +5,8 @@
 1. Budget: the random-weight `nano` and `small` presets at the benchmark input (256) are
    measured exactly as the screen measures candidates (ONNX Runtime, this CPU, 640x480
    frames, batch 1); the budget's p50 line is their geometric mean, so nano meets it and
-   small does not. It is written to ``OUT/budget.yaml``.
+   small does not. It is written to ``OUT/budget.yaml`` (the measurements to
+   ``OUT/calibration.json``, which a resumed run reuses unless ``--recalibrate``).
 2. ``understudy auto`` runs on that budget with the teacher(s) and the distillation config
    of the hand-picked students (``configs/bench_distill.yaml``, else ``bench_student.yaml``).
 3. The chosen student's latency, mAP50-95 and the wall time of each stage are written to
@@ -142,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         help="add latency.input = --size to the budget (screen only that input)",
     )
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="measure nano and small again (default: reuse OUT/calibration.json when present)",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/bench/auto"))
     p.add_argument("--results", type=Path, default=RESULTS)
     args = p.parse_args(argv)
@@ -152,7 +158,13 @@ def main(argv: list[str] | None = None) -> int:
         c for c in ("configs/bench_distill.yaml", "configs/bench_student.yaml") if Path(c).is_file()
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    calibration = calibrate_budget(args, args.out)
+    cal_path = args.out / "calibration.json"
+    if cal_path.is_file() and not args.recalibrate:  # a resumed run keeps its budget
+        calibration = json.loads(cal_path.read_text())
+        print(f"budget calibration from {cal_path}: p50 {calibration['p50_ms']} ms")
+    else:
+        calibration = calibrate_budget(args, args.out)
+        cal_path.write_text(json.dumps(calibration, indent=1) + "\n")
     budget = args.out / "budget.yaml"
     pin = f"  input: {args.size}\n" if args.pin_input else ""
     budget.write_text(f"latency:\n  p50_ms: {calibration['p50_ms']}\n  batch: 1\n{pin}")
