@@ -8,7 +8,9 @@ The server decodes each JPEG frame and letterboxes it to the network input. With
 by libjpeg's DCT scaling, which skips most of the decode and of the resize. This measures,
 on 640x480 JPEG frames (quality 90) and the same model:
 
-- per frame: decode time and letterbox (pre-process) time, full vs reduced (medians);
+- per frame: decode time and letterbox (pre-process) time, full vs reduced (medians over
+  ``--repeats`` passes of the frames, the two paths interleaved frame by frame, with no
+  model running: the cost each path adds to a frame on a server's gRPC thread);
 - agreement on the synth video: the full-decode detections (score >= 0.25) taken as
   reference, the share found again with reduced decoding (same class, IoU >= 0.5), the
   share of reduced-decode detections that match one, and the matched pairs' mean IoU;
@@ -70,18 +72,37 @@ def match(ref: Detections, other: Detections, thr: float = 0.5) -> list[float]:
     return ious
 
 
-def run_path(det: Detector, data: bytes, reduced: bool) -> tuple[Detections, float, float]:
-    """Decode + detect one JPEG like the server does: (detections in sent pixels,
-    decode ms, pre-process ms)."""
+def time_paths(det: Detector, frames: list[bytes], repeats: int) -> dict[str, tuple[list, list]]:
+    """{path: (decode ms, letterbox ms)} per frame and pass, the paths interleaved."""
+    from runtime.preprocess import Preprocessor
+
     h, w = det.spec.input_size
-    t0 = time.perf_counter()
+    pre = Preprocessor(det.spec)
+    times: dict[str, tuple[list, list]] = {"full": ([], []), "reduced": ([], [])}
+    for _ in range(repeats):
+        for data in frames:
+            for path in ("full", "reduced"):
+                t0 = time.perf_counter()
+                image, _, _ = decode_encoded_scaled(
+                    data, fit_size=(h, w) if path == "reduced" else None
+                )
+                t1 = time.perf_counter()
+                pre(image)
+                t2 = time.perf_counter()
+                times[path][0].append((t1 - t0) * 1000.0)
+                times[path][1].append((t2 - t1) * 1000.0)
+    return times
+
+
+def run_path(det: Detector, data: bytes, reduced: bool) -> Detections:
+    """Decode + detect one JPEG like the server does: detections in the sent pixels."""
+    h, w = det.spec.input_size
     image, header, r = decode_encoded_scaled(data, fit_size=(h, w) if reduced else None)
-    decode_ms = (time.perf_counter() - t0) * 1000.0
-    dets, timings = det.detect(image)
+    dets, _ = det.detect(image)
     if r != 1:  # as runtime.service does: back to the pixels of the image as sent
         boxes = np.minimum(dets.boxes * r, [header.width, header.height] * 2).astype(np.float32)
         dets = replace(dets, boxes=boxes)
-    return dets, decode_ms, timings.preprocess_ms
+    return dets
 
 
 def video_frames(video: Path, n: int, size: tuple[int, int]) -> list[bytes]:
@@ -129,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="data/synth", help="dataset with a val split")
     ap.add_argument("--video", type=Path, default=Path("data/synth/video.mp4"))
     ap.add_argument("--frames", type=int, default=300, help="video frames to compare")
+    ap.add_argument("--repeats", type=int, default=3, help="timing passes over the frames")
     ap.add_argument("--threads", type=int, default=None, help="model intra-op threads")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "decode.json")
     args = ap.parse_args(argv)
@@ -138,16 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     det = Detector(args.model, threads=args.threads)
     det.warmup()
     frames = video_frames(args.video, args.frames, (640, 480))
-    times = {"full": ([], []), "reduced": ([], [])}
+    times = time_paths(det, frames, args.repeats)
     ref_n = red_n = matched = 0
     ious: list[float] = []
     for data in frames:
-        out = {}
-        for path in ("full", "reduced"):
-            dets, dec, pre = run_path(det, data, path == "reduced")
-            times[path][0].append(dec)
-            times[path][1].append(pre)
-            out[path] = dets
+        out = {path: run_path(det, data, path == "reduced") for path in ("full", "reduced")}
         m = match(out["full"], out["reduced"])
         ref_n += len(out["full"])
         red_n += len(out["reduced"])
@@ -158,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     from distill.evaluate import coco_evaluate
 
     for path in ("full", "reduced"):
-        preds = {i: run_path(det, data, path == "reduced")[0] for i, data in encoded.items()}
+        preds = {i: run_path(det, data, path == "reduced") for i, data in encoded.items()}
         map50_95, map50, _ = coco_evaluate(split, preds)
         dec, pre = times[path]
         rows.append(

@@ -53,6 +53,8 @@ from runtime.stream_stats import StreamStats  # noqa: E402
 
 MD_COLUMNS = (
     ("decode", "decode"),
+    ("threads", "threads"),
+    ("deadline_from", "budget from"),
     ("streams", "streams"),
     ("fps_per_stream", "fps/stream"),
     ("max_batch", "max batch"),
@@ -203,6 +205,8 @@ def run_scenario(
     if args.threads:
         serve_args += ["--threads", str(args.threads)]
     serve_args += ["--decode", decode, "--reply-margin-ms", str(args.reply_margin_ms)]
+    serve_args += ["--service-quantile", str(args.service_quantile)]
+    serve_args += ["--deadline-from", args.deadline_from]
     server = Server(serve_args)
     samples: list[tuple[float, float]] = []
     sampling = threading.Event()
@@ -269,6 +273,7 @@ def run_scenario(
                 "e2e_p99_ms",
                 "overhead_p50_ms",
                 "server_overhead_p50_ms",
+                "stage_p50_ms",
                 "infer_p50_ms",
                 "budget_miss_rate",
                 "server_budget_miss_rate",
@@ -287,6 +292,8 @@ def run_scenario(
         "policy": args.policy,
         "decode": decode,
         "reply_margin_ms": args.reply_margin_ms,
+        "service_quantile": args.service_quantile,
+        "deadline_from": args.deadline_from,
         "duration_s": args.duration,
         "frame": f"{args.size[0]}x{args.size[1]} jpeg",
         "model": model.name,
@@ -294,6 +301,12 @@ def run_scenario(
         "stream_errors": errors,
         "server_exit_code": exit_code,
     }
+
+
+def row_key(r: dict) -> tuple:
+    """What identifies a row: a rerun of the same settings replaces it (``--append``)."""
+    return tuple(r.get(k) for k in ("decode", "streams", "fps_per_stream", "max_batch",
+                                    "threads", "deadline_from", "policy", "budget_ms"))  # fmt: skip
 
 
 def write_results(out_dir: Path, name: str, command: str, rows: list[dict]) -> Path:
@@ -307,7 +320,9 @@ def write_results(out_dir: Path, name: str, command: str, rows: list[dict]) -> P
     lines = [
         f"# Stream load ({doc['date']})",
         "",
-        f"Command: `{command}`",
+        "Commands (each row of the JSON names its own):",
+        "",
+        *[f"- `{c}`" for c in dict.fromkeys(r.get("command", command) for r in rows)],
         "",
         f"Machine: {doc['machine']}",
         "",
@@ -367,17 +382,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--reply-margin-ms", type=float, default=2.0, help="the server's --reply-margin-ms"
     )
+    p.add_argument(
+        "--service-quantile", type=float, default=0.9, help="the server's --service-quantile"
+    )
+    p.add_argument(
+        "--deadline-from",
+        choices=("arrival", "capture"),
+        default="arrival",
+        help="the server's --deadline-from (the streams run on this machine: one clock)",
+    )
     p.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--name", default="stream", help="result file name (without extension)")
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the rows already in the result file (a row with the same settings is "
+        "replaced); each row records its own command",
+    )
     args = p.parse_args(argv)
     if not args.model.is_file():
         raise SystemExit(f"--model {args.model}: file not found")
     frames = bench_frames(*args.size, args.video)
     batches = [1, args.max_batch] if args.micro_batch else [1]
     runs = [(dec, mb, n, f) for dec in args.decode for mb in batches for n, f in args.scenarios]
-    rows = []
+    command = "python benchmarks/stream.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    path = args.out_dir / f"{args.name}.json"
+    rows = json.loads(path.read_text())["rows"] if args.append and path.is_file() else []
     for dec, mb, n, f in tqdm(runs, desc="stream scenarios", unit="scenario"):
         row = run_scenario(args.model, n, f, args, frames, mb, dec)
+        row["threads"] = args.threads
+        row["command"] = command
+        rows = [r for r in rows if row_key(r) != row_key(row)]
         tqdm.write(
             json.dumps(
                 {
@@ -396,7 +431,6 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         rows.append(row)
-    command = "python benchmarks/stream.py " + " ".join(sys.argv[1:] if argv is None else argv)
     path = write_results(args.out_dir, args.name, command, rows)
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0

@@ -98,6 +98,9 @@ class Job:
     on_done: Callable[[Outcome], None]
     enqueued: float = 0.0
     cancelled: bool = False
+    # when the budget started (perf_counter s): ``received``, or earlier when the server
+    # counts budgets from the frame's capture time (``--deadline-from capture``)
+    deadline_start: float | None = None
 
 
 @dataclass(eq=False)
@@ -286,7 +289,8 @@ class Scheduler:
         return keep
 
     def _budget_drop(self, job: Job, now: float) -> str | None:
-        waited = (now - job.received) * 1000.0
+        start = job.received if job.deadline_start is None else job.deadline_start
+        waited = (now - start) * 1000.0
         margin = self.margin_ms
         if waited + margin > job.budget_ms:
             kept = f" (+{margin:g} ms kept for the reply)" if margin else ""

@@ -66,6 +66,8 @@ class ServerConfig:
     max_wait_ms: float = 2.0  # how long the worker waits to fill a micro-batch
     predict_drops: bool = True  # drop frames that would miss their budget (see scheduler)
     reply_margin_ms: float = 2.0  # of each budget, kept for the answer's trip to the client
+    service_quantile: float = 0.9  # quantile of recent model calls used to predict misses
+    deadline_from: str = "arrival"  # or "capture": budgets count from the frame's capture time
     metrics_port: int | None = None  # None = no metrics endpoint, 0 = pick a free port
     max_message_mb: float = 16.0
     max_pixels: int = 4096 * 4096
@@ -89,6 +91,14 @@ class ServerConfig:
         checks = [
             (self.policy in POLICIES, f"--policy must be one of {POLICIES}, got {self.policy!r}"),
             (self.budget_ms > 0, f"--budget-ms must be > 0, got {self.budget_ms}"),
+            (
+                self.deadline_from in ("arrival", "capture"),
+                f"--deadline-from must be arrival or capture, got {self.deadline_from!r}",
+            ),
+            (
+                0.0 < self.service_quantile <= 1.0,
+                f"--service-quantile must be in (0, 1], got {self.service_quantile}",
+            ),
             (
                 self.reply_margin_ms >= 0,
                 f"--reply-margin-ms must be >= 0, got {self.reply_margin_ms}",
@@ -208,6 +218,7 @@ class RunningServer:
                 max_wait_ms=config.max_wait_ms,
                 predict_drops=config.predict_drops,
                 margin_ms=config.reply_margin_ms,
+                service_quantile=config.service_quantile,
                 on_batch=self.metrics.batch_size.observe,
             )
             scheduler.set_service_estimate(p50)
@@ -294,6 +305,7 @@ def build_server(
         max_streams=config.max_streams,
         max_outstanding=config.max_outstanding,
         reduced_decode=config.reduced_decode,
+        deadline_from=config.deadline_from,
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     for name in ("", SERVICE_NAME):

@@ -11,6 +11,8 @@ is one, to the start-up ModelInfo.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import threading
 import time
@@ -59,6 +61,11 @@ class _Slot:
         return self._event.wait(timeout)
 
 
+log = logging.getLogger(__name__)
+DEADLINE_FROM = ("arrival", "capture")
+MAX_CAPTURE_AGE_S = 10.0  # older (or future) capture times are clock trouble: use arrival
+
+
 class DetectorServicer(pb_grpc.DetectorServicer):
     """Serves one model through a :class:`Scheduler`; becomes ready with :meth:`attach`."""
 
@@ -71,8 +78,13 @@ class DetectorServicer(pb_grpc.DetectorServicer):
         max_streams: int = 16,
         max_outstanding: int = 32,
         reduced_decode: bool = False,
+        deadline_from: str = "arrival",
     ) -> None:
+        if deadline_from not in DEADLINE_FROM:
+            raise ValueError(f"deadline_from must be one of {DEADLINE_FROM}")
         self.metrics = metrics
+        self.deadline_from = deadline_from
+        self._warned_clock = False
         self.reduced_decode = reduced_decode
         self.fit_size: tuple[int, int] | None = None  # set by attach when reduced_decode
         self.default_budget_ms = default_budget_ms
@@ -151,10 +163,33 @@ class DetectorServicer(pb_grpc.DetectorServicer):
         meta = frame_meta(frame, decoded.width, decoded.height, budget, decoded.scale)
         return decoded.image, meta, decode_ms
 
+    def arrival_age_ms(self, frame: pb.Frame, received: float) -> float:
+        """With ``deadline_from="capture"``: how old the frame was when it arrived (its
+        capture time on the server's clock; 0 for frames without one, and for capture
+        times in the future or over MAX_CAPTURE_AGE_S old, i.e. unsynchronized clocks)."""
+        if self.deadline_from != "capture":
+            return 0.0
+        ts = frame.capture_time
+        if not (ts.seconds or ts.nanos):
+            return 0.0
+        now_ns = time.time_ns() - int((time.perf_counter() - received) * 1e9)
+        age_s = (now_ns - (ts.seconds * 1_000_000_000 + ts.nanos)) / 1e9
+        if 0.0 <= age_s <= MAX_CAPTURE_AGE_S:
+            return age_s * 1000.0
+        if not self._warned_clock:
+            self._warned_clock = True
+            log.warning(
+                "frame %d: capture time is %.3f s from the server's clock; budgets of such "
+                "frames count from their arrival (are the clocks synchronized?)",
+                frame.frame_id,
+                -age_s,
+            )
+        return 0.0
+
     def detect_response(self, meta: FrameMeta, answer: Answered) -> pb.DetectResponse:
         """Build the answer for one frame and record its metrics."""
         t = answer.timings
-        met = t.total_ms <= meta.budget_ms
+        met = t.total_ms + meta.pre_arrival_ms <= meta.budget_ms
         response = pb.DetectResponse(
             frame_id=meta.frame_id,
             camera_id=meta.camera_id,
@@ -240,8 +275,18 @@ class DetectorServicer(pb_grpc.DetectorServicer):
         except InputError as e:
             self.metrics.errors.labels(code="INVALID_ARGUMENT").inc()
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        age_ms = self.arrival_age_ms(request, received)
+        if age_ms:
+            meta = dataclasses.replace(meta, pre_arrival_ms=age_ms)
         slot = _Slot()
-        job = Job(image, meta.budget_ms, received, decode_ms, on_done=slot.set)
+        job = Job(
+            image,
+            meta.budget_ms,
+            received,
+            decode_ms,
+            on_done=slot.set,
+            deadline_start=received - age_ms / 1000.0,
+        )
         lane = scheduler.open_lane()
 
         def on_rpc_end() -> None:
@@ -284,6 +329,7 @@ class DetectorServicer(pb_grpc.DetectorServicer):
                     convert=self.stream_response,
                     count_received=self.metrics.received.labels(rpc="stream").inc,
                     max_outstanding=self.max_outstanding,
+                    arrival_age_ms=self.arrival_age_ms,
                 )
                 self._sessions.add(session)
         if full and self._stopping:

@@ -13,6 +13,7 @@ the model worker never blocks on a slow client.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -43,6 +44,7 @@ class FrameMeta:
     height: int
     budget_ms: float
     scale: int = 1  # the image was decoded at 1/scale (boxes are scaled back)
+    pre_arrival_ms: float = 0.0  # capture to arrival, when budgets count from capture
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,10 @@ class StreamSession:
         convert: Callable[[FrameMeta, Outcome | Rejected], pb.StreamResponse],
         count_received: Callable[[], None],
         max_outstanding: int = 32,
+        arrival_age_ms: Callable[[pb.Frame, float], float] | None = None,
     ) -> None:
         self._scheduler = scheduler
+        self._age = arrival_age_ms or (lambda frame, received: 0.0)
         self._prepare = prepare  # frame -> (image, meta, decode_ms); raises InputError
         self._convert = convert
         self._count_received = count_received
@@ -128,12 +132,16 @@ class StreamSession:
         except InputError as e:
             self._complete(seq, frame_meta(frame, 0, 0, 0.0), Rejected("INVALID_ARGUMENT", str(e)))
             return
+        age_ms = self._age(frame, received)
+        if age_ms:
+            meta = dataclasses.replace(meta, pre_arrival_ms=age_ms)
         job = Job(
             image=image,
             budget_ms=meta.budget_ms,
             received=received,
             decode_ms=decode_ms,
             on_done=lambda outcome: self._complete(seq, meta, outcome),
+            deadline_start=received - age_ms / 1000.0,
         )
         self._scheduler.submit(self._lane, job)
 

@@ -17,6 +17,8 @@ import numpy as np
 from runtime.client import timestamp_ns
 from runtime.proto import pb
 
+STAGES = ("queue", "decode", "preprocess", "postprocess")  # server stages besides infer
+
 
 class StreamStats:
     """Client-side accounting of streamed answers (thread-safe).
@@ -34,6 +36,7 @@ class StreamStats:
         self.e2e_ms: list[float] = []
         self.infer_ms: list[float] = []
         self.server_total_ms: list[float] = []
+        self.stage_ms: dict[str, list[float]] = {k: [] for k in STAGES}
         self.e2e_over_budget = 0
         self.server_budget_misses = 0
         self._recent: collections.deque[tuple[float, float | None]] = collections.deque(
@@ -52,6 +55,8 @@ class StreamStats:
                 self.e2e_ms.append(e2e)
                 self.infer_ms.append(r.timings.infer_ms)
                 self.server_total_ms.append(r.timings.total_ms)
+                for k, values in self.stage_ms.items():
+                    values.append(getattr(r.timings, f"{k}_ms"))
                 self.e2e_over_budget += e2e > r.budget_ms
                 self.server_budget_misses += not r.budget_met
                 self._recent.append((now, e2e))
@@ -105,6 +110,9 @@ class StreamStats:
                 "infer_p50_ms": pct(infer, 50),
                 "overhead_p50_ms": pct(e2e - infer, 50),
                 "server_overhead_p50_ms": pct(server - infer, 50),
+                "stage_p50_ms": {
+                    k: pct(np.asarray(v, np.float64), 50) for k, v in self.stage_ms.items()
+                },
                 "budget_miss_rate": round(self.e2e_over_budget / self.answered, 4)
                 if self.answered
                 else 0.0,
@@ -122,5 +130,7 @@ class StreamStats:
             self.e2e_ms += other.e2e_ms
             self.infer_ms += other.infer_ms
             self.server_total_ms += other.server_total_ms
+            for k, values in other.stage_ms.items():
+                self.stage_ms[k] += values
             self.e2e_over_budget += other.e2e_over_budget
             self.server_budget_misses += other.server_budget_misses

@@ -84,6 +84,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "frames that cannot be answered by budget - margin are dropped",
     )
     p.add_argument(
+        "--deadline-from",
+        choices=("arrival", "capture"),
+        default="arrival",
+        help="when a frame's budget starts: its arrival at the server, or its capture_time "
+        "(needs the client's and the server's clocks synchronized, e.g. by PTP/NTP; frames "
+        "whose capture time is in the future or over 10 s old fall back to arrival)",
+    )
+    p.add_argument(
+        "--service-quantile",
+        type=float,
+        default=0.9,
+        help="quantile of the last 64 model-call times taken as a frame's expected processing "
+        "time when predicting budget misses (higher: fewer late answers, more drops)",
+    )
+    p.add_argument(
         "--metrics-port",
         type=int,
         default=None,
@@ -216,6 +231,8 @@ def server_config(args: argparse.Namespace) -> tuple[Any, Any]:
         max_wait_ms=args.max_wait_ms,
         predict_drops=not args.no_predict_drops,
         reply_margin_ms=args.reply_margin_ms,
+        service_quantile=args.service_quantile,
+        deadline_from=args.deadline_from,
         metrics_port=args.metrics_port,
         max_message_mb=args.max_message_mb,
         max_pixels=args.max_pixels,
