@@ -36,8 +36,10 @@ ACCURACY = ROOT / "benchmarks" / "results" / "accuracy.json"
 
 
 def calibrate_budget(args: argparse.Namespace, out: Path) -> dict:
-    """Measure random-weight nano and small at ``args.size`` like the screen does; return
-    {"nano": row, "small": row, "p50_ms": geometric mean of their p50}."""
+    """Measure random-weight nano and small at ``args.size`` like the screen does, three
+    rounds alternating the two (the lowest p50 of each counts: on a shared machine a
+    noisy minute must not swap them); return {"nano": row, "small": row, "p50_ms":
+    geometric mean of their p50}."""
     from distill.auto.grid import Candidate, load_grid
     from distill.auto.screen import OnnxCandidateMeasure
     from distill.data.dataset import load_split
@@ -47,13 +49,16 @@ def calibrate_budget(args: argparse.Namespace, out: Path) -> dict:
     names = load_split(args.data, "val").class_names
     measure = OnnxCandidateMeasure(out / "calibration", names, backend="onnxruntime",
                                    grid=grid, threads=args.threads)  # fmt: skip
-    rows = {}
-    for preset in ("nano", "small"):
-        s = PRESETS[preset]
-        lat = measure(Candidate(s.width, s.depth, args.size, s.max_channels))
-        rows[preset] = {"p50_ms": round(lat.p50_ms, 3), "p99_ms": round(lat.p99_ms, 3),
-                        "input": args.size}  # fmt: skip
-        print(f"calibration: {preset} at {args.size}: p50 {lat.p50_ms:.2f} ms")
+    rows: dict[str, dict] = {}
+    for _ in range(3):
+        for preset in ("nano", "small"):
+            s = PRESETS[preset]
+            lat = measure(Candidate(s.width, s.depth, args.size, s.max_channels))
+            print(f"calibration: {preset} at {args.size}: p50 {lat.p50_ms:.2f} ms")
+            best = rows.get(preset)
+            if best is None or lat.p50_ms < best["p50_ms"]:
+                rows[preset] = {"p50_ms": round(lat.p50_ms, 3), "p99_ms": round(lat.p99_ms, 3),
+                                "input": args.size}  # fmt: skip
     p50 = round(math.sqrt(rows["nano"]["p50_ms"] * rows["small"]["p50_ms"]), 2)
     if not rows["nano"]["p50_ms"] < p50 < rows["small"]["p50_ms"]:
         raise SystemExit(f"nano and small are not separable on this machine now: {rows}")
