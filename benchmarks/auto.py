@@ -2,11 +2,13 @@
 
     python benchmarks/auto.py                        # data/synth, runs/bench/teacher/model.pt
 
-1. Budget: the random-weight `nano` and `small` presets at the benchmark input (256) are
-   measured exactly as the screen measures candidates (ONNX Runtime, this CPU, 640x480
-   frames, batch 1); the budget's p50 line is their geometric mean, so nano meets it and
-   small does not. It is written to ``OUT/budget.yaml`` (the measurements to
-   ``OUT/calibration.json``, which a resumed run reuses unless ``--recalibrate``).
+1. Budget: ``understudy auto`` first runs its latency screen alone (no teacher, an open
+   budget) over the grid at the benchmark input (256; ``--pin-input``) on ONNX Runtime on
+   this CPU. The budget's p50 line is the geometric mean of the screened p50 of the
+   `nano` and `small` grid points, so nano meets it and small does not *by the same
+   measurements the choice is made from* (measuring them separately first let a noisy
+   minute on a shared machine swap them). Written to ``OUT/budget.yaml`` and
+   ``OUT/calibration.json`` (a resumed run reuses both unless ``--recalibrate``).
 2. ``understudy auto`` runs on that budget with the teacher(s) and the distillation config
    of the hand-picked students (``configs/bench_distill.yaml``, else ``bench_student.yaml``).
 3. The chosen student's latency, mAP50-95 and the wall time of each stage are written to
@@ -36,29 +38,32 @@ ACCURACY = ROOT / "benchmarks" / "results" / "accuracy.json"
 
 
 def calibrate_budget(args: argparse.Namespace, out: Path) -> dict:
-    """Measure random-weight nano and small at ``args.size`` like the screen does, three
-    rounds alternating the two (the lowest p50 of each counts: on a shared machine a
-    noisy minute must not swap them); return {"nano": row, "small": row, "p50_ms":
-    geometric mean of their p50}."""
-    from distill.auto.grid import Candidate, load_grid
-    from distill.auto.screen import OnnxCandidateMeasure
-    from distill.data.dataset import load_split
+    """Run the latency screen alone (open budget, no teacher) and derive the budget from
+    its nano and small rows: {"nano": row, "small": row, "p50_ms": geometric mean}."""
     from distill.models.presets import PRESETS
 
-    grid = load_grid(args.grid)
-    names = load_split(args.data, "val").class_names
-    measure = OnnxCandidateMeasure(out / "calibration", names, backend="onnxruntime",
-                                   grid=grid, threads=args.threads)  # fmt: skip
-    rows: dict[str, dict] = {}
-    for _ in range(3):
-        for preset in ("nano", "small"):
-            s = PRESETS[preset]
-            lat = measure(Candidate(s.width, s.depth, args.size, s.max_channels))
-            print(f"calibration: {preset} at {args.size}: p50 {lat.p50_ms:.2f} ms")
-            best = rows.get(preset)
-            if best is None or lat.p50_ms < best["p50_ms"]:
-                rows[preset] = {"p50_ms": round(lat.p50_ms, 3), "p99_ms": round(lat.p99_ms, 3),
-                                "input": args.size}  # fmt: skip
+    open_budget = out / "open_budget.yaml"
+    pin = f"  input: {args.size}\n" if args.pin_input else ""
+    open_budget.write_text(f"latency:\n  p50_ms: 1000000\n  batch: 1\n{pin}")
+    cmd = [sys.executable, "-m", "runtime.cli", "auto", "--data", args.data, "--budget",
+           str(open_budget), "--backend", "onnxruntime", "--grid", args.grid,
+           "--out", str(out / "run")]  # fmt: skip
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    print("screen:", shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=False)
+    report = json.loads((out / "run" / "report.json").read_text())
+    rows = {}
+    for preset in ("nano", "small"):
+        s = PRESETS[preset]
+        point = (s.width, s.depth, args.size)
+        match = [c for c in report["candidates"] if (c["width"], c["depth"], c["input"]) == point]
+        if not match:
+            raise SystemExit(f"the screen has no {preset} point at {args.size} px: check --grid")
+        c = match[0]
+        rows[preset] = {"candidate": c["name"], "p50_ms": c["p50_ms"], "p99_ms": c["p99_ms"],
+                        "input": args.size}  # fmt: skip
+        print(f"calibration: {preset} ({c['name']}) screened p50 {c['p50_ms']:.2f} ms")
     p50 = round(math.sqrt(rows["nano"]["p50_ms"] * rows["small"]["p50_ms"]), 2)
     if not rows["nano"]["p50_ms"] < p50 < rows["small"]["p50_ms"]:
         raise SystemExit(f"nano and small are not separable on this machine now: {rows}")
@@ -109,7 +114,7 @@ def build_rows(report: dict, ref: dict | None, calibration: dict) -> list[dict]:
 def write_markdown(doc: dict, path: Path) -> None:
     lines = [f"# understudy auto ({doc['date']})", "", f"Command: `{doc['command']}`", "",
              f"Machine: {doc['machine']}", "",
-             f"Budget: p50 <= {doc['budget_p50_ms']} ms at batch 1 (geometric mean of the "
+             f"Budget: p50 <= {doc['budget_p50_ms']} ms at batch 1 (geometric mean of the screened "
              f"random-weight nano {doc['calibration']['nano']['p50_ms']} ms and small "
              f"{doc['calibration']['small']['p50_ms']} ms at {doc['calibration']['nano']['input']}"
              f" px). Status of the run: **{doc['status']}**. Full report: `{doc['report']}`.", "",
