@@ -8,9 +8,7 @@ DDP) is the same code for every kind of run.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,17 +19,15 @@ from torch import nn
 from tqdm import tqdm
 
 from distill import ddp
-from distill.checkpoint import make_checkpoint, read_checkpoint, save_atomic
-from distill.config import to_dict
 from distill.data.dataset import load_split
 from distill.data.torch_dataset import DetectionDataset, collate
 from distill.data.transforms import AugmentConfig
 from distill.losses.assigner import Assignment
-from distill.losses.detection import LossWeights, detection_loss
-from distill.models.detector import Detector
+from distill.losses.detection import LossWeights
 from distill.models.head import HeadOutput
-from distill.models.presets import PRESETS, Scale, build_detector
-from distill.optim import ModelEMA, build_optimizer, lr_at, seed_everything
+from distill.models.presets import PRESETS, Scale
+from distill.optim import lr_at, seed_everything
+from distill.trainee import Trainee, tensorboard_writer
 from runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -185,97 +181,6 @@ def train(
     )[0]
 
 
-class _Run:
-    """One model being trained: its weights, EMA, optimizer, KD modules and logs."""
-
-    def __init__(
-        self,
-        cfg: TrainConfig,
-        out_dir: Path,
-        distiller: Distiller | None,
-        names: tuple[str, ...],
-        device: torch.device,
-        rank: int,
-        world: int,
-    ) -> None:
-        self.cfg, self.out_dir, self.distiller = cfg, out_dir, distiller
-        self.scale = cfg.scale()
-        seed_everything(cfg.seed + rank)  # the same initial weights as a run of its own
-        self.model: Detector = build_detector(self.scale, len(names)).to(device)
-        self.model.head.reset_bias(cfg.img_size)
-        self.extra = [m.to(device) for m in distiller.trainable_modules()] if distiller else []
-        self.params = list(self.model.named_parameters())
-        for i, m in enumerate(self.extra):
-            self.params += [(f"kd{i}.{n}", p) for n, p in m.named_parameters()]
-        self.optimizer = build_optimizer(
-            self.params, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum
-        )
-        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau)
-        self.net = ddp.wrap(self.model, device) if world > 1 else self.model
-        self.needs_features = bool(distiller is not None and distiller.needs_features)
-        self.tag = ""  # "<out_dir name>: " in the log lines of runs trained together
-        self.metrics: dict = {}
-        self.sums: dict[str, float] = {}
-        self.logs: dict[str, float] = {}
-        self.writer = None
-
-    def resume(self) -> tuple[int, int] | None:
-        """Load ``last.pt`` if there is one: (epoch, step) reached, else None."""
-        last = self.out_dir / "last.pt"
-        if not last.exists():
-            log.info("--resume: no %s yet, starting fresh", last)
-            return None
-        ckpt = read_checkpoint(last)
-        state = ckpt["train_state"]
-        self.model.load_state_dict(state["model_raw"])
-        self.ema.module.load_state_dict(ckpt["model"])
-        self.ema.updates = int(state["ema_updates"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        for m, sd in zip(self.extra, state.get("extra_modules", [])):
-            m.load_state_dict(sd)
-        self.metrics = ckpt.get("metrics", {})
-        epoch, step = int(state["epoch"]), int(state["step"])
-        log.info("resuming %s at epoch %d (step %d)", last, epoch, step)
-        return epoch, step
-
-    def step(
-        self,
-        images: torch.Tensor,
-        targets: torch.Tensor,
-        context: Any,
-        lr: float,
-        use_bf16: bool,
-        world: int,
-        where: str,
-    ) -> None:
-        """One optimizer step on a batch (teacher context shared with the other runs)."""
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
-        d = self.distiller
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            if self.needs_features:
-                out, feats = self.net(images, return_features=True)
-            else:
-                out, feats = self.net(images), None
-        loss, logs, assignment = detection_loss(out, targets, self.model.strides, self.cfg.loss)
-        if d is not None:
-            kd_loss, kd_logs = d.loss(context, out, feats, assignment)
-            loss = loss + kd_loss * images.shape[0]
-            logs.update(kd_logs)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"{self.out_dir}: loss is {loss.item()} at {where}")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if world > 1 and self.extra:  # adapters live outside DDP: average their grads
-            ddp.average_gradients(self.extra)
-        nn.utils.clip_grad_norm_([p for _, p in self.params], self.cfg.grad_clip)
-        self.optimizer.step()
-        self.ema.update(self.model)
-        self.logs = logs
-        for k, v in logs.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-
-
 def _check_shared(cfgs: list[TrainConfig], distillers: list[Distiller | None]) -> None:
     first = cfgs[0]
     for cfg in cfgs[1:]:
@@ -316,7 +221,7 @@ def train_many(
     val_split = load_split(data, "val")
     names = train_split.class_names
     runs = [
-        _Run(cfg, Path(out), d, names, device, rank, world)
+        Trainee(cfg, Path(out), d, names, device, rank, world)
         for cfg, out, d in zip(cfgs, out_dirs, distillers)
     ]
     lead = distillers[0]
@@ -351,7 +256,7 @@ def train_many(
     for r in runs:
         if rank == 0:
             r.out_dir.mkdir(parents=True, exist_ok=True)
-            r.writer = _tensorboard(r.out_dir)
+            r.writer = tensorboard_writer(r.out_dir)
     t_start = time.perf_counter()
     desc = runs[0].cfg.arch_name if len(runs) == 1 else f"{len(runs)} runs"
 
@@ -411,8 +316,8 @@ def train_many(
         n_batches = max(1, n_batches)
         last_epoch = epoch + 1 == cfg0.epochs or bool(cfg0.max_steps and step >= cfg0.max_steps)
         for r, lr in zip(runs, lrs):
-            _end_epoch(r, epoch, step, lr, n_images, n_batches, t0, t_start, last_epoch,
-                       rank, names, val_split, data, teacher_path, progress)  # fmt: skip
+            r.end_epoch(epoch, step, lr, n_images, n_batches, t0, t_start, last_epoch,
+                        rank, names, val_split, data, teacher_path, progress)  # fmt: skip
         if last_epoch:
             break
     ddp.cleanup()
@@ -420,79 +325,3 @@ def train_many(
         if r.writer is not None:
             r.writer.close()
     return [r.out_dir / "model.pt" for r in runs]
-
-
-def _end_epoch(
-    r: _Run,
-    epoch: int,
-    step: int,
-    lr: float,
-    n_images: int,
-    n_batches: int,
-    t0: float,
-    t_start: float,
-    last_epoch: bool,
-    rank: int,
-    names: tuple[str, ...],
-    val_split,
-    data: str | Path,
-    teacher_path: str,
-    progress: bool,
-) -> None:
-    """Log the epoch, evaluate when due, and write last.pt (and model.pt at the end)."""
-    cfg = r.cfg
-    record = {
-        "epoch": epoch + 1,
-        "step": step,
-        "lr": lr,
-        "images_per_s": round(n_images / (time.perf_counter() - t0), 2),
-        "wall_seconds": round(time.perf_counter() - t_start, 1),
-        **{f"loss_{k}": round(v / n_batches, 5) for k, v in r.sums.items()},
-    }
-    if rank == 0 and (last_epoch or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
-        from distill.evaluate import evaluate_model
-
-        result = evaluate_model(r.ema.module, val_split, cfg.img_size, progress=progress)
-        record.update(map50_95=result.map50_95, map50=result.map50)
-        r.metrics = {"map50_95": result.map50_95, "map50": result.map50, "epoch": epoch + 1}
-    if rank != 0:
-        return
-    with (r.out_dir / "metrics.jsonl").open("a") as f:
-        f.write(json.dumps(record) + "\n")
-    if r.writer is not None:
-        for k, v in record.items():
-            if isinstance(v, (int, float)) and k != "epoch":
-                r.writer.add_scalar(k, v, epoch + 1)
-    log.info("%sepoch %s", r.tag, json.dumps(record))
-    train_state = {
-        "model_raw": {k: v.detach().clone() for k, v in r.model.state_dict().items()},
-        "optimizer": r.optimizer.state_dict(),
-        "epoch": epoch + 1,
-        "step": step,
-        "ema_updates": r.ema.updates,
-        "extra_modules": [m.state_dict() for m in r.extra],
-    }
-    common = dict(
-        preset=cfg.arch_name,
-        scale=r.scale,
-        class_names=names,
-        img_size=cfg.img_size,
-        config=to_dict(cfg),
-        metrics=r.metrics,
-        teacher=teacher_path,
-        data=str(data),
-    )
-    save_atomic(
-        make_checkpoint(r.ema.module, train_state=train_state, **common), r.out_dir / "last.pt"
-    )
-    if last_epoch:
-        r.metrics["train_seconds"] = round(time.perf_counter() - t_start, 1)
-        save_atomic(make_checkpoint(r.ema.module, **common), r.out_dir / "model.pt")
-
-
-def _tensorboard(out_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # tensorboard not installed: JSON lines only
-        return None
-    return SummaryWriter(str(out_dir / "tb"))

@@ -1,0 +1,195 @@
+"""One model being trained by :func:`distill.train.train_many`: its weights, EMA,
+optimizer, KD modules (adapters), logs and checkpoints. Several trainees can share the
+batches (and the teacher's pass) of one training loop."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from distill import ddp
+from distill.checkpoint import make_checkpoint, read_checkpoint, save_atomic
+from distill.config import to_dict
+from distill.losses.detection import detection_loss
+from distill.models.detector import Detector
+from distill.models.presets import build_detector
+from distill.optim import ModelEMA, build_optimizer, seed_everything
+
+if TYPE_CHECKING:
+    from distill.train import Distiller, TrainConfig
+
+log = logging.getLogger("distill.train")  # the training loop's log lines
+
+
+class Trainee:
+    """One model being trained: its weights, EMA, optimizer, KD modules and logs."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        out_dir: Path,
+        distiller: Distiller | None,
+        names: tuple[str, ...],
+        device: torch.device,
+        rank: int,
+        world: int,
+    ) -> None:
+        self.cfg, self.out_dir, self.distiller = cfg, out_dir, distiller
+        self.scale = cfg.scale()
+        seed_everything(cfg.seed + rank)  # the same initial weights as a run of its own
+        self.model: Detector = build_detector(self.scale, len(names)).to(device)
+        self.model.head.reset_bias(cfg.img_size)
+        self.extra = [m.to(device) for m in distiller.trainable_modules()] if distiller else []
+        self.params = list(self.model.named_parameters())
+        for i, m in enumerate(self.extra):
+            self.params += [(f"kd{i}.{n}", p) for n, p in m.named_parameters()]
+        self.optimizer = build_optimizer(
+            self.params, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum
+        )
+        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau)
+        self.net = ddp.wrap(self.model, device) if world > 1 else self.model
+        self.needs_features = bool(distiller is not None and distiller.needs_features)
+        self.tag = ""  # "<out_dir name>: " in the log lines of runs trained together
+        self.metrics: dict = {}
+        self.sums: dict[str, float] = {}
+        self.logs: dict[str, float] = {}
+        self.writer = None
+
+    def resume(self) -> tuple[int, int] | None:
+        """Load ``last.pt`` if there is one: (epoch, step) reached, else None."""
+        last = self.out_dir / "last.pt"
+        if not last.exists():
+            log.info("--resume: no %s yet, starting fresh", last)
+            return None
+        ckpt = read_checkpoint(last)
+        state = ckpt["train_state"]
+        self.model.load_state_dict(state["model_raw"])
+        self.ema.module.load_state_dict(ckpt["model"])
+        self.ema.updates = int(state["ema_updates"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for m, sd in zip(self.extra, state.get("extra_modules", [])):
+            m.load_state_dict(sd)
+        self.metrics = ckpt.get("metrics", {})
+        epoch, step = int(state["epoch"]), int(state["step"])
+        log.info("resuming %s at epoch %d (step %d)", last, epoch, step)
+        return epoch, step
+
+    def step(
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        context: Any,
+        lr: float,
+        use_bf16: bool,
+        world: int,
+        where: str,
+    ) -> None:
+        """One optimizer step on a batch (teacher context shared with the other runs)."""
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        d = self.distiller
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            if self.needs_features:
+                out, feats = self.net(images, return_features=True)
+            else:
+                out, feats = self.net(images), None
+        loss, logs, assignment = detection_loss(out, targets, self.model.strides, self.cfg.loss)
+        if d is not None:
+            kd_loss, kd_logs = d.loss(context, out, feats, assignment)
+            loss = loss + kd_loss * images.shape[0]
+            logs.update(kd_logs)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"{self.out_dir}: loss is {loss.item()} at {where}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if world > 1 and self.extra:  # adapters live outside DDP: average their grads
+            ddp.average_gradients(self.extra)
+        nn.utils.clip_grad_norm_([p for _, p in self.params], self.cfg.grad_clip)
+        self.optimizer.step()
+        self.ema.update(self.model)
+        self.logs = logs
+        for k, v in logs.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+
+    def end_epoch(
+        self,
+        epoch: int,
+        step: int,
+        lr: float,
+        n_images: int,
+        n_batches: int,
+        t0: float,
+        t_start: float,
+        last_epoch: bool,
+        rank: int,
+        names: tuple[str, ...],
+        val_split,
+        data: str | Path,
+        teacher_path: str,
+        progress: bool,
+    ) -> None:
+        """Log the epoch, evaluate when due, and write last.pt (and model.pt at the end)."""
+        cfg = self.cfg
+        record = {
+            "epoch": epoch + 1,
+            "step": step,
+            "lr": lr,
+            "images_per_s": round(n_images / (time.perf_counter() - t0), 2),
+            "wall_seconds": round(time.perf_counter() - t_start, 1),
+            **{f"loss_{k}": round(v / n_batches, 5) for k, v in self.sums.items()},
+        }
+        if rank == 0 and (last_epoch or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
+            from distill.evaluate import evaluate_model
+
+            result = evaluate_model(self.ema.module, val_split, cfg.img_size, progress=progress)
+            record.update(map50_95=result.map50_95, map50=result.map50)
+            self.metrics = {"map50_95": result.map50_95, "map50": result.map50, "epoch": epoch + 1}
+        if rank != 0:
+            return
+        with (self.out_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "epoch":
+                    self.writer.add_scalar(k, v, epoch + 1)
+        log.info("%sepoch %s", self.tag, json.dumps(record))
+        train_state = {
+            "model_raw": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": epoch + 1,
+            "step": step,
+            "ema_updates": self.ema.updates,
+            "extra_modules": [m.state_dict() for m in self.extra],
+        }
+        common = dict(
+            preset=cfg.arch_name,
+            scale=self.scale,
+            class_names=names,
+            img_size=cfg.img_size,
+            config=to_dict(cfg),
+            metrics=self.metrics,
+            teacher=teacher_path,
+            data=str(data),
+        )
+        save_atomic(
+            make_checkpoint(self.ema.module, train_state=train_state, **common),
+            self.out_dir / "last.pt",
+        )
+        if last_epoch:
+            self.metrics["train_seconds"] = round(time.perf_counter() - t_start, 1)
+            save_atomic(make_checkpoint(self.ema.module, **common), self.out_dir / "model.pt")
+
+
+def tensorboard_writer(out_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard not installed: JSON lines only
+        return None
+    return SummaryWriter(str(out_dir / "tb"))
