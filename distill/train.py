@@ -141,7 +141,8 @@ def subset_records(split, fraction: float, seed: int):
     ]
 
 
-# Keys that shape the batches: runs trained together (train_many) must agree on them.
+# Keys that shape the batches or the forward pass: runs trained together (train_many)
+# must agree on them.
 SHARED_KEYS = (
     "img_size",
     "epochs",
@@ -153,6 +154,7 @@ SHARED_KEYS = (
     "workers",
     "cache",
     "aug",
+    "bf16",
 )
 
 
