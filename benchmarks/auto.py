@@ -142,7 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="data/synth")
     p.add_argument("--teachers", nargs="+", default=["runs/bench/teacher/model.pt"])
-    p.add_argument("--unlabelled", default="data/synth/unlabelled")
+    p.add_argument(
+        "--unlabelled",
+        default=None,
+        help="unlabelled frames for the distillation (default none: the same data as the "
+        "hand-picked hybrid nano it is compared with)",
+    )
     p.add_argument("--config", default=None, help="default: configs/bench_distill.yaml "
                    "if present, else configs/bench_student.yaml")  # fmt: skip
     p.add_argument("--grid", default="configs/auto_grid.yaml")
@@ -180,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     budget.write_text(f"latency:\n  p50_ms: {calibration['p50_ms']}\n  batch: 1\n{pin}")
     cmd = [sys.executable, "-m", "runtime.cli", "auto", "--data", args.data, "--budget",
            str(budget), "--backend", "onnxruntime", "--teachers", *args.teachers,
-           "--unlabelled", args.unlabelled, "--config", config, "--grid", args.grid,
-           "--out", str(args.out / "run")]  # fmt: skip
+           "--config", config, "--grid", args.grid, "--out", str(args.out / "run")]  # fmt: skip
+    if args.unlabelled:
+        cmd += ["--unlabelled", args.unlabelled]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     print("running:", shlex.join(cmd), flush=True)
