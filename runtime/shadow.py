@@ -294,7 +294,6 @@ class ShadowTeacher:
         with self._lock:
             self._total = self._total + counts
             self._latencies.append(teacher_ms)
-            self.compared += 1
             total = self._total
         if self.metrics is not None:
             self.metrics.observe(
@@ -303,6 +302,8 @@ class ShadowTeacher:
         f1 = counts.f1()
         if self.saver is not None and f1 < self.config.save_below_f1:
             self._save(image, student, reference, counts, f1, teacher_ms)
+        with self._lock:  # counted once everything about the frame is recorded (and saved)
+            self.compared += 1
 
     def _save(
         self, image: np.ndarray, student: Detections, teacher: Detections,

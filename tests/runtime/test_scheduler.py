@@ -129,7 +129,7 @@ def test_a_stale_estimate_is_measured_again_not_trusted(det: FakeDetector) -> No
         assert sched.expected_service_ms < 25.0  # the fake model's real time replaced it
         now = time.perf_counter()
         fresh = rec.job(2, budget_ms=30.0, received=now - 0.010)
-        sched._expected_ms = 25.0  # a recent call: the prediction applies again
+        sched._expected_ms, sched._last_call = 25.0, now  # a recent call: prediction applies
         assert sched._budget_drop(fresh, now) is not None
     finally:
         sched.begin_shutdown()

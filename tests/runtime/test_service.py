@@ -379,21 +379,21 @@ def test_graceful_stop_finishes_running_frame_and_drops_waiting() -> None:
 
 
 def test_budgets_can_count_from_capture_time() -> None:
-    old = time.time_ns() - 500_000_000  # captured 500 ms ago
+    old = time.time_ns() - 5_000_000_000  # captured 5 s ago (under the 10 s clock-skew cap)
     future = time.time_ns() + 60_000_000_000  # a clock a minute ahead: not trusted
     with running(FakeDetector(), deadline_from="capture") as (_srv, client):
-        fresh = client.detect(solid(1), budget_ms=200, encode="raw")
+        fresh = client.detect(solid(1), budget_ms=2000, encode="raw")
         assert fresh.budget_met
         with pytest.raises(grpc.RpcError) as e:
-            client.detect(solid(1), budget_ms=200, encode="raw", capture_time_ns=old)
+            client.detect(solid(1), budget_ms=2000, encode="raw", capture_time_ns=old)
         assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert "over its budget" in e.value.details()
-        skewed = client.detect(solid(1), budget_ms=200, encode="raw", capture_time_ns=future)
+        skewed = client.detect(solid(1), budget_ms=2000, encode="raw", capture_time_ns=future)
         assert skewed.budget_met  # counted from arrival instead
-        call = client.open_stream(budget_ms=200, encode="raw")
+        call = client.open_stream(budget_ms=2000, encode="raw")
         call.send(solid(1), frame_id=0, capture_time_ns=old)
         call.close()
         assert kinds(list(call)) == [(0, "dropped:BUDGET_EXCEEDED")]
     with running(FakeDetector()) as (_srv, client):  # default: from arrival
-        stale = client.detect(solid(1), budget_ms=200, encode="raw", capture_time_ns=old)
+        stale = client.detect(solid(1), budget_ms=2000, encode="raw", capture_time_ns=old)
         assert stale.budget_met
