@@ -102,6 +102,13 @@ def save_results(path: Path, rows: list[dict], command: str) -> None:
         f"Command: `{command}`",
         "",
         *markdown_table(rows, COLUMNS),
+        "",
+        *[
+            f"- {r['model']} seed {r['seed']} ({r['labelled_fraction']:.0%} labels, "
+            f"{r['precision']}): {r['note']}"
+            for r in rows
+            if r.get("note")
+        ],
     ]
     write_text_atomic(path.with_suffix(".md"), "\n".join(md) + "\n")
     plot(rows, path.with_suffix(".png"))
