@@ -1,0 +1,83 @@
+"""``ServerConfig``: the settings of ``understudy serve`` (one field per flag) and their
+validation. :mod:`runtime.server` builds the server from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.budget import Budget
+from runtime.errors import ConfigError
+from runtime.scheduler import POLICIES
+from runtime.service import DEADLINE_FROM
+from runtime.shadow import ShadowConfig
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Server settings (the ``understudy serve`` flags)."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051  # 0 = pick a free port
+    budget_ms: float = 33.0  # default budget for frames that send 0
+    policy: str = "keep-latest"  # or "queue"
+    queue_size: int = 4  # per stream, policy "queue"
+    max_batch: int = 1  # micro-batch across streams when the model takes batch > 1
+    max_wait_ms: float = 2.0  # how long the worker waits to fill a micro-batch
+    predict_drops: bool = True  # drop frames that would miss their budget (see scheduler)
+    reply_margin_ms: float = 2.0  # of each budget, kept for the answer's trip to the client
+    service_quantile: float = 0.9  # quantile of recent model calls used to predict misses
+    deadline_from: str = "arrival"  # or "capture": budgets count from the frame's capture time
+    metrics_port: int | None = None  # None = no metrics endpoint, 0 = pick a free port
+    max_message_mb: float = 16.0
+    max_pixels: int = 4096 * 4096
+    max_streams: int = 16
+    max_outstanding: int = 32  # frames per stream read but not yet answered
+    reduced_decode: bool = True  # decode large JPEGs at 1/2..1/8 scale (see runtime.frames)
+    unary_workers: int = 8  # threads for unary calls (Detect, GetModelInfo, reflection)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    token: str | None = None
+    warmup_runs: int = 3
+    latency_probe_runs: int = 20
+    teacher_latency_ms: float | None = None
+    budget: Budget | None = None  # checked once the model is warm (module docstring)
+    budget_source: str = "budget"  # the budget file, for messages
+    strict_budget: bool = False  # refuse to serve when the budget fails
+    shadow: ShadowConfig | None = None  # settings of the shadow teacher, when one is given
+    extra_options: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
+
+    def validate(self) -> None:
+        checks = [
+            (self.policy in POLICIES, f"--policy must be one of {POLICIES}, got {self.policy!r}"),
+            (self.budget_ms > 0, f"--budget-ms must be > 0, got {self.budget_ms}"),
+            (
+                self.deadline_from in DEADLINE_FROM,
+                f"--deadline-from must be one of {DEADLINE_FROM}, got {self.deadline_from!r}",
+            ),
+            (
+                0.0 < self.service_quantile <= 1.0,
+                f"--service-quantile must be in (0, 1], got {self.service_quantile}",
+            ),
+            (
+                self.reply_margin_ms >= 0,
+                f"--reply-margin-ms must be >= 0, got {self.reply_margin_ms}",
+            ),
+            (self.queue_size >= 1, f"--queue-size must be >= 1, got {self.queue_size}"),
+            (self.max_batch >= 1, f"--max-batch must be >= 1, got {self.max_batch}"),
+            (self.max_wait_ms >= 0, f"--max-wait-ms must be >= 0, got {self.max_wait_ms}"),
+            (self.max_message_mb > 0, f"--max-message-mb must be > 0, got {self.max_message_mb}"),
+            (self.max_pixels > 0, f"--max-pixels must be > 0, got {self.max_pixels}"),
+            (self.max_streams >= 1, f"--max-streams must be >= 1, got {self.max_streams}"),
+            (0 <= self.port < 65536, f"--port must be in 0..65535, got {self.port}"),
+            (
+                (self.tls_cert is None) == (self.tls_key is None),
+                "--tls-cert and --tls-key must be given together",
+            ),
+            (self.budget is not None or not self.strict_budget, "--strict-budget needs --budget"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        if self.shadow is not None:
+            self.shadow.validate()
