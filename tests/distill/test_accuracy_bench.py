@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -14,6 +15,7 @@ _spec = importlib.util.spec_from_file_location(
 )
 accuracy = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(accuracy)
+ajobs = sys.modules["accuracy_jobs"]  # imported by accuracy.py: job names, groups, dependencies
 
 
 def args(**kw) -> argparse.Namespace:
@@ -22,7 +24,7 @@ def args(**kw) -> argparse.Namespace:
 
 
 def test_plan_has_every_row_of_the_issue() -> None:
-    names = [accuracy.job_name(r) for r in accuracy.plan(args())]
+    names = [ajobs.job_name(r) for r in accuracy.plan(args())]
     assert names[0] == "teacher"
     for expected in ("scratch-s0", "scratch-s1", "hybrid-s0", "hybrid-s1", "logit-s0", "ld-s0",
                      "feature-s0", "cwd-s0", "attention-s0", "scratch-l20-s0", "scratch-l20-s1",
@@ -32,19 +34,19 @@ def test_plan_has_every_row_of_the_issue() -> None:
 
 def test_single_methods_are_grouped_unless_separate() -> None:
     runs = accuracy.plan(args())
-    jobs = accuracy.group_singles(runs, args())
+    jobs = ajobs.group_singles(runs, args())
     groups = [j for j in jobs if "group" in j]
     assert len(groups) == 1 and [r["model"] for r in groups[0]["group"]] == list(accuracy.SINGLE)
-    assert accuracy.job_name(groups[0]) == "singles-s0:logit,ld,feature,cwd,attention"
-    assert accuracy.needs(groups[0], jobs) == ["teacher"]
-    assert len(accuracy.group_singles(runs, args(separate=True))) == len(runs)
+    assert ajobs.job_name(groups[0]) == "singles-s0:logit,ld,feature,cwd,attention"
+    assert ajobs.needs(groups[0], jobs) == ["teacher"]
+    assert len(ajobs.group_singles(runs, args(separate=True))) == len(runs)
     # a lone pending single is a plain run
     lone = [r for r in runs if r["model"] == "cwd"]
-    assert accuracy.group_singles(lone, args()) == lone
+    assert ajobs.group_singles(lone, args()) == lone
     # the int8 row waits for its fp32 student; scratch waits for nothing
     int8 = next(r for r in runs if r.get("int8"))
-    assert accuracy.needs(int8, runs) == ["hybrid-s0"]
-    assert accuracy.needs(runs[1], runs) == []
+    assert ajobs.needs(int8, runs) == ["hybrid-s0"]
+    assert ajobs.needs(runs[1], runs) == []
 
 
 def test_tiny_benchmark_runs_in_parallel_and_resumes(tiny_data: Path, tmp_path: Path) -> None:

@@ -1,0 +1,118 @@
+"""Jobs of the accuracy benchmark (``benchmarks/accuracy.py``): their names, which runs
+are trained together, what each waits for, and running several at once.
+
+A planned run is a dict (model, size, seed, frac[, int8]); a group job is
+``{"group": [runs], "seed": s}`` (the single-method students trained together).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+SINGLE = ("logit", "ld", "feature", "cwd", "attention")
+
+
+def run_name(r: dict) -> str:
+    frac = "" if r["frac"] == 1.0 else f"-l{int(r['frac'] * 100)}"
+    return "teacher" if r["model"] == "teacher" else f"{r['model']}{frac}-s{r['seed']}"
+
+
+def group_singles(pending: list[dict], args: argparse.Namespace) -> list[dict]:
+    """Unless --separate: the pending single-method runs of a seed become one group job."""
+    if args.separate:
+        return pending
+    out, groups = [], {}
+    for r in pending:
+        if r["model"] in SINGLE and r["frac"] == 1.0 and not r.get("int8"):
+            if r["seed"] not in groups:
+                groups[r["seed"]] = {"group": [], "seed": r["seed"]}
+                out.append(groups[r["seed"]])
+            groups[r["seed"]]["group"].append(r)
+        else:
+            out.append(r)
+    return [g["group"][0] if "group" in g and len(g["group"]) == 1 else g for g in out]
+
+
+def run_key(r: dict) -> tuple:
+    if "group" in r:
+        return ("group", r["seed"])
+    return (r["model"], r["size"], r["seed"], r["frac"], "int8" if r.get("int8") else "fp32")
+
+
+def job_name(r: dict) -> str:
+    if "group" in r:  # e.g. singles-s0:logit,ld,feature
+        return f"singles-s{r['seed']}:" + ",".join(x["model"] for x in r["group"])
+    return run_name(r) + ("-int8" if r.get("int8") else "")
+
+
+def needs(r: dict, runs: list[dict]) -> list[str]:
+    """Job names that must finish before ``r`` starts (the teacher; hybrid for int8)."""
+    names = {job_name(x) for x in runs}
+    if "group" in r:
+        deps = ["teacher"]
+    elif r.get("int8"):
+        deps = [run_name(dict(r, int8=False))]
+    elif r["model"] in ("teacher", "scratch"):
+        deps = []
+    else:
+        deps = ["teacher"]
+    return [d for d in deps if d in names]
+
+
+def run_parallel(pending: list[dict], args: argparse.Namespace, on_row) -> None:
+    """Up to ``--jobs`` runs at once, each in its own process (they share the GPU)."""
+    import signal
+    import subprocess
+    import tempfile
+    import time
+
+    script = Path(__file__).resolve().with_name("accuracy.py")  # children run one job each
+    base = [sys.executable, str(script), "--data", args.data]
+    base += ["--runs", args.runs, "--jobs", str(args.jobs)]
+    base += [x for s in args.set for x in ("--set", s)]
+    todo, running, failed = list(pending), {}, []
+    Path(args.runs).mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a time limit: stop the children
+    try:
+        while todo or running:
+            blocked = {job_name(x) for x in todo} | set(running) | set(failed)
+            for r in list(todo):
+                if len(running) >= args.jobs:
+                    break
+                if any(d in blocked for d in needs(r, pending)):
+                    continue
+                todo.remove(r)
+                name = job_name(r)
+                safe = "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
+                row_file = Path(tempfile.mkstemp(prefix=f"{safe}-", suffix=".json")[1])
+                log_file = Path(args.runs) / f"{safe}.log"
+                cmd = [*base, "--one", name, "--row-out", str(row_file), "--command", args.command]
+                with log_file.open("ab") as log_f:
+                    proc = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT)
+                running[name] = (proc, row_file, log_file)
+                logging.info("started %s (log %s)", name, log_file)
+            if not running:  # everything left waits on a failed run
+                break
+            time.sleep(2)
+            for name, (proc, row_file, log_file) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[name]
+                if proc.returncode == 0 and row_file.stat().st_size:
+                    for row in json.loads(row_file.read_text()):
+                        on_row(row)
+                    logging.info("finished %s", name)
+                else:
+                    failed.append(name)
+                    logging.error("%s failed (exit %s); see %s", name, proc.returncode, log_file)
+                row_file.unlink(missing_ok=True)
+    finally:
+        for proc, _, _ in running.values():
+            proc.terminate()
+    if failed or todo:
+        skipped = [job_name(x) for x in todo]
+        raise SystemExit(f"runs failed: {failed}; not started (they need a failed run): {skipped}")
