@@ -37,9 +37,11 @@ if str(ROOT / "benchmarks") not in sys.path:  # also when loaded by path (tests)
     sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from accuracy_jobs import (  # noqa: E402
+    RECIPES,
     SINGLE,
     group_singles,
     job_name,
+    label,
     run_key,
     run_name,
     run_parallel,
@@ -48,6 +50,7 @@ from accuracy_jobs import (  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 COLUMNS = [
     ("model", "model"),
+    ("recipe", "recipe"),
     ("size", "size"),
     ("seed", "seed"),
     ("labelled_fraction", "labelled"),
@@ -75,11 +78,15 @@ def plan(args: argparse.Namespace) -> list[dict]:
         runs = [
             r for r in runs if r["model"] in args.only or ("int8" in args.only and r.get("int8"))
         ]
+    for name in getattr(args, "recipes", None) or []:  # asked for by name: never filtered
+        for seed in args.seeds:
+            runs.append(dict(model="hybrid", recipe=name, size="nano", seed=seed, frac=1.0))
     return runs
 
 
 def key(row: dict) -> tuple:
-    return (row["model"], row["size"], row["seed"], row["labelled_fraction"], row["precision"])
+    return (row["model"], row["size"], row["seed"], row["labelled_fraction"], row["precision"],
+            row.get("recipe", ""))  # fmt: skip
 
 
 def load_results(path: Path) -> list[dict]:
@@ -95,6 +102,7 @@ def save_results(path: Path, rows: list[dict], command: str) -> None:
             r["labelled_fraction"] != 1.0,
             r["model"] != "teacher",
             r["model"],
+            r.get("recipe", ""),
             r["precision"],
             r["seed"],
         ),
@@ -110,7 +118,7 @@ def save_results(path: Path, rows: list[dict], command: str) -> None:
         *markdown_table(rows, COLUMNS),
         "",
         *[
-            f"- {r['model']} seed {r['seed']} ({r['labelled_fraction']:.0%} labels, "
+            f"- {label(r)} seed {r['seed']} ({r['labelled_fraction']:.0%} labels, "
             f"{r['precision']}): {r['note']}"
             for r in rows
             if r.get("note")
@@ -128,9 +136,9 @@ def plot(rows: list[dict], path: Path) -> None:
 
     groups: dict[str, list[float]] = {}
     for r in rows:
-        label = r["model"] + ("" if r["labelled_fraction"] == 1.0 else " (20%)")
-        label += " int8" if r["precision"] == "int8" else ""
-        groups.setdefault(label, []).append(r["map50_95"])
+        name = label(r) + ("" if r["labelled_fraction"] == 1.0 else " (20%)")
+        name += " int8" if r["precision"] == "int8" else ""
+        groups.setdefault(name, []).append(r["map50_95"])
     names = list(groups)
     means = [sum(v) / len(v) for v in groups.values()]
     fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.8), 3.8))
@@ -159,6 +167,13 @@ def scarce_unlabelled(data: str, seed: int, folder: Path) -> Path:
     return folder
 
 
+def kd_overrides(r: dict, args: argparse.Namespace) -> list[str]:
+    """configs/bench_distill.yaml overrides of a distilled run: method, seed, labels, recipe."""
+    method = "hybrid" if r["model"] == "pseudo" else r["model"]
+    over = [f"kd.method={method}", f"seed={r['seed']}", f"labelled_fraction={r['frac']}"]
+    return [*over, *RECIPES.get(r.get("recipe", ""), []), *args.set]
+
+
 def train_run(r: dict, args: argparse.Namespace) -> Path:
     from distill.config import load
     from distill.distillation import DistillConfig, distill
@@ -172,10 +187,7 @@ def train_run(r: dict, args: argparse.Namespace) -> Path:
     if r["model"] == "scratch":
         cfg = load(TrainConfig, ROOT / "configs" / "bench_student.yaml", over)
         return train(cfg, args.data, out, resume=True, progress=args.progress)
-    method = "hybrid" if r["model"] == "pseudo" else r["model"]
-    cfg = load(
-        DistillConfig, ROOT / "configs" / "bench_distill.yaml", [f"kd.method={method}", *over]
-    )
+    cfg = load(DistillConfig, ROOT / "configs" / "bench_distill.yaml", kd_overrides(r, args))
     unlabelled = None
     if r["model"] == "pseudo":
         unlabelled = str(
@@ -255,7 +267,9 @@ def result_row(r: dict, model_pt: Path) -> dict:
         "images_per_s": round(sorted(ips)[len(ips) // 2], 1),
         "epochs": ckpt["config"].get("epochs"),
         "img_size": ckpt["img_size"],
-    }
+        **({"recipe": r["recipe"], "recipe_overrides": RECIPES[r["recipe"]]} if r.get("recipe")
+           else {}),
+    }  # fmt: skip
 
 
 def group_rows(g: dict, args: argparse.Namespace, command: str) -> list[dict]:
@@ -268,19 +282,17 @@ def group_rows(g: dict, args: argparse.Namespace, command: str) -> list[dict]:
     todo = [(r, o) for r, o in zip(members, outs) if not (o / "model.pt").is_file()]
     if todo:
         cfgs = [
-            load(DistillConfig, ROOT / "configs" / "bench_distill.yaml",
-                 [f"kd.method={r['model']}", f"seed={r['seed']}",
-                  f"labelled_fraction={r['frac']}", *args.set])
+            load(DistillConfig, ROOT / "configs" / "bench_distill.yaml", kd_overrides(r, args))
             for r, _ in todo
-        ]  # fmt: skip
+        ]
         teacher = Path(args.runs) / "teacher" / "model.pt"
         distill_many(cfgs, str(teacher), args.data, [str(o) for _, o in todo], resume=True,
                      progress=args.progress)  # fmt: skip
-    names = [r["model"] for r in members]
+    names = [label(r) for r in members]
     rows = []
     for r, o in zip(members, outs):
         row = result_row(r, o / "model.pt")
-        row["trained_with"] = [n for n in names if n != r["model"]]
+        row["trained_with"] = [n for n in names if n != label(r)]
         row["note"] = (
             f"trained together with {', '.join(row['trained_with'])} (same batches, one "
             "teacher pass per step): train_seconds and images_per_s are the group's"
@@ -318,6 +330,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--only", nargs="+", help="only these row names (teacher, scratch, hybrid, int8, ...)"
     )
+    ap.add_argument(
+        "--recipes",
+        nargs="+",
+        default=[],
+        choices=sorted(RECIPES),
+        help="also distil hybrid students with these recipes (benchmarks/accuracy_jobs.py)",
+    )
     ap.add_argument("--set", action="append", default=[], help="config override for every run")
     ap.add_argument("--out", default=str(RESULTS / "accuracy.json"))
     ap.add_argument("--progress", action="store_true", help="progress bars (default: log lines)")
@@ -351,8 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.one.startswith("singles-"):
             seed = int(args.one.removeprefix("singles-s").split(":")[0])
             names = args.one.split(":", 1)[1].split(",")
-            members = [x for x in everything if x["model"] in names and x["seed"] == seed
-                       and x["frac"] == 1.0]  # fmt: skip
+            members = [x for x in everything if label(x) in names and x["seed"] == seed
+                       and x["frac"] == 1.0 and not x.get("int8")]  # fmt: skip
             r = {"group": members, "seed": seed}
         else:
             (r,) = [x for x in everything if job_name(x) == args.one]

@@ -15,10 +15,33 @@ from pathlib import Path
 
 SINGLE = ("logit", "ld", "feature", "cwd", "attention")
 
+# Other hybrid recipes to compare with configs/bench_distill.yaml's (``--recipes NAME``): the
+# overrides each adds on top of it. Rows carry the recipe's name; their runs live in
+# runs/bench/hybrid-NAME-sS and train in the single-method group of their seed.
+RECIPES = {
+    # logit and LD weighted 4x: late in training they fall to ~0.1 of the detection loss
+    "strong": ["kd.weights.logit=2.0", "kd.weights.ld=1.0"],
+    # the same plus channel-wise distillation (CWD) on the neck features
+    "strong-cwd": ["kd.weights.logit=2.0", "kd.weights.ld=1.0",
+                   "kd.hybrid=[logit, ld, feature, cwd]"],
+}  # fmt: skip
+
+
+def label(r: dict) -> str:
+    """A run's name within its group: the method, plus ``+recipe`` for a hybrid recipe."""
+    return r["model"] + (f"+{r['recipe']}" if r.get("recipe") else "")
+
+
+def groupable(r: dict) -> bool:
+    """Trained in its seed's single-method group: a single method or a hybrid recipe."""
+    full = r["frac"] == 1.0 and not r.get("int8")
+    return full and (r["model"] in SINGLE or bool(r.get("recipe")))
+
 
 def run_name(r: dict) -> str:
     frac = "" if r["frac"] == 1.0 else f"-l{int(r['frac'] * 100)}"
-    return "teacher" if r["model"] == "teacher" else f"{r['model']}{frac}-s{r['seed']}"
+    recipe = f"-{r['recipe']}" if r.get("recipe") else ""
+    return "teacher" if r["model"] == "teacher" else f"{r['model']}{recipe}{frac}-s{r['seed']}"
 
 
 def group_singles(pending: list[dict], args: argparse.Namespace) -> list[dict]:
@@ -27,7 +50,7 @@ def group_singles(pending: list[dict], args: argparse.Namespace) -> list[dict]:
         return pending
     out, groups = [], {}
     for r in pending:
-        if r["model"] in SINGLE and r["frac"] == 1.0 and not r.get("int8"):
+        if groupable(r):
             if r["seed"] not in groups:
                 groups[r["seed"]] = {"group": [], "seed": r["seed"]}
                 out.append(groups[r["seed"]])
@@ -40,12 +63,13 @@ def group_singles(pending: list[dict], args: argparse.Namespace) -> list[dict]:
 def run_key(r: dict) -> tuple:
     if "group" in r:
         return ("group", r["seed"])
-    return (r["model"], r["size"], r["seed"], r["frac"], "int8" if r.get("int8") else "fp32")
+    precision = "int8" if r.get("int8") else "fp32"
+    return (r["model"], r["size"], r["seed"], r["frac"], precision, r.get("recipe", ""))
 
 
 def job_name(r: dict) -> str:
-    if "group" in r:  # e.g. singles-s0:logit,ld,feature
-        return f"singles-s{r['seed']}:" + ",".join(x["model"] for x in r["group"])
+    if "group" in r:  # e.g. singles-s0:logit,ld,feature,hybrid+strong
+        return f"singles-s{r['seed']}:" + ",".join(label(x) for x in r["group"])
     return run_name(r) + ("-int8" if r.get("int8") else "")
 
 
@@ -74,6 +98,7 @@ def run_parallel(pending: list[dict], args: argparse.Namespace, on_row) -> None:
     base = [sys.executable, str(script), "--data", args.data]
     base += ["--runs", args.runs, "--jobs", str(args.jobs)]
     base += [x for s in args.set for x in ("--set", s)]
+    base += ["--recipes", *args.recipes] if getattr(args, "recipes", None) else []
     todo, running, failed = list(pending), {}, []
     Path(args.runs).mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a time limit: stop the children
