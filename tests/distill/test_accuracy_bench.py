@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from distill.checkpoint import read_checkpoint
+
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location(
     "accuracy_bench", ROOT / "benchmarks" / "accuracy.py"
@@ -19,7 +21,7 @@ ajobs = sys.modules["accuracy_jobs"]  # imported by accuracy.py: job names, grou
 
 
 def args(**kw) -> argparse.Namespace:
-    base = dict(seeds=[0, 1], only=None, separate=False)
+    base = dict(seeds=[0, 1], only=None, separate=False, recipes=[], set=[])
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -49,19 +51,42 @@ def test_single_methods_are_grouped_unless_separate() -> None:
     assert ajobs.needs(runs[1], runs) == []
 
 
+def test_recipes_join_their_seeds_group_with_their_overrides() -> None:
+    a = args(only=["logit"], recipes=["strong-cwd"], set=["epochs=2"])
+    runs = accuracy.plan(a)
+    assert [ajobs.run_name(r) for r in runs] == ["logit-s0", "hybrid-strong-cwd-s0",
+                                                 "hybrid-strong-cwd-s1"]  # fmt: skip
+    jobs = ajobs.group_singles(runs, a)
+    assert [ajobs.job_name(j) for j in jobs] == ["singles-s0:logit,hybrid+strong-cwd",
+                                                 "hybrid-strong-cwd-s1"]  # fmt: skip
+    over = accuracy.kd_overrides(runs[1], a)
+    assert over[0] == "kd.method=hybrid" and over[-1] == "epochs=2"  # --set wins
+    assert all(o in over for o in ajobs.RECIPES["strong-cwd"])
+    # a recipe's row is its own: finishing it does not count as the plain hybrid row
+    assert ajobs.run_key(runs[1]) != ajobs.run_key(dict(runs[1], recipe=""))
+    row = dict(model="hybrid", size="nano", seed=0, labelled_fraction=1.0, precision="fp32")
+    assert accuracy.key(row) != accuracy.key(dict(row, recipe="strong-cwd"))
+
+
 def test_tiny_benchmark_runs_in_parallel_and_resumes(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "acc.json"
     common = ["--data", str(tiny_data), "--runs", str(tmp_path / "runs"), "--out", str(out),
               "--seeds", "0", "--set", "img_size=64", "--set", "epochs=1", "--set", "max_steps=1",
               "--set", "batch_size=4", "--set", "eval_every=0", "--set", "bf16=off"]  # fmt: skip
     only = ["--only", "teacher", "scratch", "logit", "ld", "pseudo"]
+    only += ["--recipes", "strong"]  # a hybrid recipe trains in the group of its seed
     assert accuracy.main([*common, *only, "--jobs", "2"]) == 0
     rows = json.loads(out.read_text())["rows"]
-    got = {(r["model"], r["labelled_fraction"]) for r in rows}
-    assert got == {("teacher", 1.0), ("scratch", 1.0), ("logit", 1.0), ("ld", 1.0),
-                   ("scratch", 0.2), ("pseudo", 0.2)}  # fmt: skip
+    got = {(r["model"], r.get("recipe"), r["labelled_fraction"]) for r in rows}
+    assert got == {("teacher", None, 1.0), ("scratch", None, 1.0), ("logit", None, 1.0),
+                   ("ld", None, 1.0), ("hybrid", "strong", 1.0), ("scratch", None, 0.2),
+                   ("pseudo", None, 0.2)}  # fmt: skip
     logit = next(r for r in rows if r["model"] == "logit")
-    assert logit["trained_with"] == ["ld"] and "command" in logit
+    assert logit["trained_with"] == ["ld", "hybrid+strong"] and "command" in logit
+    strong = next(r for r in rows if r.get("recipe") == "strong")
+    assert strong["recipe_overrides"] == ajobs.RECIPES["strong"]
+    kd = read_checkpoint(tmp_path / "runs" / "hybrid-strong-s0" / "model.pt")["config"]["kd"]
+    assert (kd["weights"]["logit"], kd["weights"]["ld"]) == (2.0, 1.0)  # the recipe's weights
     assert out.with_suffix(".md").is_file() and out.with_suffix(".png").is_file()
     stamp = (tmp_path / "runs" / "logit-s0" / "model.pt").stat().st_mtime_ns
     assert accuracy.main([*common, *only]) == 0  # everything done: nothing retrained
