@@ -15,12 +15,15 @@ rerunning skips finished rows and reuses trained models under --runs):
   "pseudo" = hybrid distillation on the same 20% + the other 80% as unlabelled frames
   (teacher pseudo-labels + KD targets), seeds 0 and 1
 - int8: the INT8 Q/DQ export of hybrid seed 0, evaluated through ONNX Runtime
+- with ``--recipes NAME ...``: hybrid students with other KD recipes (``RECIPES`` in
+  benchmarks/accuracy_jobs.py; rows carry ``recipe``), for every seed; those with the
+  benchmark's schedule train in their seed's single-method group
 
 Every student uses the same epochs, data and schedule (configs/bench_student.yaml; the
 distilled ones add configs/bench_distill.yaml's kd section).
 
     python benchmarks/accuracy.py [--only teacher scratch hybrid ...] [--seeds 0 1]
-        [--jobs N] [--separate]
+        [--recipes strong ...] [--jobs N] [--separate]
 """
 
 from __future__ import annotations
