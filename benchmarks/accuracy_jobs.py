@@ -17,7 +17,8 @@ SINGLE = ("logit", "ld", "feature", "cwd", "attention")
 
 # Other hybrid recipes to compare with configs/bench_distill.yaml's (``--recipes NAME``): the
 # overrides each adds on top of it. Rows carry the recipe's name; their runs live in
-# runs/bench/hybrid-NAME-sS and train in the single-method group of their seed.
+# runs/bench/hybrid-NAME-sS and train in the single-method group of their seed (unless
+# they change what shapes the batches).
 RECIPES = {
     # logit and LD weighted 4x: late in training they fall to ~0.1 of the detection loss
     "strong": ["kd.weights.logit=2.0", "kd.weights.ld=1.0"],
@@ -25,7 +26,8 @@ RECIPES = {
     "strong-cwd": ["kd.weights.logit=2.0", "kd.weights.ld=1.0",
                    "kd.hybrid=[logit, ld, feature, cwd]"],
     # a probe, not a comparable row: the benchmark's hybrid on 1.5x the schedule (is the
-    # student short of capacity or of training?); trains on its own (different schedule)
+    # student short of capacity or of training?); trains on its own (another schedule
+    # cannot share batches: see distill.train.SHARED_KEYS)
     "1.5x-epochs": ["epochs=24"],
 }  # fmt: skip
 
@@ -38,8 +40,11 @@ def label(r: dict) -> str:
 def groupable(r: dict) -> bool:
     """Trained in its seed's single-method group: a single method or a hybrid recipe."""
     full = r["frac"] == 1.0 and not r.get("int8")
-    if r.get("recipe"):  # students trained together share the schedule
-        return full and not any(o.startswith("epochs=") for o in RECIPES[r["recipe"]])
+    if r.get("recipe"):  # students trained together agree on what shapes the batches
+        from distill.train import SHARED_KEYS
+
+        keys = {o.split("=", 1)[0].split(".", 1)[0] for o in RECIPES[r["recipe"]]}
+        return full and not keys & set(SHARED_KEYS)
     return full and r["model"] in SINGLE
 
 
