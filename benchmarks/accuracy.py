@@ -190,9 +190,12 @@ def result_row(r: dict, model_pt: Path) -> dict:
         "images_per_s": round(sorted(ips)[len(ips) // 2], 1),
         "epochs": ckpt["config"].get("epochs"),
         "img_size": ckpt["img_size"],
-        **({"recipe": r["recipe"], "recipe_overrides": RECIPES[r["recipe"]]} if r.get("recipe")
-           else {}),
-    }  # fmt: skip
+        **(
+            {"recipe": r["recipe"], "recipe_overrides": RECIPES[r["recipe"]]}
+            if r.get("recipe")
+            else {}
+        ),
+    }
 
 
 def group_rows(g: dict, args: argparse.Namespace, command: str) -> list[dict]:
@@ -209,8 +212,14 @@ def group_rows(g: dict, args: argparse.Namespace, command: str) -> list[dict]:
             for r, _ in todo
         ]
         teacher = Path(args.runs) / "teacher" / "model.pt"
-        distill_many(cfgs, str(teacher), args.data, [str(o) for _, o in todo], resume=True,
-                     progress=args.progress)  # fmt: skip
+        distill_many(
+            cfgs,
+            str(teacher),
+            args.data,
+            [str(o) for _, o in todo],
+            resume=True,
+            progress=args.progress,
+        )
     names = [label(r) for r in members]
     rows = []
     for r, o in zip(members, outs):
@@ -293,8 +302,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.one.startswith("singles-"):
             seed = int(args.one.removeprefix("singles-s").split(":")[0])
             names = args.one.split(":", 1)[1].split(",")
-            members = [x for x in everything if label(x) in names and x["seed"] == seed
-                       and x["frac"] == 1.0 and not x.get("int8")]  # fmt: skip
+            members = [
+                x
+                for x in everything
+                if label(x) in names
+                and x["seed"] == seed
+                and x["frac"] == 1.0
+                and not x.get("int8")
+            ]
             r = {"group": members, "seed": seed}
         else:
             (r,) = [x for x in everything if job_name(x) == args.one]

@@ -23,13 +23,16 @@ RECIPES = {
     # logit and LD weighted 4x: late in training they fall to ~0.1 of the detection loss
     "strong": ["kd.weights.logit=2.0", "kd.weights.ld=1.0"],
     # the same plus channel-wise distillation (CWD) on the neck features
-    "strong-cwd": ["kd.weights.logit=2.0", "kd.weights.ld=1.0",
-                   "kd.hybrid=[logit, ld, feature, cwd]"],
+    "strong-cwd": [
+        "kd.weights.logit=2.0",
+        "kd.weights.ld=1.0",
+        "kd.hybrid=[logit, ld, feature, cwd]",
+    ],
     # a probe, not a comparable row: the benchmark's hybrid on 1.5x the schedule (is the
     # student short of capacity or of training?); trains on its own (another schedule
     # cannot share batches: see distill.train.SHARED_KEYS)
     "1.5x-epochs": ["epochs=24"],
-}  # fmt: skip
+}
 
 
 def label(r: dict) -> str:

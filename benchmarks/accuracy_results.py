@@ -24,8 +24,14 @@ COLUMNS = [
 
 
 def key(row: dict) -> tuple:
-    return (row["model"], row["size"], row["seed"], row["labelled_fraction"], row["precision"],
-            row.get("recipe", ""))  # fmt: skip
+    return (
+        row["model"],
+        row["size"],
+        row["seed"],
+        row["labelled_fraction"],
+        row["precision"],
+        row.get("recipe", ""),
+    )
 
 
 def load_results(path: Path) -> list[dict]:

@@ -45,9 +45,22 @@ def calibrate_budget(args: argparse.Namespace, out: Path) -> dict:
     open_budget = out / "open_budget.yaml"
     pin = f"  input: {args.size}\n" if args.pin_input else ""
     open_budget.write_text(f"latency:\n  p50_ms: 1000000\n  batch: 1\n{pin}")
-    cmd = [sys.executable, "-m", "runtime.cli", "auto", "--data", args.data, "--budget",
-           str(open_budget), "--backend", "onnxruntime", "--grid", args.grid,
-           "--out", str(out / "run")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "runtime.cli",
+        "auto",
+        "--data",
+        args.data,
+        "--budget",
+        str(open_budget),
+        "--backend",
+        "onnxruntime",
+        "--grid",
+        args.grid,
+        "--out",
+        str(out / "run"),
+    ]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     print("screen:", shlex.join(cmd), flush=True)
@@ -61,8 +74,12 @@ def calibrate_budget(args: argparse.Namespace, out: Path) -> dict:
         if not match:
             raise SystemExit(f"the screen has no {preset} point at {args.size} px: check --grid")
         c = match[0]
-        rows[preset] = {"candidate": c["name"], "p50_ms": c["p50_ms"], "p99_ms": c["p99_ms"],
-                        "input": args.size}  # fmt: skip
+        rows[preset] = {
+            "candidate": c["name"],
+            "p50_ms": c["p50_ms"],
+            "p99_ms": c["p99_ms"],
+            "input": args.size,
+        }
         print(f"calibration: {preset} ({c['name']}) screened p50 {c['p50_ms']:.2f} ms")
     p50 = round(math.sqrt(rows["nano"]["p50_ms"] * rows["small"]["p50_ms"]), 2)
     if not rows["nano"]["p50_ms"] < p50 < rows["small"]["p50_ms"]:
@@ -74,15 +91,23 @@ def hand_picked_nano() -> dict | None:
     """The distillation benchmark's hybrid nano (fp32, all labels): mean/min/max over seeds."""
     if not ACCURACY.is_file():
         return None
-    rows = [r for r in json.loads(ACCURACY.read_text()).get("rows", [])
-            if r.get("model") == "hybrid" and r.get("size") == "nano"
-            and r.get("precision", "fp32") == "fp32"
-            and float(r.get("labelled_fraction", 1.0)) == 1.0]  # fmt: skip
+    rows = [
+        r
+        for r in json.loads(ACCURACY.read_text()).get("rows", [])
+        if r.get("model") == "hybrid"
+        and r.get("size") == "nano"
+        and r.get("precision", "fp32") == "fp32"
+        and float(r.get("labelled_fraction", 1.0)) == 1.0
+    ]
     if not rows:
         return None
     maps = [float(r["map50_95"]) for r in rows]
-    return {"mean": round(sum(maps) / len(maps), 2), "min": min(maps), "max": max(maps),
-            "seeds": sorted(r.get("seed") for r in rows)}  # fmt: skip
+    return {
+        "mean": round(sum(maps) / len(maps), 2),
+        "min": min(maps),
+        "max": max(maps),
+        "seeds": sorted(r.get("seed") for r in rows),
+    }
 
 
 def build_rows(report: dict, ref: dict | None, calibration: dict) -> list[dict]:
@@ -92,35 +117,55 @@ def build_rows(report: dict, ref: dict | None, calibration: dict) -> list[dict]:
     for f in report["finals"]:
         c = cands[f["candidate"]]
         row = {
-            "model": "auto", "candidate": f["candidate"], "preset": c["preset"],
-            "width": c["width"], "depth": c["depth"], "input": f"{c['input']}x{c['input']}",
-            "gflops": c["gflops"], "params_m": c["params_m"], "teacher": f["teacher"],
-            "method": f["method"], "backend": report["backend"], "batch": f["latency"]["batch"],
-            "budget_p50_ms": calibration["p50_ms"], "screen_p50_ms": c["p50_ms"],
-            "p50_ms": round(f["latency"]["p50_ms"], 3), "p99_ms": round(f["latency"]["p99_ms"], 3),
-            "map50_95": f["map50_95"], "map50": f["map50"],
-            "checkpoint_map50_95": f["checkpoint_map50_95"], "gate_passed": f["passed"],
+            "model": "auto",
+            "candidate": f["candidate"],
+            "preset": c["preset"],
+            "width": c["width"],
+            "depth": c["depth"],
+            "input": f"{c['input']}x{c['input']}",
+            "gflops": c["gflops"],
+            "params_m": c["params_m"],
+            "teacher": f["teacher"],
+            "method": f["method"],
+            "backend": report["backend"],
+            "batch": f["latency"]["batch"],
+            "budget_p50_ms": calibration["p50_ms"],
+            "screen_p50_ms": c["p50_ms"],
+            "p50_ms": round(f["latency"]["p50_ms"], 3),
+            "p99_ms": round(f["latency"]["p99_ms"], 3),
+            "map50_95": f["map50_95"],
+            "map50": f["map50"],
+            "checkpoint_map50_95": f["checkpoint_map50_95"],
+            "gate_passed": f["passed"],
             "selected": f["candidate"] == report["selected"],
             "train_seconds": f["seconds"].get("distill (training, as recorded)"),
             "stage_seconds": total,
             "hand_picked_nano_map50_95": ref,
-            "at_least_hand_picked": (None if ref is None or f["map50_95"] is None
-                                     else f["map50_95"] >= ref["min"]),
-        }  # fmt: skip
+            "at_least_hand_picked": (
+                None if ref is None or f["map50_95"] is None else f["map50_95"] >= ref["min"]
+            ),
+        }
         rows.append(row)
     return rows
 
 
 def write_markdown(doc: dict, path: Path) -> None:
-    lines = [f"# understudy auto ({doc['date']})", "", f"Command: `{doc['command']}`", "",
-             f"Machine: {doc['machine']}", "",
-             f"Budget: p50 <= {doc['budget_p50_ms']} ms at batch 1 (geometric mean of the screened "
-             f"random-weight nano {doc['calibration']['nano']['p50_ms']} ms and small "
-             f"{doc['calibration']['small']['p50_ms']} ms at {doc['calibration']['nano']['input']}"
-             f" px). Status of the run: **{doc['status']}**. Full report: `{doc['report']}`.", "",
-             "| candidate | preset | GFLOPs | input | teacher | p50 ms | p99 ms | mAP50-95 | "
-             "hand-picked nano mAP50-95 (min-max) | >= hand-picked | gate |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"# understudy auto ({doc['date']})",
+        "",
+        f"Command: `{doc['command']}`",
+        "",
+        f"Machine: {doc['machine']}",
+        "",
+        f"Budget: p50 <= {doc['budget_p50_ms']} ms at batch 1 (geometric mean of the screened "
+        f"random-weight nano {doc['calibration']['nano']['p50_ms']} ms and small "
+        f"{doc['calibration']['small']['p50_ms']} ms at {doc['calibration']['nano']['input']}"
+        f" px). Status of the run: **{doc['status']}**. Full report: `{doc['report']}`.",
+        "",
+        "| candidate | preset | GFLOPs | input | teacher | p50 ms | p99 ms | mAP50-95 | "
+        "hand-picked nano mAP50-95 (min-max) | >= hand-picked | gate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in doc["rows"]:
         ref = r["hand_picked_nano_map50_95"]
         ref_s = "n/a" if ref is None else f"{ref['mean']} ({ref['min']}-{ref['max']})"
@@ -130,8 +175,13 @@ def write_markdown(doc: dict, path: Path) -> None:
             f"{r['map50_95']} | {ref_s} | {r['at_least_hand_picked']} | "
             f"{'passed' if r['gate_passed'] else 'FAILED'} |"
         )
-    lines += ["", "Wall time per stage (seconds, all runs of the output folder):", "",
-              "| stage | seconds |", "|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "Wall time per stage (seconds, all runs of the output folder):",
+        "",
+        "| stage | seconds |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v} |" for k, v in doc["stage_seconds"].items()]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(lines) + "\n")
@@ -148,8 +198,11 @@ def main(argv: list[str] | None = None) -> int:
         help="unlabelled frames for the distillation (default none: the same data as the "
         "hand-picked hybrid nano it is compared with)",
     )
-    p.add_argument("--config", default=None, help="default: configs/bench_distill.yaml "
-                   "if present, else configs/bench_student.yaml")  # fmt: skip
+    p.add_argument(
+        "--config",
+        default=None,
+        help="default: configs/bench_distill.yaml if present, else configs/bench_student.yaml",
+    )
     p.add_argument("--grid", default="configs/auto_grid.yaml")
     p.add_argument("--size", type=int, default=256, help="input of the budget's calibration")
     p.add_argument(
@@ -183,9 +236,26 @@ def main(argv: list[str] | None = None) -> int:
     budget = args.out / "budget.yaml"
     pin = f"  input: {args.size}\n" if args.pin_input else ""
     budget.write_text(f"latency:\n  p50_ms: {calibration['p50_ms']}\n  batch: 1\n{pin}")
-    cmd = [sys.executable, "-m", "runtime.cli", "auto", "--data", args.data, "--budget",
-           str(budget), "--backend", "onnxruntime", "--teachers", *args.teachers,
-           "--config", config, "--grid", args.grid, "--out", str(args.out / "run")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "runtime.cli",
+        "auto",
+        "--data",
+        args.data,
+        "--budget",
+        str(budget),
+        "--backend",
+        "onnxruntime",
+        "--teachers",
+        *args.teachers,
+        "--config",
+        config,
+        "--grid",
+        args.grid,
+        "--out",
+        str(args.out / "run"),
+    ]
     if args.unlabelled:
         cmd += ["--unlabelled", args.unlabelled]
     if args.threads:
@@ -200,14 +270,20 @@ def main(argv: list[str] | None = None) -> int:
     ref = hand_picked_nano()
     command = "python benchmarks/auto.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     doc = {
-        "command": command.strip(), "machine": machine_description("onnxruntime"),
-        "date": datetime.date.today().isoformat(), "auto_command": report["command"],
-        "exit_code": code, "status": report["status"], "budget_p50_ms": calibration["p50_ms"],
-        "calibration": calibration, "report": str(args.out / "run" / "report.md"),
+        "command": command.strip(),
+        "machine": machine_description("onnxruntime"),
+        "date": datetime.date.today().isoformat(),
+        "auto_command": report["command"],
+        "exit_code": code,
+        "status": report["status"],
+        "budget_p50_ms": calibration["p50_ms"],
+        "calibration": calibration,
+        "report": str(args.out / "run" / "report.md"),
         "stage_seconds": report.get("stage_seconds_total") or report["stage_seconds"],
-        "screen": report["candidates"], "teachers": report["teachers"],
+        "screen": report["candidates"],
+        "teachers": report["teachers"],
         "rows": build_rows(report, ref, calibration),
-    }  # fmt: skip
+    }
     args.results.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.results.with_name(args.results.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1) + "\n")

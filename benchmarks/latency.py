@@ -45,13 +45,24 @@ RESULTS = ROOT / "benchmarks" / "results" / "latency.json"
 ROUNDS = 5  # interleaved rounds of the throughput comparison
 KEY = ("model", "backend", "precision", "batch", "input")
 MD_COLUMNS = (
-    ("model", "model"), ("backend", "backend"), ("precision", "prec."), ("batch", "batch"),
-    ("input", "input"), ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"), ("p99_ms", "p99 ms"),
-    ("throughput_fps", "fps"), ("preprocess_ms", "pre ms"), ("infer_ms", "infer ms"),
-    ("postprocess_ms", "post ms"), ("pre_post_pct_of_infer", "pre+post % infer"),
-    ("infer_only_fps", "infer-only fps"), ("pipelined_fps", "pipelined fps"),
-    ("pipelined_pct_of_infer_only", "pipelined % infer-only"), ("machine", "machine"),
-)  # fmt: skip
+    ("model", "model"),
+    ("backend", "backend"),
+    ("precision", "prec."),
+    ("batch", "batch"),
+    ("input", "input"),
+    ("p50_ms", "p50 ms"),
+    ("p90_ms", "p90 ms"),
+    ("p99_ms", "p99 ms"),
+    ("throughput_fps", "fps"),
+    ("preprocess_ms", "pre ms"),
+    ("infer_ms", "infer ms"),
+    ("postprocess_ms", "post ms"),
+    ("pre_post_pct_of_infer", "pre+post % infer"),
+    ("infer_only_fps", "infer-only fps"),
+    ("pipelined_fps", "pipelined fps"),
+    ("pipelined_pct_of_infer_only", "pipelined % infer-only"),
+    ("machine", "machine"),
+)
 
 
 def video_frames(path: Path, n: int = 64) -> list[np.ndarray]:
@@ -111,10 +122,12 @@ def measure(det: Detector, frames: list[np.ndarray], batch: int, warmup: int, ru
         "p90_ms": percentile(wall, 90),
         "p99_ms": percentile(wall, 99),
         "throughput_fps": batch * len(wall) / (sum(wall) / 1e3),
-        "preprocess_ms": med["pre"], "infer_ms": med["infer"], "postprocess_ms": med["post"],
+        "preprocess_ms": med["pre"],
+        "infer_ms": med["infer"],
+        "postprocess_ms": med["post"],
         "pre_post_pct_of_infer": 100.0 * (med["pre"] + med["post"]) / med["infer"],
         **rates,
-    }  # fmt: skip
+    }
     if batch == 1:
         row["pipelined_pct_of_infer_only"] = (
             100.0 * rates["pipelined_fps"] / rates["infer_only_fps"]
@@ -170,25 +183,31 @@ def ultralytics_to_understudy(src: Path, dst: Path, spec: ModelSpec) -> Path:
         raise ModelFileError(f"{src}: expected one input and one (B, 4 + C, A) output")
     out = graph.output[0].name
     c = spec.num_classes
-    graph.initializer.extend([
-        numpy_helper.from_array(np.array([4, c], np.int64), "us_split_box_cls"),
-        numpy_helper.from_array(np.array([2, 2], np.int64), "us_split_xy_wh"),
-        numpy_helper.from_array(np.array(0.5, np.float32), "us_half"),
-    ])  # fmt: skip
-    graph.node.extend([
-        helper.make_node("Transpose", [out], ["us_t"], perm=[0, 2, 1]),
-        helper.make_node("Split", ["us_t", "us_split_box_cls"], ["us_xywh", "scores"], axis=2),
-        helper.make_node("Split", ["us_xywh", "us_split_xy_wh"], ["us_xy", "us_wh"], axis=2),
-        helper.make_node("Mul", ["us_wh", "us_half"], ["us_half_wh"]),
-        helper.make_node("Sub", ["us_xy", "us_half_wh"], ["us_xy1"]),
-        helper.make_node("Add", ["us_xy", "us_half_wh"], ["us_xy2"]),
-        helper.make_node("Concat", ["us_xy1", "us_xy2"], ["boxes"], axis=2),
-    ])  # fmt: skip
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([4, c], np.int64), "us_split_box_cls"),
+            numpy_helper.from_array(np.array([2, 2], np.int64), "us_split_xy_wh"),
+            numpy_helper.from_array(np.array(0.5, np.float32), "us_half"),
+        ]
+    )
+    graph.node.extend(
+        [
+            helper.make_node("Transpose", [out], ["us_t"], perm=[0, 2, 1]),
+            helper.make_node("Split", ["us_t", "us_split_box_cls"], ["us_xywh", "scores"], axis=2),
+            helper.make_node("Split", ["us_xywh", "us_split_xy_wh"], ["us_xy", "us_wh"], axis=2),
+            helper.make_node("Mul", ["us_wh", "us_half"], ["us_half_wh"]),
+            helper.make_node("Sub", ["us_xy", "us_half_wh"], ["us_xy1"]),
+            helper.make_node("Add", ["us_xy", "us_half_wh"], ["us_xy2"]),
+            helper.make_node("Concat", ["us_xy1", "us_xy2"], ["boxes"], axis=2),
+        ]
+    )
     del graph.output[:]
-    graph.output.extend([
-        helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["batch", "anchors", 4]),
-        helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", "anchors", c]),
-    ])  # fmt: skip
+    graph.output.extend(
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["batch", "anchors", 4]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", "anchors", c]),
+        ]
+    )
     helper.set_model_props(model, spec.to_metadata_props())
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".tmp")
@@ -208,17 +227,21 @@ def build_yolo11n_reference(path: Path, size: int) -> Path | None:
     try:
         from ultralytics import YOLO
     except ImportError:
-        print("skipping --yolo11n-reference: ultralytics is not installed here (it builds YOLO11n "
-              "from its packaged yaml with random weights, offline)")  # fmt: skip
+        print(
+            "skipping --yolo11n-reference: ultralytics is not installed here (it builds YOLO11n "
+            "from its packaged yaml with random weights, offline)"
+        )
         return None
     yolo = YOLO("yolo11n.yaml")
     exported = Path(yolo.export(format="onnx", imgsz=size, opset=17, simplify=False, dynamic=False))
     names = yolo.names
     spec = ModelSpec(
-        class_names=tuple(str(names[i]) for i in sorted(names)), input_size=(size, size),
-        output_layout="decoded_xyxy", preset="yolo11n-random-weights",
+        class_names=tuple(str(names[i]) for i in sorted(names)),
+        input_size=(size, size),
+        output_layout="decoded_xyxy",
+        preset="yolo11n-random-weights",
         extra={"reference": "Ultralytics YOLO11n architecture, random weights"},
-    )  # fmt: skip
+    )
     return ultralytics_to_understudy(exported, path, spec)
 
 
@@ -238,19 +261,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--names", nargs="*", default=None, help="row names for the models (default: file stems)"
     )
-    p.add_argument("--backends", nargs="*", default=None,
-                   help="backends to try per model (default: by file type)")  # fmt: skip
+    p.add_argument(
+        "--backends",
+        nargs="*",
+        default=None,
+        help="backends to try per model (default: by file type)",
+    )
     p.add_argument("--batch", nargs="*", type=int, default=[1], help="batch sizes")
-    p.add_argument("--input-size-src", type=parse_size, default=(640, 480),
-                   help="size of the generated frames, WxH (ignored with --frames)")  # fmt: skip
+    p.add_argument(
+        "--input-size-src",
+        type=parse_size,
+        default=(640, 480),
+        help="size of the generated frames, WxH (ignored with --frames)",
+    )
     p.add_argument("--frames", type=Path, default=None, help="a video whose frames to use")
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--runs", type=int, default=200)
     p.add_argument("--threads", type=int, default=None, help="backend intra-op threads")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--out", type=Path, default=RESULTS, help="results JSON (Markdown beside it)")
-    p.add_argument("--yolo11n-reference", action="store_true",
-                   help="add a random-weight YOLO11n ONNX (needs ultralytics)")  # fmt: skip
+    p.add_argument(
+        "--yolo11n-reference",
+        action="store_true",
+        help="add a random-weight YOLO11n ONNX (needs ultralytics)",
+    )
     p.add_argument("--reference-size", type=int, default=320, help="input size of the reference")
     args = p.parse_args(argv)
 
@@ -279,8 +313,13 @@ def main(argv: list[str] | None = None) -> int:
         for backend in args.backends or [None]:
             for batch in args.batch:
                 try:
-                    det = Detector(model, backend=backend, threads=args.threads, device=args.device,
-                                   max_batch=batch)  # fmt: skip
+                    det = Detector(
+                        model,
+                        backend=backend,
+                        threads=args.threads,
+                        device=args.device,
+                        max_batch=batch,
+                    )
                 except (BackendUnavailable, ModelFileError) as e:
                     print(f"skip {name} on {backend}: {e}")
                     break
@@ -294,13 +333,21 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
                     row = {
-                        "model": name, "backend": det.backend_name, "precision": det.precision,
-                        "batch": batch, "input": f"{w}x{h}",
+                        "model": name,
+                        "backend": det.backend_name,
+                        "precision": det.precision,
+                        "batch": batch,
+                        "input": f"{w}x{h}",
                         **measure(det, frames, batch, args.warmup, args.runs),
-                        "source_input": src_input, "frames": source, "threads": args.threads,
-                        "runs": args.runs, "warmup": args.warmup, "model_path": str(model),
-                        "machine": host, "date": today,
-                    }  # fmt: skip
+                        "source_input": src_input,
+                        "frames": source,
+                        "threads": args.threads,
+                        "runs": args.runs,
+                        "warmup": args.warmup,
+                        "model_path": str(model),
+                        "machine": host,
+                        "date": today,
+                    }
                 rows.append(row)
                 summary = (
                     f"  p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  "

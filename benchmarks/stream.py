@@ -195,8 +195,19 @@ def run_scenario(
 
 def row_key(r: dict) -> tuple:
     """What identifies a row: a rerun of the same settings replaces it (``--append``)."""
-    return tuple(r.get(k) for k in ("decode", "streams", "fps_per_stream", "max_batch",
-                                    "threads", "deadline_from", "policy", "budget_ms"))  # fmt: skip
+    return tuple(
+        r.get(k)
+        for k in (
+            "decode",
+            "streams",
+            "fps_per_stream",
+            "max_batch",
+            "threads",
+            "deadline_from",
+            "policy",
+            "budget_ms",
+        )
+    )
 
 
 def write_results(out_dir: Path, name: str, command: str, rows: list[dict]) -> Path:

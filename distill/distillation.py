@@ -297,8 +297,13 @@ def distill(
 
 
 # kd keys that decide what the shared teacher pass produces (unlabelled frames, pseudo-labels)
-SHARED_KD_KEYS = ("pseudo_threshold", "pseudo_iou", "unlabelled_ratio", "teacher_bf16",
-                  "teacher_layout")  # fmt: skip
+SHARED_KD_KEYS = (
+    "pseudo_threshold",
+    "pseudo_iou",
+    "unlabelled_ratio",
+    "teacher_bf16",
+    "teacher_layout",
+)
 
 
 def distill_many(

@@ -104,10 +104,16 @@ def _trace(
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
         torch.onnx.export(
-            module, (torch.zeros(1, 3, size, size),), buf, dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=names, dynamic_axes=axes,
+            module,
+            (torch.zeros(1, 3, size, size),),
+            buf,
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=names,
+            dynamic_axes=axes,
             do_constant_folding=True,
-        )  # fmt: skip
+        )
     return onnx.load_from_string(buf.getvalue())
 
 
@@ -246,9 +252,13 @@ def compare_detections(a: list[Detections], b: list[Detections], iou_min: float)
                 ious.append(float(overlap[j]))
                 diffs.append(abs(float(da.scores[i]) - float(db.scores[cand[j]])))
     return DetectionMatch(
-        sum(map(len, a)), sum(map(len, b)), matched, min(ious, default=1.0),
-        max(diffs, default=0.0), ious,
-    )  # fmt: skip
+        sum(map(len, a)),
+        sum(map(len, b)),
+        matched,
+        min(ious, default=1.0),
+        max(diffs, default=0.0),
+        ious,
+    )
 
 
 @dataclass
@@ -268,8 +278,11 @@ class ParityReport:
     def identical(self) -> bool:
         """Same detections after NMS: every one matched, IoU >= 0.99, score diff <= 1e-3."""
         d = self.detections
-        return (d.reference == d.other == d.matched and d.min_iou >= PARITY_IOU
-                and d.max_score_diff <= PARITY_SCORE_DIFF)  # fmt: skip
+        return (
+            d.reference == d.other == d.matched
+            and d.min_iou >= PARITY_IOU
+            and d.max_score_diff <= PARITY_SCORE_DIFF
+        )
 
     @property
     def passed(self) -> bool:
@@ -280,8 +293,10 @@ class ParityReport:
         d = self.detections
         verdict = "PASSED" if self.passed else "FAILED"
         if self.outputs_match and not self.identical:  # tiny differences flipped a decision
-            verdict = ("outputs agree; the detections differ only where NMS or the score "
-                       "threshold meets a near-tie")  # fmt: skip
+            verdict = (
+                "outputs agree; the detections differ only where NMS or the score "
+                "threshold meets a near-tie"
+            )
         return (
             f"parity on {self.images} images: max abs diff {diffs}; detections after NMS "
             f"torch {d.reference} / onnx {d.other}, matched {d.matched} (min IoU {d.min_iou:.4f}, "

@@ -341,8 +341,17 @@ def check_model(
         for vi in model.graph.input
         if vi.name not in {i.name for i in model.graph.initializer}
     ]
-    return PreflightReport(source, opset, ops["tensorrt_version"], dict(counts), status, inputs,
-                           profile, problems, warnings)  # fmt: skip
+    return PreflightReport(
+        source,
+        opset,
+        ops["tensorrt_version"],
+        dict(counts),
+        status,
+        inputs,
+        profile,
+        problems,
+        warnings,
+    )
 
 
 def check_file(

@@ -223,8 +223,11 @@ def quantize_int8(
     spec = onnx_spec(model, onnx_in)
     ensure_writable(onnx_out)
     paths = calibration_paths(calibration_images, num_images)
-    calib = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-             "entropy": CalibrationMethod.Entropy}[method]  # fmt: skip
+    calib = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }[method]
     tensorrt = activations == "int8"
     with tempfile.TemporaryDirectory(prefix="understudy-quant-") as tmp:
         src, prep = _preprocess(onnx_in, Path(tmp) / "pre.onnx") if preprocess else (onnx_in, "off")
@@ -238,26 +241,50 @@ def quantize_int8(
         reader = CalibrationReader(paths, spec, float_model.graph.input[0].name)
         out_tmp = Path(tmp) / "int8.onnx"
         quantize_static(
-            str(src), str(out_tmp), reader, quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["Conv"] if tensorrt else None, per_channel=per_channel,
+            str(src),
+            str(out_tmp),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv"] if tensorrt else None,
+            per_channel=per_channel,
             activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
-            weight_type=QuantType.QInt8, nodes_to_exclude=excluded, calibrate_method=calib,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=excluded,
+            calibrate_method=calib,
             calibration_providers=["CPUExecutionProvider"],
-            extra_options={"ActivationSymmetric": tensorrt, "WeightSymmetric": True,
-                           "QuantizeBias": not tensorrt},
-        )  # fmt: skip
+            extra_options={
+                "ActivationSymmetric": tensorrt,
+                "WeightSymmetric": True,
+                "QuantizeBias": not tensorrt,
+            },
+        )
         qmodel = onnx.load(str(out_tmp))
     counts, n_int8, n_float = qdq_census(qmodel)
     info = {
-        "method": method, "activations": activations, "num_images": len(paths),
-        "per_channel": per_channel, "kept_float": len(excluded), "source_onnx": str(onnx_in),
-    }  # fmt: skip
+        "method": method,
+        "activations": activations,
+        "num_images": len(paths),
+        "per_channel": per_channel,
+        "kept_float": len(excluded),
+        "source_onnx": str(onnx_in),
+    }
     qspec = dataclasses.replace(spec, precision="int8", extra={**spec.extra, "quantization": info})
     set_metadata(qmodel, qspec)
     save_onnx_atomic(qmodel, onnx_out)
     sidecar = qspec.write_sidecar(onnx_out)
-    return QuantizeReport(onnx_out, sidecar, qspec, method, activations, len(paths), excluded,
-                          counts, n_int8, n_float, prep)  # fmt: skip
+    return QuantizeReport(
+        onnx_out,
+        sidecar,
+        qspec,
+        method,
+        activations,
+        len(paths),
+        excluded,
+        counts,
+        n_int8,
+        n_float,
+        prep,
+    )
 
 
 # -- fp16 (TensorRT 11 strongly typed networks) ---------------------------------------------

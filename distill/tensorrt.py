@@ -124,8 +124,10 @@ def batch_profile(
         raise ConfigError(f"batch sizes must be >= 1, got {asked}")
     if isinstance(batch_dim, int) and batch_dim > 0:
         if any(b != batch_dim for b in asked):
-            raise ConfigError(f"the model has a static batch of {batch_dim}; re-export it with "
-                              "--dynamic-batch to build a batch range")  # fmt: skip
+            raise ConfigError(
+                f"the model has a static batch of {batch_dim}; re-export it with "
+                "--dynamic-batch to build a batch range"
+            )
         return None
     lo = min_batch or 1
     hi = max_batch or max(DEFAULT_MAX_BATCH, lo)
@@ -292,8 +294,10 @@ def build_engine(
     t0 = time.perf_counter()
     blob = builder.build_serialized_network(network, config)
     if blob is None:
-        raise UnderstudyError(f"{onnx_path}: TensorRT could not build a {precision} engine "
-                              "(see the TensorRT messages above)")  # fmt: skip
+        raise UnderstudyError(
+            f"{onnx_path}: TensorRT could not build a {precision} engine "
+            "(see the TensorRT messages above)"
+        )
     seconds = time.perf_counter() - t0
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(engine_path, bytes(blob))
@@ -382,15 +386,29 @@ def build_or_load_engine(
     out(f"building {engine.name}: {why}")
     machine = hashlib.sha256(f"{trt_version}|{gpu}|{cc}".encode()).hexdigest()[:12]
     timing = cache / f"timing-{machine}.cache"
-    result = builder(onnx_path, engine, precision, profile=profile, workspace_mb=workspace_mb,
-                     timing_cache_path=timing, verbose=verbose, out=out)  # fmt: skip
+    result = builder(
+        onnx_path,
+        engine,
+        precision,
+        profile=profile,
+        workspace_mb=workspace_mb,
+        timing_cache_path=timing,
+        verbose=verbose,
+        out=out,
+    )
     info = {
-        "cache_key": key, "onnx_hash": onnx_hash, "onnx_path": str(onnx_path),
-        "tensorrt_version": trt_version, "gpu_name": gpu, "compute_capability": cc,
-        "precision": precision, "batch_profile": list(profile) if profile else None,
-        "engine_sha256": file_hash(engine), "build_seconds": round(result.seconds, 1),
+        "cache_key": key,
+        "onnx_hash": onnx_hash,
+        "onnx_path": str(onnx_path),
+        "tensorrt_version": trt_version,
+        "gpu_name": gpu,
+        "compute_capability": cc,
+        "precision": precision,
+        "batch_profile": list(profile) if profile else None,
+        "engine_sha256": file_hash(engine),
+        "build_seconds": round(result.seconds, 1),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }  # fmt: skip
+    }
     engine_spec = dataclasses.replace(
         spec, precision=precision, extra={**spec.extra, "tensorrt": info}
     )

@@ -298,9 +298,12 @@ def train_many(
             ips = n_images / (time.perf_counter() - t0)
             shown = runs[0].logs if len(runs) == 1 else {}
             bar.set_postfix(
-                {**{k: f"{v:.3f}" for k, v in shown.items()}, "lr": f"{lrs[0]:.2e}",
-                 "img/s": f"{ips:.1f}"}
-            )  # fmt: skip
+                {
+                    **{k: f"{v:.3f}" for k, v in shown.items()},
+                    "lr": f"{lrs[0]:.2e}",
+                    "img/s": f"{ips:.1f}",
+                }
+            )
             if not progress and rank == 0 and n_batches % 50 == 0:  # background runs: a log line
                 for r in runs:
                     log.info(
@@ -318,8 +321,22 @@ def train_many(
         n_batches = max(1, n_batches)
         last_epoch = epoch + 1 == cfg0.epochs or bool(cfg0.max_steps and step >= cfg0.max_steps)
         for r, lr in zip(runs, lrs):
-            r.end_epoch(epoch, step, lr, n_images, n_batches, t0, t_start, last_epoch,
-                        rank, names, val_split, data, teacher_path, progress)  # fmt: skip
+            r.end_epoch(
+                epoch,
+                step,
+                lr,
+                n_images,
+                n_batches,
+                t0,
+                t_start,
+                last_epoch,
+                rank,
+                names,
+                val_split,
+                data,
+                teacher_path,
+                progress,
+            )
         if last_epoch:
             break
     ddp.cleanup()

@@ -138,8 +138,19 @@ def side_by_side(result: GateResult) -> str:
     """A plain-text table comparing student and teacher, then the budget lines."""
     s = result.student.stats()
     t = result.teacher.stats() if result.teacher else {}
-    keys = ["model", "backend", "precision", "input", "p50_ms", "p90_ms", "p99_ms", "infer_p50_ms",
-            "memory_mb", "map50_95", "map50"]  # fmt: skip
+    keys = [
+        "model",
+        "backend",
+        "precision",
+        "input",
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "infer_p50_ms",
+        "memory_mb",
+        "map50_95",
+        "map50",
+    ]
     lines = [f"{'':<14} {'student':>24} {'teacher':>24}"]
     for k in keys:
         lines.append(f"{k:<14} {_fmt(s.get(k)):>24} {_fmt(t.get(k)):>24}")
@@ -178,15 +189,37 @@ def write_report(
     models = [result.student.stats()] + ([result.teacher.stats()] if result.teacher else [])
     for m, role in zip(models, ("student", "teacher")):
         m["role"] = role
-    cols = [("role", "role"), ("model", "model"), ("backend", "backend"), ("precision", "prec."),
-            ("input", "input"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
-            ("infer_p50_ms", "infer p50 ms"), ("memory_mb", "memory MB"),
-            ("map50_95", "mAP50-95"), ("map50", "mAP50")]  # fmt: skip
-    md = [f"# Budget gate ({doc['date']}): {'PASSED' if result.passed else 'FAILED'}", "",
-          f"Command: `{command}`  ", f"Machine: {doc['machine']}", ""]  # fmt: skip
+    cols = [
+        ("role", "role"),
+        ("model", "model"),
+        ("backend", "backend"),
+        ("precision", "prec."),
+        ("input", "input"),
+        ("p50_ms", "p50 ms"),
+        ("p99_ms", "p99 ms"),
+        ("infer_p50_ms", "infer p50 ms"),
+        ("memory_mb", "memory MB"),
+        ("map50_95", "mAP50-95"),
+        ("map50", "mAP50"),
+    ]
+    md = [
+        f"# Budget gate ({doc['date']}): {'PASSED' if result.passed else 'FAILED'}",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {doc['machine']}",
+        "",
+    ]
     md += [*markdown_table(models, cols), ""]
-    md += markdown_table(doc["rows"], [("check", "check"), ("value", "value"), ("limit", "limit"),
-                                       ("passed", "passed"), ("note", "note")])  # fmt: skip
+    md += markdown_table(
+        doc["rows"],
+        [
+            ("check", "check"),
+            ("value", "value"),
+            ("limit", "limit"),
+            ("passed", "passed"),
+            ("note", "note"),
+        ],
+    )
     paths.append(write_text_atomic(out / "budget.md", "\n".join(md) + "\n"))
     png = _plot(result, out / "budget.png")
     if png:
@@ -210,8 +243,15 @@ def _plot(result: GateResult, path: Path) -> Path | None:
     for c in result.checks:
         if c.check in ("student_p50_ms", "student_p99_ms"):
             ax.axvline(c.limit, ls="--", color="k", lw=1)
-            ax.text(c.limit, ax.get_ylim()[1] * 0.9, c.check.replace("student_", "budget "),
-                    rotation=90, va="top", ha="right", fontsize=8)  # fmt: skip
+            ax.text(
+                c.limit,
+                ax.get_ylim()[1] * 0.9,
+                c.check.replace("student_", "budget "),
+                rotation=90,
+                va="top",
+                ha="right",
+                fontsize=8,
+            )
     ax.set_xlabel("end-to-end latency per frame (ms)")
     ax.set_ylabel("frames")
     ax.set_xscale("log")

@@ -199,9 +199,11 @@ class ShadowMetrics:
                 counter.labels(**{"class": name})
 
     def observe(
-        self, frame: tuple[np.ndarray, np.ndarray, np.ndarray],
-        total: tuple[np.ndarray, np.ndarray, np.ndarray], teacher_ms: float,
-    ) -> None:  # fmt: skip
+        self,
+        frame: tuple[np.ndarray, np.ndarray, np.ndarray],
+        total: tuple[np.ndarray, np.ndarray, np.ndarray],
+        teacher_ms: float,
+    ) -> None:
         """Record one compared frame: ``frame`` and ``total`` are (tp, fp, fn) arrays of
         shape (C,) for this frame and since start."""
         self.compared.inc()

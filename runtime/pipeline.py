@@ -146,9 +146,11 @@ class Detector:
         dets = self._post(outputs, [lb])[0]
         t3 = time.perf_counter()
         return dets, StageTimings(
-            preprocess_ms=_ms(t0, t1), infer_ms=_ms(t1, t2), postprocess_ms=_ms(t2, t3),
+            preprocess_ms=_ms(t0, t1),
+            infer_ms=_ms(t1, t2),
+            postprocess_ms=_ms(t2, t3),
             total_ms=_ms(t0, t3),
-        )  # fmt: skip
+        )
 
     def detect_batch(
         self, images: Sequence[np.ndarray], *, pixel_format: str = "BGR"
@@ -180,9 +182,12 @@ class Detector:
             for d, p in zip(dets, pre_ms):
                 extra = {"batch_size": float(n), "batch_infer_ms": _ms(t1, t2)}
                 timing = StageTimings(
-                    preprocess_ms=p, infer_ms=infer_share, postprocess_ms=post_share,
-                    total_ms=p + infer_share + post_share, extra=extra,
-                )  # fmt: skip
+                    preprocess_ms=p,
+                    infer_ms=infer_share,
+                    postprocess_ms=post_share,
+                    total_ms=p + infer_share + post_share,
+                    extra=extra,
+                )
                 results.append((d, timing))
         return results
 
@@ -218,10 +223,16 @@ class Detector:
                     dets, t = self.detect(frame, pixel_format=pixel_format)
                 except InputError as e:
                     raise InputError(f"frame {index}: {e}") from e
-                yield dets, StageTimings(
-                    decode_ms=decode_ms, preprocess_ms=t.preprocess_ms, infer_ms=t.infer_ms,
-                    postprocess_ms=t.postprocess_ms, total_ms=t.total_ms,
-                )  # fmt: skip
+                yield (
+                    dets,
+                    StageTimings(
+                        decode_ms=decode_ms,
+                        preprocess_ms=t.preprocess_ms,
+                        infer_ms=t.infer_ms,
+                        postprocess_ms=t.postprocess_ms,
+                        total_ms=t.total_ms,
+                    ),
+                )
             return
 
         free: queue.Queue[int] = queue.Queue()
@@ -230,9 +241,11 @@ class Detector:
         ready: queue.Queue[Any] = queue.Queue()
         stop = threading.Event()
         worker = threading.Thread(
-            target=self._produce, args=(frames, free, ready, stop, pixel_format),
-            name="understudy-preprocess", daemon=True,
-        )  # fmt: skip
+            target=self._produce,
+            args=(frames, free, ready, stop, pixel_format),
+            name="understudy-preprocess",
+            daemon=True,
+        )
         worker.start()
         try:
             while True:
@@ -247,11 +260,17 @@ class Detector:
                 free.put(item.slot)  # the backend is done reading this slot
                 dets = self._post(outputs, [item.letterbox])[0]
                 t2 = time.perf_counter()
-                yield dets, StageTimings(
-                    queue_ms=_ms(item.ready, t0), decode_ms=item.decode_ms,
-                    preprocess_ms=item.preprocess_ms, infer_ms=_ms(t0, t1),
-                    postprocess_ms=_ms(t1, t2), total_ms=_ms(item.started, t2),
-                )  # fmt: skip
+                yield (
+                    dets,
+                    StageTimings(
+                        queue_ms=_ms(item.ready, t0),
+                        decode_ms=item.decode_ms,
+                        preprocess_ms=item.preprocess_ms,
+                        infer_ms=_ms(t0, t1),
+                        postprocess_ms=_ms(t1, t2),
+                        total_ms=_ms(item.started, t2),
+                    ),
+                )
         finally:
             stop.set()
             free.put(self._stream_slots[0])  # wake a worker waiting for a slot

@@ -222,8 +222,13 @@ class Postprocessor:
         if not ok.all():
             boxes, conf, cls = boxes[ok], conf[ok], cls[ok]
         keep = batched_nms(
-            boxes, conf, cls, self.iou_threshold, self.max_detections,
-            self.class_agnostic, self.use_opencv_nms,
-        )  # fmt: skip
+            boxes,
+            conf,
+            cls,
+            self.iou_threshold,
+            self.max_detections,
+            self.class_agnostic,
+            self.use_opencv_nms,
+        )
         out = lb.to_original(boxes[keep], clip=True).astype(np.float32)
         return Detections(out, conf[keep], cls[keep])

@@ -306,9 +306,14 @@ class ShadowTeacher:
             self.compared += 1
 
     def _save(
-        self, image: np.ndarray, student: Detections, teacher: Detections,
-        counts: Agreement, f1: float, teacher_ms: float,
-    ) -> None:  # fmt: skip
+        self,
+        image: np.ndarray,
+        student: Detections,
+        teacher: Detections,
+        counts: Agreement,
+        f1: float,
+        teacher_ms: float,
+    ) -> None:
         info = {
             "f1": round(f1, 4),
             "iou_threshold": self.config.iou_threshold,

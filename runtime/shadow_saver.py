@@ -88,10 +88,14 @@ class DisagreementSaver:
     def _rows(self, d: Detections) -> list[dict[str, Any]]:
         names = self.class_names
         return [
-            {"box": [round(v, 2) for v in box], "score": round(s, 4), "class_id": c,
-             "label": names[c] if 0 <= c < len(names) else ""}
+            {
+                "box": [round(v, 2) for v in box],
+                "score": round(s, 4),
+                "class_id": c,
+                "label": names[c] if 0 <= c < len(names) else "",
+            }
             for box, s, c in zip(d.boxes.tolist(), d.scores.tolist(), d.class_ids.tolist())
-        ]  # fmt: skip
+        ]
 
     def _evict(self) -> None:
         while self.total_bytes > self.max_bytes and self._pairs:

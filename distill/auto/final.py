@@ -75,12 +75,28 @@ class Measurer:
         self.frames = camera_frames(grid.frame_width, grid.frame_height)
 
     def __call__(self, path: Path, store: Path) -> tuple[LatencyResult, float]:
-        key = {**_file_key(path), "backend": self.backend, "batch": self.batch,
-               "runs": self.grid.runs, "warmup": self.grid.warmup, "threads": self.threads,
-               "frame": [self.grid.frame_width, self.grid.frame_height]}  # fmt: skip
-        value, seconds = cached(store, key, lambda: measure_model(
-            path, backend=self.backend, batch=self.batch, warmup=self.grid.warmup,
-            runs=self.grid.runs, threads=self.threads, frames=self.frames).to_dict())  # fmt: skip
+        key = {
+            **_file_key(path),
+            "backend": self.backend,
+            "batch": self.batch,
+            "runs": self.grid.runs,
+            "warmup": self.grid.warmup,
+            "threads": self.threads,
+            "frame": [self.grid.frame_width, self.grid.frame_height],
+        }
+        value, seconds = cached(
+            store,
+            key,
+            lambda: measure_model(
+                path,
+                backend=self.backend,
+                batch=self.batch,
+                warmup=self.grid.warmup,
+                runs=self.grid.runs,
+                threads=self.threads,
+                frames=self.frames,
+            ).to_dict(),
+        )
         return LatencyResult.from_dict(value), seconds
 
 
@@ -117,25 +133,45 @@ class FinalStage:
         folder = self.work_dir / f"{candidate.name}-{teacher_key(teacher)}"
         t0 = time.perf_counter()
         ckpt, method = distill_candidate(
-            candidate, self.cfg, teacher, self.data, folder / "train",
-            unlabelled=self.unlabelled, progress=self.progress,
-        )  # fmt: skip
+            candidate,
+            self.cfg,
+            teacher,
+            self.data,
+            folder / "train",
+            unlabelled=self.unlabelled,
+            progress=self.progress,
+        )
         t_distill = time.perf_counter() - t0
         metrics = read_checkpoint(ckpt).get("metrics", {})
         onnx = folder / "student.onnx"
-        t_export = export_once(ckpt, onnx, folder / "export.json", img_size=candidate.input,
-                               dynamic_batch=self.measurer.batch > 1)  # fmt: skip
+        t_export = export_once(
+            ckpt,
+            onnx,
+            folder / "export.json",
+            img_size=candidate.input,
+            dynamic_batch=self.measurer.batch > 1,
+        )
         latency, t_measure = self.measurer(onnx, folder / "latency.json")
         ev, t_eval = _evaluate(onnx, self.split, folder / "eval.json", self.progress)
         seconds = {
             "distill (training, as recorded)": metrics.get("train_seconds"),
             "distill (this run, incl. data loading)": round(t_distill, 1),
-            "export + parity check": t_export, "measure": t_measure, "evaluate": t_eval,
-        }  # fmt: skip
+            "export + parity check": t_export,
+            "measure": t_measure,
+            "evaluate": t_eval,
+        }
         return FinalResult(
-            candidate.name, str(teacher), method, str(ckpt), str(onnx), latency,
-            ev.get("map50_95"), ev.get("map50"), metrics.get("map50_95"), seconds,
-        )  # fmt: skip
+            candidate.name,
+            str(teacher),
+            method,
+            str(ckpt),
+            str(onnx),
+            latency,
+            ev.get("map50_95"),
+            ev.get("map50"),
+            metrics.get("map50_95"),
+            seconds,
+        )
 
 
 class TeacherReferenceStage:
@@ -154,8 +190,13 @@ class TeacherReferenceStage:
         if path.suffix.lower() == ".pt":
             onnx = folder / "teacher.onnx"
             try:  # at the teacher's own input size: how it would run on the vehicle
-                ref.seconds["export"] = export_once(path, onnx, folder / "export.json",
-                    dynamic_batch=self.measurer.batch > 1, validate=False)  # fmt: skip
+                ref.seconds["export"] = export_once(
+                    path,
+                    onnx,
+                    folder / "export.json",
+                    dynamic_batch=self.measurer.batch > 1,
+                    validate=False,
+                )
                 path = onnx
             except UnderstudyError as e:
                 ref.notes.append(f"teacher not exported, latency not measured: {e}")

@@ -38,8 +38,10 @@ def machine_description(backend: str) -> str:
 def screen_note(backend: str, machine: str) -> str:
     """Where the latency model holds: only on the backend and machine it was measured on."""
     if backend == "tensorrt":
-        return (f"Latencies were measured with TensorRT on {machine}; they hold for this "
-                "device, engine precision and batch only.")  # fmt: skip
+        return (
+            f"Latencies were measured with TensorRT on {machine}; they hold for this "
+            "device, engine precision and batch only."
+        )
     return (
         f"This is a CPU screen: latencies were measured with ONNX Runtime on {machine}. "
         "They hold for this machine only, not for a Jetson: re-run `understudy auto` on the "
@@ -111,32 +113,55 @@ class AutoReport:
     def to_dict(self) -> dict[str, Any]:
         ref = self.teacher_reference
         return {
-            "command": self.command, "machine": self.machine, "date": self.date,
-            "backend": self.backend, "screen_note": self.note, "status": self.status,
-            "message": self.message, "budget": self.budget.to_dict(),
-            "budget_file": self.budget_file, "grid": self.grid, "settings": self.settings,
+            "command": self.command,
+            "machine": self.machine,
+            "date": self.date,
+            "backend": self.backend,
+            "screen_note": self.note,
+            "status": self.status,
+            "message": self.message,
+            "budget": self.budget.to_dict(),
+            "budget_file": self.budget_file,
+            "grid": self.grid,
+            "settings": self.settings,
             "frontier_metric": frontier_metric(self.budget),
             "candidates": [r.to_dict() for r in self.screen],
             "frontier": [r.candidate.name for r in self.screen if r.on_frontier],
             "meeting_budget": [r.candidate.name for r in self.screen if r.meets],
-            "chosen": self.chosen, "teachers": [t.to_dict() for t in self.teachers],
+            "chosen": self.chosen,
+            "teachers": [t.to_dict() for t in self.teachers],
             "best_teacher": self.best_teacher,
-            "teacher_reference": None if ref is None else {
-                "teacher": ref.teacher, "map50_95": ref.map50_95, "notes": ref.notes,
+            "teacher_reference": None
+            if ref is None
+            else {
+                "teacher": ref.teacher,
+                "map50_95": ref.map50_95,
+                "notes": ref.notes,
                 "latency": ref.latency.to_dict() if ref.latency else None,
                 "seconds": ref.seconds,
             },
-            "finals": [{
-                "candidate": f.candidate, "teacher": f.teacher, "method": f.method,
-                "checkpoint": f.checkpoint, "onnx": f.onnx, "latency": f.latency.to_dict(),
-                "map50_95": f.map50_95, "map50": f.map50,
-                "checkpoint_map50_95": f.checkpoint_map50_95, "seconds": f.seconds,
-                "gate": [c.row() for c in f.gate], "passed": f.passed,
-            } for f in self.finals],
-            "selected": self.selected, "stage_seconds": self.stage_seconds,
+            "finals": [
+                {
+                    "candidate": f.candidate,
+                    "teacher": f.teacher,
+                    "method": f.method,
+                    "checkpoint": f.checkpoint,
+                    "onnx": f.onnx,
+                    "latency": f.latency.to_dict(),
+                    "map50_95": f.map50_95,
+                    "map50": f.map50,
+                    "checkpoint_map50_95": f.checkpoint_map50_95,
+                    "seconds": f.seconds,
+                    "gate": [c.row() for c in f.gate],
+                    "passed": f.passed,
+                }
+                for f in self.finals
+            ],
+            "selected": self.selected,
+            "stage_seconds": self.stage_seconds,
             "stage_seconds_total": self.stage_seconds_total,
             "notes": self.notes,
-        }  # fmt: skip
+        }
 
 
 def write_report(report: AutoReport, out_dir: str | Path) -> dict[str, Path]:
@@ -170,14 +195,21 @@ def plot_frontier(report: AutoReport, path: str | Path) -> Path:
             sel = [r for r in rows if r.meets == meets]
             if sel:
                 ax.scatter(
-                    [r.flops / 1e9 for r in sel], [getattr(r.latency, metric) for r in sel],
-                    marker=markers[i % len(markers)], facecolors="tab:green" if meets else "none",
+                    [r.flops / 1e9 for r in sel],
+                    [getattr(r.latency, metric) for r in sel],
+                    marker=markers[i % len(markers)],
+                    facecolors="tab:green" if meets else "none",
                     edgecolors="tab:green" if meets else "tab:red",
                     label=f"{size}px {'meets' if meets else 'misses'} budget",
-                )  # fmt: skip
+                )
     front = sorted((r for r in report.screen if r.on_frontier), key=lambda r: r.flops)
-    ax.plot([r.flops / 1e9 for r in front], [getattr(r.latency, metric) for r in front],
-            color="0.4", lw=1, label="frontier")  # fmt: skip
+    ax.plot(
+        [r.flops / 1e9 for r in front],
+        [getattr(r.latency, metric) for r in front],
+        color="0.4",
+        lw=1,
+        label="frontier",
+    )
     for key, style in (("p50_ms", "--"), ("p99_ms", ":")):
         limit = getattr(report.budget.latency, key)
         if limit is not None:
@@ -185,8 +217,14 @@ def plot_frontier(report: AutoReport, path: str | Path) -> Path:
     for r in report.screen:
         if r.candidate.name in report.chosen:
             xy = (r.flops / 1e9, getattr(r.latency, metric))
-            ax.annotate(f"chosen: {r.candidate.name}", xy, textcoords="offset points",
-                        xytext=(-6, 8), ha="right", fontsize=8)  # fmt: skip
+            ax.annotate(
+                f"chosen: {r.candidate.name}",
+                xy,
+                textcoords="offset points",
+                xytext=(-6, 8),
+                ha="right",
+                fontsize=8,
+            )
     ax.set_xlabel("GFLOPs (2 x MACs, batch 1)")
     ax.set_ylabel(f"end-to-end {label} latency, ms (batch {report.budget.latency.batch})")
     ax.set_title(f"Latency screen on {report.backend}", fontsize=10)

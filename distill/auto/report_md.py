@@ -30,8 +30,11 @@ def table(headers: list[str], rows: list[list[Any]]) -> list[str]:
 def _budget_lines(report: AutoReport) -> list[str]:
     b = report.budget
     parts = [f"batch {b.latency.batch}"]
-    parts += [f"{k[:3]} <= {getattr(b.latency, k):g} ms" for k in ("p50_ms", "p99_ms")
-              if getattr(b.latency, k) is not None]  # fmt: skip
+    parts += [
+        f"{k[:3]} <= {getattr(b.latency, k):g} ms"
+        for k in ("p50_ms", "p99_ms")
+        if getattr(b.latency, k) is not None
+    ]
     if b.latency.input is not None:
         parts.append(f"input {b.latency.input} px")
     if b.min_speedup is not None:
@@ -57,8 +60,9 @@ def _decision(report: AutoReport) -> list[str]:
             f"lines on {report.backend} (screened p50 {top.latency.p50_ms:.2f} ms, "
             f"p99 {top.latency.p99_ms:.2f} ms)."
         )
-        bigger = sorted((r for r in report.screen if r.flops > top.flops and not r.meets),
-                        key=lambda r: r.flops)  # fmt: skip
+        bigger = sorted(
+            (r for r in report.screen if r.flops > top.flops and not r.meets), key=lambda r: r.flops
+        )
         if bigger:
             nb = bigger[0]
             lines.append(
@@ -69,104 +73,182 @@ def _decision(report: AutoReport) -> list[str]:
             lines.append(f"Top-{len(report.chosen)} distilled: {', '.join(report.chosen)}.")
         lines.append("")
     if report.best_teacher:
-        why = ("the best proxy mAP50-95 of the teacher screen" if len(report.teachers) > 1
-               else "the only teacher given")  # fmt: skip
+        why = (
+            "the best proxy mAP50-95 of the teacher screen"
+            if len(report.teachers) > 1
+            else "the only teacher given"
+        )
         lines += [f"Teacher: **{report.best_teacher}** ({why}).", ""]
     if report.selected:
         f = next(f for f in report.finals if f.candidate == report.selected)
         lines += [
             f"Final student: `{f.onnx}`: p50 {f.latency.p50_ms:.2f} ms, p99 "
             f"{f.latency.p99_ms:.2f} ms, mAP50-95 {_fmt(f.map50_95)} (exported model), budget "
-            f"gate {'PASSED' if f.passed else 'FAILED'}.", "",
-        ]  # fmt: skip
+            f"gate {'PASSED' if f.passed else 'FAILED'}.",
+            "",
+        ]
     return lines
 
 
 def markdown(report: AutoReport) -> str:
     """The whole report as Markdown."""
     lines = [
-        f"# understudy auto ({report.date})", "",
-        f"Command: `{report.command}`", "",
-        f"Machine: {report.machine}; backend **{report.backend}**.", "",
-        f"> {report.note}", "",
-        *_budget_lines(report), *_decision(report),
-    ]  # fmt: skip
+        f"# understudy auto ({report.date})",
+        "",
+        f"Command: `{report.command}`",
+        "",
+        f"Machine: {report.machine}; backend **{report.backend}**.",
+        "",
+        f"> {report.note}",
+        "",
+        *_budget_lines(report),
+        *_decision(report),
+    ]
     if report.stage_seconds:
-        lines += ["## Wall time per stage", "",
-                  "Seconds of this run, and in all runs of this output folder (a re-run "
-                  "reuses finished pieces, so its own times can be near zero).", ""]  # fmt: skip
+        lines += [
+            "## Wall time per stage",
+            "",
+            "Seconds of this run, and in all runs of this output folder (a re-run "
+            "reuses finished pieces, so its own times can be near zero).",
+            "",
+        ]
         total = report.stage_seconds_total
-        lines += table(["stage", "this run (s)", "all runs (s)"],
-                       [[k, v, total.get(k)] for k, v in report.stage_seconds.items()])  # fmt: skip
+        lines += table(
+            ["stage", "this run (s)", "all runs (s)"],
+            [[k, v, total.get(k)] for k, v in report.stage_seconds.items()],
+        )
     metric = frontier_metric(report.budget)
     if report.screen:
         s = report.settings
         lines += [
-            "## Latency screen", "",
+            "## Latency screen",
+            "",
             f"Random weights, exported to ONNX, run through `runtime.pipeline.Detector` on "
             f"{s.get('frame', ['?', '?'])[0]}x{s.get('frame', ['?', '?'])[1]} frames at batch "
             f"{s.get('batch')}: {s.get('warmup')} warm-up calls, then {s.get('runs')} timed "
             "calls; p50/p99 of the end-to-end time per call (pre + infer + post), stage "
             "medians. `det/frame` is the median number of detections (post-processing "
-            "cost grows with it; random weights give few).", "",
-        ]  # fmt: skip
+            "cost grows with it; random weights give few).",
+            "",
+        ]
         rows = sorted(report.screen, key=lambda r: (r.flops, r.candidate.name))
         lines += table(
-            ["candidate", "preset", "GFLOPs", "params M", "p50 ms", "p99 ms", "pre ms",
-             "infer ms", "post ms", "det/frame", "meets budget", "frontier", "reused"],
-            [[r.candidate.name, r.preset or "", r.flops / 1e9, r.params / 1e6, r.latency.p50_ms,
-              r.latency.p99_ms, r.latency.preprocess_ms, r.latency.infer_ms,
-              r.latency.postprocess_ms, r.latency.detections_per_frame,
-              "yes" if r.meets else "no: " + "; ".join(r.failures), r.on_frontier, r.reused]
-             for r in rows],
-        )  # fmt: skip
+            [
+                "candidate",
+                "preset",
+                "GFLOPs",
+                "params M",
+                "p50 ms",
+                "p99 ms",
+                "pre ms",
+                "infer ms",
+                "post ms",
+                "det/frame",
+                "meets budget",
+                "frontier",
+                "reused",
+            ],
+            [
+                [
+                    r.candidate.name,
+                    r.preset or "",
+                    r.flops / 1e9,
+                    r.params / 1e6,
+                    r.latency.p50_ms,
+                    r.latency.p99_ms,
+                    r.latency.preprocess_ms,
+                    r.latency.infer_ms,
+                    r.latency.postprocess_ms,
+                    r.latency.detections_per_frame,
+                    "yes" if r.meets else "no: " + "; ".join(r.failures),
+                    r.on_frontier,
+                    r.reused,
+                ]
+                for r in rows
+            ],
+        )
         front = sorted((r for r in report.screen if r.on_frontier), key=lambda r: r.flops)
         lines += [
-            f"### Frontier ({metric.replace('_ms', '')} latency vs FLOPs)", "",
+            f"### Frontier ({metric.replace('_ms', '')} latency vs FLOPs)",
+            "",
             "The candidates no other candidate beats on both axes (faster *and* larger). "
-            "![latency vs FLOPs](frontier.png)", "",
-        ]  # fmt: skip
+            "![latency vs FLOPs](frontier.png)",
+            "",
+        ]
         lines += table(
             ["candidate", "GFLOPs", f"{metric.replace('_ms', '')} ms", "meets budget"],
-            [[r.candidate.name, r.flops / 1e9, getattr(r.latency, metric), r.meets]
-             for r in front],
-        )  # fmt: skip
+            [[r.candidate.name, r.flops / 1e9, getattr(r.latency, metric), r.meets] for r in front],
+        )
     if report.teachers:
-        lines += ["## Teacher screen", "",
-                  "Each teacher distilled the chosen student for the same short proxy run "
-                  "(same epochs, same labelled subset, same seed); ranked by the proxy "
-                  "student's mAP50-95 on the validation split.", ""]  # fmt: skip
+        lines += [
+            "## Teacher screen",
+            "",
+            "Each teacher distilled the chosen student for the same short proxy run "
+            "(same epochs, same labelled subset, same seed); ranked by the proxy "
+            "student's mAP50-95 on the validation split.",
+            "",
+        ]
         lines += table(
             ["rank", "teacher", "proxy mAP50-95", "proxy mAP50", "method", "cost (s)", "reused"],
-            [[t.rank, t.teacher, t.map50_95, t.map50, t.method, t.wall_s, t.reused]
-             for t in report.teachers],
-        )  # fmt: skip
+            [
+                [t.rank, t.teacher, t.map50_95, t.map50, t.method, t.wall_s, t.reused]
+                for t in report.teachers
+            ],
+        )
     ref = report.teacher_reference
     if ref is not None:
         lat = ref.latency
         lines += ["## Teacher reference", ""]
         lines += table(
             ["teacher", "p50 ms", "p99 ms", "mAP50-95", "notes"],
-            [[ref.teacher, lat.p50_ms if lat else None, lat.p99_ms if lat else None,
-              ref.map50_95, "; ".join(ref.notes)]],
-        )  # fmt: skip
+            [
+                [
+                    ref.teacher,
+                    lat.p50_ms if lat else None,
+                    lat.p99_ms if lat else None,
+                    ref.map50_95,
+                    "; ".join(ref.notes),
+                ]
+            ],
+        )
     for f in report.finals:
-        lines += [f"## Final student {f.candidate}", "",
-                  f"Distilled from `{f.teacher}` ({f.method}); checkpoint `{f.checkpoint}`, "
-                  f"exported `{f.onnx}`.", ""]  # fmt: skip
+        lines += [
+            f"## Final student {f.candidate}",
+            "",
+            f"Distilled from `{f.teacher}` ({f.method}); checkpoint `{f.checkpoint}`, "
+            f"exported `{f.onnx}`.",
+            "",
+        ]
         lines += table(
-            ["p50 ms", "p99 ms", "pre ms", "infer ms", "post ms",
-             "mAP50-95 (onnx)", "mAP50 (onnx)", "mAP50-95 (checkpoint)"],
-            [[f.latency.p50_ms, f.latency.p99_ms, f.latency.preprocess_ms, f.latency.infer_ms,
-              f.latency.postprocess_ms, f.map50_95, f.map50,
-              f.checkpoint_map50_95]],
-        )  # fmt: skip
+            [
+                "p50 ms",
+                "p99 ms",
+                "pre ms",
+                "infer ms",
+                "post ms",
+                "mAP50-95 (onnx)",
+                "mAP50 (onnx)",
+                "mAP50-95 (checkpoint)",
+            ],
+            [
+                [
+                    f.latency.p50_ms,
+                    f.latency.p99_ms,
+                    f.latency.preprocess_ms,
+                    f.latency.infer_ms,
+                    f.latency.postprocess_ms,
+                    f.map50_95,
+                    f.map50,
+                    f.checkpoint_map50_95,
+                ]
+            ],
+        )
         lines += table(["step", "seconds"], [[k, v] for k, v in f.seconds.items()])
         lines += ["Budget gate (`runtime.budget.check_budget`):", ""]
         lines += table(
             ["check", "value", "limit", "passed", "note"],
             [[c.check, c.value, c.limit, c.passed, c.note] for c in f.gate],
-        )  # fmt: skip
+        )
     if report.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
     return "\n".join(lines)

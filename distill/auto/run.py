@@ -83,8 +83,9 @@ def default_measure(
     opts: AutoOptions, grid: GridConfig, class_names: tuple[str, ...], batch: int
 ) -> Measure:
     work = Path(opts.out) / "screen" / "work"
-    return OnnxCandidateMeasure(work, class_names, backend=opts.backend, grid=grid,
-                                batch=batch, threads=opts.threads)  # fmt: skip
+    return OnnxCandidateMeasure(
+        work, class_names, backend=opts.backend, grid=grid, batch=batch, threads=opts.threads
+    )
 
 
 def default_cost(class_names: tuple[str, ...]) -> Cost:
@@ -93,10 +94,15 @@ def default_cost(class_names: tuple[str, ...]) -> Cost:
 
 def default_proxy(opts: AutoOptions, candidate: Candidate, cfg) -> DistillProxy:
     return DistillProxy(
-        candidate, cfg, opts.data, Path(opts.out) / "teachers" / "runs",
-        epochs=opts.proxy_epochs, fraction=opts.proxy_fraction, unlabelled=opts.unlabelled,
+        candidate,
+        cfg,
+        opts.data,
+        Path(opts.out) / "teachers" / "runs",
+        epochs=opts.proxy_epochs,
+        fraction=opts.proxy_fraction,
+        unlabelled=opts.unlabelled,
         progress=opts.progress,
-    )  # fmt: skip
+    )
 
 
 def default_final(opts: AutoOptions, cfg, split, grid: GridConfig, batch: int):
@@ -104,8 +110,15 @@ def default_final(opts: AutoOptions, cfg, split, grid: GridConfig, batch: int):
 
     measurer = Measurer(opts.backend, batch, grid, opts.threads)
     out = Path(opts.out)
-    finalize = FinalStage(cfg, opts.data, split, out / "final", measurer,
-                          unlabelled=opts.unlabelled, progress=opts.progress)  # fmt: skip
+    finalize = FinalStage(
+        cfg,
+        opts.data,
+        split,
+        out / "final",
+        measurer,
+        unlabelled=opts.unlabelled,
+        progress=opts.progress,
+    )
     return finalize, TeacherReferenceStage(split, out / "teacher", measurer, opts.progress)
 
 
@@ -171,14 +184,20 @@ def run_auto(
     batch = budget.latency.batch
     machine = machine_description(opts.backend)
     settings = {
-        "backend": opts.backend, "batch": batch, "warmup": grid.warmup, "runs": grid.runs,
-        "frame": [grid.frame_width, grid.frame_height], "threads": opts.threads,
-        "classes": len(names), "calibration_batches": grid.calibration_batches,
+        "backend": opts.backend,
+        "batch": batch,
+        "warmup": grid.warmup,
+        "runs": grid.runs,
+        "frame": [grid.frame_width, grid.frame_height],
+        "threads": opts.threads,
+        "classes": len(names),
+        "calibration_batches": grid.calibration_batches,
         "machine": machine,
-    }  # fmt: skip
+    }
     out = Path(opts.out)
-    report = AutoReport(opts.command, opts.backend, machine, budget, opts.budget,
-                        to_dict(grid), settings)  # fmt: skip
+    report = AutoReport(
+        opts.command, opts.backend, machine, budget, opts.budget, to_dict(grid), settings
+    )
     if budget.max_memory_mb is not None:
         report.notes.append(
             "`understudy auto` does not measure memory, so the budget's max_memory_mb line "
@@ -190,9 +209,12 @@ def run_auto(
     rows = run_screen(
         candidates(grid, budget.latency.input),
         measure or default_measure(opts, grid, names, batch),
-        cost or default_cost(names), out / "screen", settings,
-        preset_of=matching_preset, progress=opts.progress,
-    )  # fmt: skip
+        cost or default_cost(names),
+        out / "screen",
+        settings,
+        preset_of=matching_preset,
+        progress=opts.progress,
+    )
     report.screen = apply_budget(rows, budget)
     _stage(report, out, "latency screen", t0)
     reused = sum(r.reused for r in rows)
@@ -226,11 +248,18 @@ def run_auto(
     if len(opts.teachers) > 1:
         t0 = time.perf_counter()
         px = proxy or default_proxy(opts, chosen[0].candidate, cfg)
-        teacher_settings = (px.settings() if isinstance(px, DistillProxy) else
-                            {"student": chosen[0].candidate.name, "epochs": opts.proxy_epochs,
-                             "fraction": opts.proxy_fraction})  # fmt: skip
-        report.teachers = screen_teachers(opts.teachers, px, out / "teachers", teacher_settings,
-                                          progress=opts.progress)  # fmt: skip
+        teacher_settings = (
+            px.settings()
+            if isinstance(px, DistillProxy)
+            else {
+                "student": chosen[0].candidate.name,
+                "epochs": opts.proxy_epochs,
+                "fraction": opts.proxy_fraction,
+            }
+        )
+        report.teachers = screen_teachers(
+            opts.teachers, px, out / "teachers", teacher_settings, progress=opts.progress
+        )
         best = report.teachers[0].teacher
         _stage(report, out, "teacher screen", t0)
     report.best_teacher = best
@@ -249,11 +278,14 @@ def run_auto(
     for row in chosen:
         result = finalize(row.candidate, best)
         result.gate = check_budget(
-            budget, student_p50_ms=result.latency.p50_ms, student_p99_ms=result.latency.p99_ms,
+            budget,
+            student_p50_ms=result.latency.p50_ms,
+            student_p99_ms=result.latency.p99_ms,
             teacher_p50_ms=ref.latency.p50_ms if ref.latency else None,
-            student_map=result.map50_95, teacher_map=ref.map50_95,
+            student_map=result.map50_95,
+            teacher_map=ref.map50_95,
             input_size=row.candidate.input,
-        )  # fmt: skip
+        )
         report.finals.append(result)
         write_report(report, out)
     _stage(report, out, "distill + export + measure + evaluate", t0)
@@ -263,9 +295,9 @@ def run_auto(
     report.selected = pick.candidate
     if passing:
         report.status = "passed"
-        report.message = (f"{pick.candidate} meets every line of the budget"
-                          + (" (the best mAP50-95 of the passing top-k)." if len(
-                              report.finals) > 1 else "."))  # fmt: skip
+        report.message = f"{pick.candidate} meets every line of the budget" + (
+            " (the best mAP50-95 of the passing top-k)." if len(report.finals) > 1 else "."
+        )
     else:
         failed = "; ".join(c.check for c in pick.gate if not c.passed)
         report.status = "gate_failed"

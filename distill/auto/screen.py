@@ -146,14 +146,20 @@ def measure_model(
             ndet.extend(len(d) for d, _ in results)
         name, precision = det.backend_name, det.precision
     return LatencyResult(
-        backend=name, batch=batch, precision=precision,
-        p50_ms=float(np.percentile(wall, 50)), p99_ms=float(np.percentile(wall, 99)),
-        mean_ms=float(np.mean(wall)), preprocess_ms=statistics.median(pre),
-        infer_ms=statistics.median(infer), postprocess_ms=statistics.median(post),
-        runs=runs, warmup=warmup,
+        backend=name,
+        batch=batch,
+        precision=precision,
+        p50_ms=float(np.percentile(wall, 50)),
+        p99_ms=float(np.percentile(wall, 99)),
+        mean_ms=float(np.mean(wall)),
+        preprocess_ms=statistics.median(pre),
+        infer_ms=statistics.median(infer),
+        postprocess_ms=statistics.median(post),
+        runs=runs,
+        warmup=warmup,
         detections_per_frame=float(statistics.median(ndet)),
         seconds={"open": round(opened, 3), "runs": round(time.perf_counter() - t_runs, 3)},
-    )  # fmt: skip
+    )
 
 
 # -- building candidates ---------------------------------------------------------------
@@ -242,22 +248,33 @@ class OnnxCandidateMeasure:
         with torch_threads(1):
             model = build_candidate(candidate, len(self.class_names), self.grid.calibration_batches)
             ckpt = make_checkpoint(
-                model, preset=matching_preset(candidate) or candidate.model_name,
-                scale=candidate.scale, class_names=self.class_names, img_size=candidate.input,
+                model,
+                preset=matching_preset(candidate) or candidate.model_name,
+                scale=candidate.scale,
+                class_names=self.class_names,
+                img_size=candidate.input,
                 config={"auto": "random weights for the latency screen"},
-            )  # fmt: skip
+            )
             ckpt_path = save_atomic(ckpt, folder / "random.pt")
             t1 = time.perf_counter()
             onnx_path = folder / "random.onnx"
             export_onnx(
-                ckpt_path, onnx_path, img_size=candidate.input, dynamic_batch=self.batch > 1,
+                ckpt_path,
+                onnx_path,
+                img_size=candidate.input,
+                dynamic_batch=self.batch > 1,
                 validate=False,
-            )  # fmt: skip
+            )
         t2 = time.perf_counter()
         result = measure_model(
-            onnx_path, backend=self.backend, batch=self.batch, warmup=self.grid.warmup,
-            runs=self.grid.runs, threads=self.threads, frames=self.frames,
-        )  # fmt: skip
+            onnx_path,
+            backend=self.backend,
+            batch=self.batch,
+            warmup=self.grid.warmup,
+            runs=self.grid.runs,
+            threads=self.threads,
+            frames=self.frames,
+        )
         if not self.keep_files:
             shutil.rmtree(folder, ignore_errors=True)
         seconds = {"build": round(t1 - t0, 3), "export": round(t2 - t1, 3), **result.seconds}
@@ -342,17 +359,29 @@ def run_screen(
             try:
                 lat = LatencyResult.from_dict(stored["latency"])
                 rows.append(
-                    ScreenRow(c, int(stored["flops"]), int(stored["params"]), lat,
-                              stored.get("preset"), reused=True)
-                )  # fmt: skip
+                    ScreenRow(
+                        c,
+                        int(stored["flops"]),
+                        int(stored["params"]),
+                        lat,
+                        stored.get("preset"),
+                        reused=True,
+                    )
+                )
                 continue
             except (KeyError, TypeError, ValueError):
                 pass  # written by another version: measure again
         lat = measure(c)
         flops, params = cost(c)
         preset = preset_of(c)
-        record = {"candidate": c.to_dict(), "settings": settings, "flops": flops,
-                  "params": params, "preset": preset, "latency": lat.to_dict()}  # fmt: skip
+        record = {
+            "candidate": c.to_dict(),
+            "settings": settings,
+            "flops": flops,
+            "params": params,
+            "preset": preset,
+            "latency": lat.to_dict(),
+        }
         write_json(path, record)
         rows.append(ScreenRow(c, flops, params, lat, preset))
     return rows

@@ -67,14 +67,26 @@ def distill_candidate(
         cfg, **architecture_keys(candidate), img_size=candidate.input, **(overrides or {})
     )
     out = Path(out_dir)
-    _check_same_run(out, {"config": to_dict(run_cfg), "teacher": str(teacher),
-                          "data": str(data), "unlabelled": str(unlabelled or "")})  # fmt: skip
+    _check_same_run(
+        out,
+        {
+            "config": to_dict(run_cfg),
+            "teacher": str(teacher),
+            "data": str(data),
+            "unlabelled": str(unlabelled or ""),
+        },
+    )
     if (out / "model.pt").is_file():
         return out / "model.pt", method
     path = distill(
-        run_cfg, str(teacher), str(data), str(out),
-        unlabelled=str(unlabelled) if unlabelled else None, resume=True, progress=progress,
-    )  # fmt: skip
+        run_cfg,
+        str(teacher),
+        str(data),
+        str(out),
+        unlabelled=str(unlabelled) if unlabelled else None,
+        resume=True,
+        progress=progress,
+    )
     return Path(path), method
 
 

@@ -94,9 +94,16 @@ def screen_teachers(
         if stored is not None and stored.get("settings") == settings:
             r = stored["result"]
             scores.append(
-                TeacherScore(str(t), float(r["map50_95"]), r.get("map50"), float(r["wall_s"]),
-                             r.get("method", ""), r.get("checkpoint", ""), reused=True)
-            )  # fmt: skip
+                TeacherScore(
+                    str(t),
+                    float(r["map50_95"]),
+                    r.get("map50"),
+                    float(r["wall_s"]),
+                    r.get("method", ""),
+                    r.get("checkpoint", ""),
+                    reused=True,
+                )
+            )
             continue
         t0 = time.perf_counter()
         result = proxy(str(t))
@@ -137,24 +144,35 @@ class DistillProxy:
         from distill.config import to_dict
 
         return {
-            "student": self.candidate.name, "epochs": self.epochs, "fraction": self.fraction,
-            "config": to_dict(self.cfg), "data": str(self.data),
+            "student": self.candidate.name,
+            "epochs": self.epochs,
+            "fraction": self.fraction,
+            "config": to_dict(self.cfg),
+            "data": str(self.data),
             "unlabelled": str(self.unlabelled or ""),
-        }  # fmt: skip
+        }
 
     def __call__(self, teacher: str) -> ProxyResult:
         from distill.auto.student import distill_candidate
         from distill.checkpoint import read_checkpoint
 
         overrides = {
-            "epochs": self.epochs, "labelled_fraction": self.fraction, "eval_every": 0,
+            "epochs": self.epochs,
+            "labelled_fraction": self.fraction,
+            "eval_every": 0,
             "close_mosaic": min(self.cfg.close_mosaic, max(0, self.epochs - 1)),
             "warmup_epochs": min(self.cfg.warmup_epochs, self.epochs / 2),
-        }  # fmt: skip
+        }
         path, method = distill_candidate(
-            self.candidate, self.cfg, teacher, self.data, self.work_dir / teacher_key(teacher),
-            unlabelled=self.unlabelled, overrides=overrides, progress=self.progress,
-        )  # fmt: skip
+            self.candidate,
+            self.cfg,
+            teacher,
+            self.data,
+            self.work_dir / teacher_key(teacher),
+            unlabelled=self.unlabelled,
+            overrides=overrides,
+            progress=self.progress,
+        )
         metrics = read_checkpoint(path).get("metrics", {})
         return ProxyResult(
             float(metrics.get("map50_95", 0.0)), metrics.get("map50"), method, str(path)

@@ -64,12 +64,22 @@ def run(args: argparse.Namespace) -> int:
 
     command = command_line(args)
     opts = AutoOptions(
-        data=args.data, budget=args.budget, out=args.out, backend=args.backend,
-        teachers=tuple(args.teachers), unlabelled=args.unlabelled, grid=args.grid,
-        top_k=args.top_k, proxy_epochs=args.proxy_epochs, proxy_fraction=args.proxy_fraction,
-        config=args.config, overrides=tuple(args.set), threads=args.threads,
-        progress=not args.no_progress, command=command,
-    )  # fmt: skip
+        data=args.data,
+        budget=args.budget,
+        out=args.out,
+        backend=args.backend,
+        teachers=tuple(args.teachers),
+        unlabelled=args.unlabelled,
+        grid=args.grid,
+        top_k=args.top_k,
+        proxy_epochs=args.proxy_epochs,
+        proxy_fraction=args.proxy_fraction,
+        config=args.config,
+        overrides=tuple(args.set),
+        threads=args.threads,
+        progress=not args.no_progress,
+        command=command,
+    )
     try:
         report = run_auto(opts)
     except NoCandidateMeetsBudget as e:
@@ -83,18 +93,34 @@ def run(args: argparse.Namespace) -> int:
 
 def command_line(args: argparse.Namespace) -> str:
     """The run's options as one canonical command line (for the report)."""
-    parts = ["understudy", "auto", "--data", args.data, "--budget", args.budget,
-             "--backend", args.backend]  # fmt: skip
+    parts = [
+        "understudy",
+        "auto",
+        "--data",
+        args.data,
+        "--budget",
+        args.budget,
+        "--backend",
+        args.backend,
+    ]
     if args.teachers:
         parts += ["--teachers", *args.teachers]
-    for flag, value in (("--unlabelled", args.unlabelled), ("--grid", args.grid),
-                        ("--config", args.config), ("--threads", args.threads)):  # fmt: skip
+    for flag, value in (
+        ("--unlabelled", args.unlabelled),
+        ("--grid", args.grid),
+        ("--config", args.config),
+        ("--threads", args.threads),
+    ):
         if value is not None:
             parts += [flag, str(value)]
     parts += ["--top-k", str(args.top_k)]
     if len(args.teachers) > 1:
-        parts += ["--proxy-epochs", str(args.proxy_epochs),
-                  "--proxy-fraction", str(args.proxy_fraction)]  # fmt: skip
+        parts += [
+            "--proxy-epochs",
+            str(args.proxy_epochs),
+            "--proxy-fraction",
+            str(args.proxy_fraction),
+        ]
     for item in args.set:
         parts += ["--set", item]
     return shlex.join([*parts, "--out", args.out])

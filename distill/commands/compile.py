@@ -53,10 +53,16 @@ def run(args: argparse.Namespace) -> int:
     from runtime.model_spec import ModelSpec
 
     engine = build_or_load_engine(
-        args.model, args.precision, args.cache_dir, min_batch=args.min_batch,
-        opt_batch=args.opt_batch, max_batch=args.max_batch, workspace_mb=args.workspace_mb,
-        verbose=args.verbose_trt, out=print,
-    )  # fmt: skip
+        args.model,
+        args.precision,
+        args.cache_dir,
+        min_batch=args.min_batch,
+        opt_batch=args.opt_batch,
+        max_batch=args.max_batch,
+        workspace_mb=args.workspace_mb,
+        verbose=args.verbose_trt,
+        out=print,
+    )
     print(f"engine: {engine}")
     if args.out:
         write_bytes_atomic(args.out, engine.read_bytes())

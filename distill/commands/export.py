@@ -41,9 +41,14 @@ def run(args: argparse.Namespace) -> int:
     from distill.export import export_onnx
 
     report = export_onnx(
-        args.checkpoint, args.out, img_size=args.size, dynamic_batch=args.dynamic_batch,
-        layout=args.layout, opset=args.opset, validate=not args.no_validate,
+        args.checkpoint,
+        args.out,
+        img_size=args.size,
+        dynamic_batch=args.dynamic_batch,
+        layout=args.layout,
+        opset=args.opset,
+        validate=not args.no_validate,
         parity_image_paths=args.parity_images,
-    )  # fmt: skip
+    )
     print(report.summary())
     return 0

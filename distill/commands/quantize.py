@@ -54,9 +54,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         source = args.images
     report = quantize_int8(
-        args.model, args.out, source, num_images=args.num_images, method=args.method,
-        keep_float=args.keep_float, keep_head_float=not args.quantize_head,
+        args.model,
+        args.out,
+        source,
+        num_images=args.num_images,
+        method=args.method,
+        keep_float=args.keep_float,
+        keep_head_float=not args.quantize_head,
         activations=args.activations,
-    )  # fmt: skip
+    )
     print(report.summary())
     return 0

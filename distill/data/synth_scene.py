@@ -46,10 +46,22 @@ def unit_polygons(cls: int) -> tuple[np.ndarray, ...]:
         case "cross":
             return (
                 np.array(
-                    [[-a, -0.5], [a, -0.5], [a, -a], [0.5, -a], [0.5, a], [a, a], [a, 0.5],
-                     [-a, 0.5], [-a, a], [-0.5, a], [-0.5, -a], [-a, -a]]
+                    [
+                        [-a, -0.5],
+                        [a, -0.5],
+                        [a, -a],
+                        [0.5, -a],
+                        [0.5, a],
+                        [a, a],
+                        [a, 0.5],
+                        [-a, 0.5],
+                        [-a, a],
+                        [-0.5, a],
+                        [-0.5, -a],
+                        [-a, -a],
+                    ]
                 ),
-            )  # fmt: skip
+            )
         case "star":
             t = -np.pi / 2 + np.arange(10) * np.pi / 5
             r = np.where(np.arange(10) % 2 == 0, 0.5, 0.5 * STAR_INNER)

@@ -49,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
     runs, dets = [], []
     for path in [args.student] + ([args.teacher] if args.teacher else []):
         det, mem = open_measured(path, args.backend, args.threads)
-        runs.append(ModelRun(path, det.backend_name, det.precision, det.spec.input_size[0],
-                             memory_mb=mem))  # fmt: skip
+        runs.append(
+            ModelRun(path, det.backend_name, det.precision, det.spec.input_size[0], memory_mb=mem)
+        )
         dets.append(det)
     try:
         for run_, (lat, inf) in zip(

@@ -33,12 +33,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--iou-threshold", type=float, default=0.45)
     p.add_argument("--max-det", type=int, default=100, help="most detections per frame")
     p.add_argument("--threads", type=int, default=None, help="backend intra-op threads")
-    p.add_argument("--backend", default=None, choices=("onnxruntime", "tensorrt", "torch"),
-                   help="force a backend (default: by model file type)")  # fmt: skip
+    p.add_argument(
+        "--backend",
+        default=None,
+        choices=("onnxruntime", "tensorrt", "torch"),
+        help="force a backend (default: by model file type)",
+    )
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
-    p.add_argument("--no-pipeline", action="store_true",
-                   help="do not overlap decoding/pre-processing with inference")  # fmt: skip
+    p.add_argument(
+        "--no-pipeline",
+        action="store_true",
+        help="do not overlap decoding/pre-processing with inference",
+    )
     p.set_defaults(func=run)
 
 
@@ -128,10 +135,14 @@ def run(args: argparse.Namespace) -> int:
         )
         sink = VideoSink(out / f"{stem}_detections.mp4", source.fps)
     with Detector(
-        args.model, backend=args.backend, threads=args.threads, device=args.device,
-        score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
+        args.model,
+        backend=args.backend,
+        threads=args.threads,
+        device=args.device,
+        score_threshold=args.score_threshold,
+        iou_threshold=args.iou_threshold,
         max_detections=args.max_det,
-    ) as det:  # fmt: skip
+    ) as det:
         names = det.spec.class_names
         det.warmup(1)
         start = time.perf_counter()
