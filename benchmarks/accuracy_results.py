@@ -1,4 +1,4 @@
-"""The accuracy benchmark's results file (``benchmarks/accuracy.py``): row keys, and the
+"""The accuracy benchmark's results file (``benchmarks.accuracy``): row keys, and the
 JSON, Markdown table and bar chart written after every finished run."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from accuracy_jobs import label
+from benchmarks.accuracy_jobs import label
 
 COLUMNS = [
     ("model", "model"),
@@ -39,7 +39,8 @@ def load_results(path: Path) -> list[dict]:
 
 
 def save_results(path: Path, rows: list[dict], command: str) -> None:
-    from runtime.measure import machine, markdown_table, today, write_json_atomic, write_text_atomic
+    from runtime.files import write_atomic, write_json_atomic
+    from runtime.measure import machine, markdown_table, today
 
     rows = sorted(
         rows,
@@ -69,7 +70,7 @@ def save_results(path: Path, rows: list[dict], command: str) -> None:
             if r.get("note")
         ],
     ]
-    write_text_atomic(path.with_suffix(".md"), "\n".join(md) + "\n")
+    write_atomic(path.with_suffix(".md"), "\n".join(md) + "\n")
     plot(rows, path.with_suffix(".png"))
 
 

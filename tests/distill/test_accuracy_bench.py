@@ -1,23 +1,15 @@
-"""benchmarks/accuracy.py: the plan, grouping of the single-method runs, dependencies, and
+"""benchmarks.accuracy: the plan, grouping of the single-method runs, dependencies, and
 a whole (tiny) benchmark run in parallel that resumes without retraining."""
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
+from benchmarks import accuracy
+from benchmarks import accuracy_jobs as ajobs
 from distill.checkpoint import read_checkpoint
-
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "accuracy_bench", ROOT / "benchmarks" / "accuracy.py"
-)
-accuracy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(accuracy)
-ajobs = sys.modules["accuracy_jobs"]  # imported by accuracy.py: job names, groups, dependencies
 
 
 def args(**kw) -> argparse.Namespace:
