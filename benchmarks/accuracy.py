@@ -22,7 +22,7 @@ rerunning skips finished rows and reuses trained models under --runs):
 Every student uses the same epochs, data and schedule (configs/bench_student.yaml; the
 distilled ones add configs/bench_distill.yaml's kd section).
 
-    python benchmarks/accuracy.py [--only teacher scratch hybrid ...] [--seeds 0 1]
+    python -m benchmarks.accuracy [--only teacher scratch hybrid ...] [--seeds 0 1]
         [--recipes strong ...] [--jobs N] [--separate]
 """
 
@@ -31,15 +31,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shlex
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT / "benchmarks") not in sys.path:  # also when loaded by path (tests)
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from accuracy_jobs import (  # noqa: E402
+from benchmarks.accuracy_jobs import (
     RECIPES,
     SINGLE,
     group_singles,
@@ -49,8 +44,10 @@ from accuracy_jobs import (  # noqa: E402
     run_name,
     run_parallel,
 )
-from accuracy_results import key, load_results, save_results  # noqa: E402
+from benchmarks.accuracy_results import key, load_results, save_results
+from benchmarks.common import command_line
 
+ROOT = Path(__file__).resolve().parents[1]  # the project: configs/ lives there
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -252,9 +249,11 @@ def device_name() -> str:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m benchmarks.accuracy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--data", default="data/synth", help="the standard synth dataset")
     ap.add_argument("--runs", default="runs/bench", help="where trained models live")
@@ -287,34 +286,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run this job only
     ap.add_argument("--row-out", help=argparse.SUPPRESS)  # internal: where --one writes its row
     ap.add_argument("--command", help=argparse.SUPPRESS)  # internal: the parent's command line
-    args = ap.parse_args(argv)
+    return ap
+
+
+def run_one(args: argparse.Namespace) -> int:
+    """A child of ``--jobs``: the job named ``--one`` alone, its rows to ``--row-out``."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.jobs))
+    everything = plan(argparse.Namespace(**{**vars(args), "only": None}))
+    if args.one.startswith("singles-"):
+        seed = int(args.one.removeprefix("singles-s").split(":")[0])
+        names = args.one.split(":", 1)[1].split(",")
+        members = [
+            x
+            for x in everything
+            if label(x) in names and x["seed"] == seed and x["frac"] == 1.0 and not x.get("int8")
+        ]
+        r = {"group": members, "seed": seed}
+    else:
+        (r,) = [x for x in everything if job_name(x) == args.one]
+    Path(args.row_out).write_text(json.dumps(make_rows(r, args, args.command)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args.command = args.command or "python benchmarks/accuracy.py " + " ".join(
-        shlex.quote(a) for a in (argv or sys.argv[1:])
-    )
-    if args.one:  # a child of --jobs: one run, its row to --row-out
-        import os
-
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.jobs))
-        everything = plan(argparse.Namespace(**{**vars(args), "only": None}))
-        if args.one.startswith("singles-"):
-            seed = int(args.one.removeprefix("singles-s").split(":")[0])
-            names = args.one.split(":", 1)[1].split(",")
-            members = [
-                x
-                for x in everything
-                if label(x) in names
-                and x["seed"] == seed
-                and x["frac"] == 1.0
-                and not x.get("int8")
-            ]
-            r = {"group": members, "seed": seed}
-        else:
-            (r,) = [x for x in everything if job_name(x) == args.one]
-        Path(args.row_out).write_text(json.dumps(make_rows(r, args, args.command)))
-        return 0
+    args.command = args.command or command_line("accuracy", argv)
+    if args.one:
+        return run_one(args)
     if not (Path(args.data) / "data.yaml").is_file():
         from distill.data.synth import generate, load_synth_config
 

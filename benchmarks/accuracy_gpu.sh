@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The accuracy benchmark on one CUDA GPU machine (16 CPU cores), in one sitting:
 # the gpu-marked tests and the synth data in parallel, then every run of
-# benchmarks/accuracy.py, six at a time sharing the GPU, under a time limit
+# `python -m benchmarks.accuracy`, six at a time sharing the GPU, under a time limit
 # (a run cut off by the limit leaves no row; rerunning resumes from the JSON).
 #
 #   benchmarks/accuracy_gpu.sh OUT_DIR [SECONDS]
@@ -31,7 +31,7 @@ print("synth labels sha256", h.hexdigest())
 PY
 wait $tests
 tail -3 "$out/gpu_tests.log"
-timeout $((limit - SECONDS)) $py benchmarks/accuracy.py --runs /tmp/understudy-runs \
+timeout $((limit - SECONDS)) $py -m benchmarks.accuracy --runs /tmp/understudy-runs \
   --out "$out/accuracy.json" --jobs 6 --set workers=2 --set eval_every=0 \
   2>&1 | grep -v " step " >"$out/accuracy.log"
 tar czf "$out/runs.tgz" -C /tmp/understudy-runs --wildcards '*/metrics.jsonl' '*.log' 2>/dev/null

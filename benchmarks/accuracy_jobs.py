@@ -1,4 +1,4 @@
-"""Jobs of the accuracy benchmark (``benchmarks/accuracy.py``): their names, which runs
+"""Jobs of the accuracy benchmark (``benchmarks.accuracy``): their names, which runs
 are trained together, what each waits for, and running several at once.
 
 A planned run is a dict (model, size, seed, frac[, int8]); a group job is
@@ -100,6 +100,16 @@ def needs(r: dict, runs: list[dict]) -> list[str]:
     return [d for d in deps if d in names]
 
 
+def child_env() -> dict[str, str]:
+    """This process's environment, with the folder that holds the ``benchmarks`` package
+    first on PYTHONPATH: a child finds the same benchmarks whatever its working folder."""
+    import os
+
+    project = str(Path(__file__).resolve().parents[1])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": project + (os.pathsep + path if path else "")}
+
+
 def run_parallel(pending: list[dict], args: argparse.Namespace, on_row) -> None:
     """Up to ``--jobs`` runs at once, each in its own process (they share the GPU)."""
     import signal
@@ -107,8 +117,7 @@ def run_parallel(pending: list[dict], args: argparse.Namespace, on_row) -> None:
     import tempfile
     import time
 
-    script = Path(__file__).resolve().with_name("accuracy.py")  # children run one job each
-    base = [sys.executable, str(script), "--data", args.data]
+    base = [sys.executable, "-m", "benchmarks.accuracy", "--data", args.data]  # one job each
     base += ["--runs", args.runs, "--jobs", str(args.jobs)]
     base += [x for s in args.set for x in ("--set", s)]
     base += ["--recipes", *args.recipes] if getattr(args, "recipes", None) else []
@@ -130,7 +139,9 @@ def run_parallel(pending: list[dict], args: argparse.Namespace, on_row) -> None:
                 log_file = Path(args.runs) / f"{safe}.log"
                 cmd = [*base, "--one", name, "--row-out", str(row_file), "--command", args.command]
                 with log_file.open("ab") as log_f:
-                    proc = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT)
+                    proc = subprocess.Popen(
+                        cmd, stdout=log_f, stderr=subprocess.STDOUT, env=child_env()
+                    )
                 running[name] = (proc, row_file, log_file)
                 logging.info("started %s (log %s)", name, log_file)
             if not running:  # everything left waits on a failed run

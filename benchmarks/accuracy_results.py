@@ -1,13 +1,27 @@
-"""The accuracy benchmark's results file (``benchmarks/accuracy.py``): row keys, and the
-JSON, Markdown table and bar chart written after every finished run."""
+"""The accuracy benchmark's results file (``benchmarks.accuracy``): row keys, and the
+JSON, Markdown table and bar chart written after every finished run.
+
+``accuracy.json`` holds the rows and, under ``notes``, what the rows alone do not say
+(what was tried and why, how wall times were measured): a list of
+``{"title": str, "text": str, "items": [str, ...]}`` (Markdown), kept as they are when a
+run adds rows and rendered below the table. After editing the notes, rewrite the
+Markdown from the JSON (which stays as it is):
+
+    python -m benchmarks.accuracy_results [benchmarks/results/accuracy.json]
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 
-from accuracy_jobs import label
+from benchmarks.accuracy_jobs import label
+from runtime.files import write_atomic, write_json_atomic
+from runtime.measure import machine, markdown_table, today
 
+RESULTS = Path(__file__).resolve().parent / "results" / "accuracy.json"
 COLUMNS = [
     ("model", "model"),
     ("recipe", "recipe"),
@@ -39,8 +53,9 @@ def load_results(path: Path) -> list[dict]:
 
 
 def save_results(path: Path, rows: list[dict], command: str) -> None:
-    from runtime.measure import machine, markdown_table, today, write_json_atomic, write_text_atomic
-
+    """Write ``rows`` (sorted) to ``path`` with this machine and date, keeping the notes
+    already there; rewrite the Markdown and the chart beside it."""
+    notes = json.loads(path.read_text()).get("notes", []) if path.is_file() else []
     rows = sorted(
         rows,
         key=lambda r: (
@@ -52,13 +67,21 @@ def save_results(path: Path, rows: list[dict], command: str) -> None:
             r["seed"],
         ),
     )
-    write_json_atomic(
-        path, {"command": command, "machine": machine(), "date": today(), "rows": rows}
-    )
+    doc = {"command": command, "machine": machine(), "date": today(), "rows": rows}
+    write_json_atomic(path, {**doc, "notes": notes} if notes else doc)
+    write_atomic(path.with_suffix(".md"), markdown({**doc, "notes": notes}))
+    plot(rows, path.with_suffix(".png"))
+
+
+def markdown(doc: dict) -> str:
+    """The Markdown of an accuracy.json document: the table, each row's note, the notes."""
+    rows = doc["rows"]
     md = [
-        f"# Accuracy on the standard synth benchmark ({today()})",
+        f"# Accuracy on the standard synth benchmark ({doc['date']})",
         "",
-        f"Command: `{command}`",
+        f"Command: `{doc['command']}`",
+        "",
+        f"Machine: {doc['machine']}",
         "",
         *markdown_table(rows, COLUMNS),
         "",
@@ -69,8 +92,11 @@ def save_results(path: Path, rows: list[dict], command: str) -> None:
             if r.get("note")
         ],
     ]
-    write_text_atomic(path.with_suffix(".md"), "\n".join(md) + "\n")
-    plot(rows, path.with_suffix(".png"))
+    for note in doc.get("notes", []):
+        md += ["", f"## {note['title']}", ""]
+        md += [note["text"], ""] if note.get("text") else []
+        md += [f"- {item}" for item in note.get("items", [])]
+    return "\n".join(md) + "\n"
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -96,3 +122,23 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.accuracy_results",
+        description="Rewrite the Markdown beside an accuracy.json from it (the JSON and the "
+        "chart stay as they are).",
+    )
+    ap.add_argument("results", nargs="?", type=Path, default=RESULTS, help="accuracy.json")
+    args = ap.parse_args(argv)
+    if not args.results.is_file():
+        ap.error(f"{args.results}: no such file")
+    out = args.results.with_suffix(".md")
+    write_atomic(out, markdown(json.loads(args.results.read_text())))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

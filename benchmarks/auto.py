@@ -1,6 +1,6 @@
 """`understudy auto` on the standard synth benchmark.
 
-    python benchmarks/auto.py                        # data/synth, runs/bench/teacher/model.pt
+    python -m benchmarks.auto                        # data/synth, runs/bench/teacher/model.pt
 
 1. Budget: ``understudy auto`` first runs its latency screen alone (no teacher, an open
    budget) over the grid at the benchmark input (256; ``--pin-input``) on ONNX Runtime on
@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import shlex
@@ -29,12 +28,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from benchmarks.common import command_line
+from runtime.files import write_atomic, write_json_atomic
+from runtime.measure import today
 
-RESULTS = ROOT / "benchmarks" / "results" / "auto.json"
-ACCURACY = ROOT / "benchmarks" / "results" / "accuracy.json"
+RESULTS = Path(__file__).resolve().parent / "results" / "auto.json"
+ACCURACY = Path(__file__).resolve().parent / "results" / "accuracy.json"
 
 
 def calibrate_budget(args: argparse.Namespace, out: Path) -> dict:
@@ -44,7 +43,7 @@ def calibrate_budget(args: argparse.Namespace, out: Path) -> dict:
 
     open_budget = out / "open_budget.yaml"
     pin = f"  input: {args.size}\n" if args.pin_input else ""
-    open_budget.write_text(f"latency:\n  p50_ms: 1000000\n  batch: 1\n{pin}")
+    write_atomic(open_budget, f"latency:\n  p50_ms: 1000000\n  batch: 1\n{pin}")
     cmd = [
         sys.executable,
         "-m",
@@ -183,13 +182,13 @@ def write_markdown(doc: dict, path: Path) -> None:
         "|---|---|",
     ]
     lines += [f"| {k} | {v} |" for k, v in doc["stage_seconds"].items()]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+    write_atomic(path, "\n".join(lines) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.auto", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--data", default="data/synth")
     p.add_argument("--teachers", nargs="+", default=["runs/bench/teacher/model.pt"])
     p.add_argument(
@@ -218,61 +217,51 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, default=Path("runs/bench/auto"))
     p.add_argument("--results", type=Path, default=RESULTS)
-    args = p.parse_args(argv)
+    return p
 
-    from distill.auto.report import machine_description
 
-    config = args.config or next(
-        c for c in ("configs/bench_distill.yaml", "configs/bench_student.yaml") if Path(c).is_file()
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
+def write_budget(args: argparse.Namespace) -> tuple[Path, dict]:
+    """``OUT/budget.yaml`` from the calibration (``OUT/calibration.json``, measured unless
+    a resumed run has one and ``--recalibrate`` is not given): (its path, calibration)."""
     cal_path = args.out / "calibration.json"
     if cal_path.is_file() and not args.recalibrate:  # a resumed run keeps its budget
         calibration = json.loads(cal_path.read_text())
         print(f"budget calibration from {cal_path}: p50 {calibration['p50_ms']} ms")
     else:
         calibration = calibrate_budget(args, args.out)
-        cal_path.write_text(json.dumps(calibration, indent=1) + "\n")
-    budget = args.out / "budget.yaml"
+        write_json_atomic(cal_path, calibration)
     pin = f"  input: {args.size}\n" if args.pin_input else ""
-    budget.write_text(f"latency:\n  p50_ms: {calibration['p50_ms']}\n  batch: 1\n{pin}")
-    cmd = [
-        sys.executable,
-        "-m",
-        "runtime.cli",
-        "auto",
-        "--data",
-        args.data,
-        "--budget",
-        str(budget),
-        "--backend",
-        "onnxruntime",
-        "--teachers",
-        *args.teachers,
-        "--config",
-        config,
-        "--grid",
-        args.grid,
-        "--out",
-        str(args.out / "run"),
-    ]
+    budget = write_atomic(
+        args.out / "budget.yaml", f"latency:\n  p50_ms: {calibration['p50_ms']}\n  batch: 1\n{pin}"
+    )
+    return budget, calibration
+
+
+def auto_command(args: argparse.Namespace, budget: Path) -> list[str]:
+    """``understudy auto`` on ``budget`` with the teachers and the benchmark's config."""
+    config = args.config or next(
+        c for c in ("configs/bench_distill.yaml", "configs/bench_student.yaml") if Path(c).is_file()
+    )
+    cmd = [sys.executable, "-m", "runtime.cli", "auto", "--data", args.data]
+    cmd += ["--budget", str(budget), "--backend", "onnxruntime", "--teachers", *args.teachers]
+    cmd += ["--config", config, "--grid", args.grid, "--out", str(args.out / "run")]
     if args.unlabelled:
         cmd += ["--unlabelled", args.unlabelled]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    print("running:", shlex.join(cmd), flush=True)
-    code = subprocess.run(cmd).returncode
-    report_path = args.out / "run" / "report.json"
-    if not report_path.is_file():
-        print(f"understudy auto wrote no report (exit code {code}); nothing recorded")
-        return code or 1
-    report = json.loads(report_path.read_text())
-    ref = hand_picked_nano()
-    command = "python benchmarks/auto.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    doc = {
-        "command": command.strip(),
+    return cmd
+
+
+def results_doc(
+    args: argparse.Namespace, argv: list[str] | None, report: dict, calibration: dict, code: int
+) -> dict:
+    """The auto.json document of a finished ``understudy auto`` run."""
+    from distill.auto.report import machine_description
+
+    return {
+        "command": command_line("auto", argv),
         "machine": machine_description("onnxruntime"),
-        "date": datetime.date.today().isoformat(),
+        "date": today(),
         "auto_command": report["command"],
         "exit_code": code,
         "status": report["status"],
@@ -282,12 +271,24 @@ def main(argv: list[str] | None = None) -> int:
         "stage_seconds": report.get("stage_seconds_total") or report["stage_seconds"],
         "screen": report["candidates"],
         "teachers": report["teachers"],
-        "rows": build_rows(report, ref, calibration),
+        "rows": build_rows(report, hand_picked_nano(), calibration),
     }
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.results.with_name(args.results.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(args.results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    budget, calibration = write_budget(args)
+    cmd = auto_command(args, budget)
+    print("running:", shlex.join(cmd), flush=True)
+    code = subprocess.run(cmd).returncode
+    report_path = args.out / "run" / "report.json"
+    if not report_path.is_file():
+        print(f"understudy auto wrote no report (exit code {code}); nothing recorded")
+        return code or 1
+    report = json.loads(report_path.read_text())
+    doc = results_doc(args, argv, report, calibration, code)
+    write_json_atomic(args.results, doc)
     write_markdown(doc, args.results.with_suffix(".md"))
     print(f"wrote {args.results} and {args.results.with_suffix('.md')} (auto exit code {code})")
     return code

@@ -1,6 +1,6 @@
 """Full vs reduced JPEG decoding on the serving path: time, and what it does to detections.
 
-    python benchmarks/decode.py --model student.onnx [--data data/synth]
+    python -m benchmarks.decode --model student.onnx [--data data/synth]
         [--video data/synth/video.mp4] [--frames 300]
 
 The server decodes each JPEG frame and letterboxes it to the network input. With
@@ -24,7 +24,6 @@ Writes ``benchmarks/results/decode.json`` and ``decode.md``.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from dataclasses import replace
@@ -33,22 +32,24 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from benchmarks.common import command_line, video_frames
+from runtime.files import write_atomic, write_json_atomic
+from runtime.frames import decode_encoded_scaled, encode_image
+from runtime.measure import machine, markdown_table, percentile, today
+from runtime.pipeline import Detector
+from runtime.shadow import Agreement, match_detections
+from runtime.types import Detections
 
-from runtime.frames import decode_encoded_scaled, encode_image  # noqa: E402
-from runtime.measure import (  # noqa: E402
-    machine,
-    markdown_table,
-    percentile,
-    today,
-    write_json_atomic,
-    write_text_atomic,
-)
-from runtime.pipeline import Detector  # noqa: E402
-from runtime.shadow import Agreement, match_detections  # noqa: E402
-from runtime.types import Detections  # noqa: E402
+PATHS = ("full", "reduced")
+FRAME = (640, 480)  # (width, height) of the JPEG frames
+COLUMNS = [
+    ("decode", "decode"),
+    ("decode_p50_ms", "decode p50 ms"),
+    ("preprocess_p50_ms", "letterbox p50 ms"),
+    ("decode_plus_pre_p50_ms", "decode + letterbox p50 ms"),
+    ("val2x_map50_95", "mAP50-95 (val 2x)"),
+    ("val2x_map50", "mAP50 (val 2x)"),
+]
 
 
 def time_paths(det: Detector, frames: list[bytes], repeats: int) -> dict[str, tuple[list, list]]:
@@ -60,7 +61,7 @@ def time_paths(det: Detector, frames: list[bytes], repeats: int) -> dict[str, tu
     times: dict[str, tuple[list, list]] = {"full": ([], []), "reduced": ([], [])}
     for _ in range(repeats):
         for data in frames:
-            for path in ("full", "reduced"):
+            for path in PATHS:
                 t0 = time.perf_counter()
                 image, _, _ = decode_encoded_scaled(
                     data, fit_size=(h, w) if path == "reduced" else None
@@ -84,20 +85,60 @@ def run_path(det: Detector, data: bytes, reduced: bool) -> Detections:
     return dets
 
 
-def video_frames(video: Path, n: int, size: tuple[int, int]) -> list[bytes]:
-    cap = cv2.VideoCapture(str(video))
-    frames = []
-    while len(frames) < n:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        if frame.shape[1::-1] != size:
-            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-        frames.append(encode_image(frame, "jpeg", 90))
-    cap.release()
-    if not frames:
-        raise SystemExit(f"{video}: no frames could be read")
-    return frames
+def jpeg_frames(video: Path, n: int) -> list[bytes]:
+    """The first ``n`` frames of ``video`` at 640x480 (INTER_AREA), JPEG quality 90."""
+    return [
+        encode_image(
+            f if f.shape[1::-1] == FRAME else cv2.resize(f, FRAME, interpolation=cv2.INTER_AREA),
+            "jpeg",
+            90,
+        )
+        for f in video_frames(video, n)
+    ]
+
+
+def video_agreement(det: Detector, frames: list[bytes]) -> dict:
+    """Reduced vs full decoding on ``frames``, the full-decode detections as reference:
+    counts and the shares found again (recall) and matching one (precision)."""
+    classes = len(det.spec.class_names)
+    agree = Agreement.zeros(classes)
+    for data in frames:
+        out = {path: run_path(det, data, path == "reduced") for path in PATHS}
+        agree = agree + match_detections(out["reduced"], out["full"], classes)
+    matched = int(agree.tp.sum())
+    red_n, ref_n = matched + int(agree.fp.sum()), matched + int(agree.fn.sum())
+    return {
+        "frames": len(frames),
+        "full_detections": ref_n,
+        "reduced_detections": red_n,
+        "recall_vs_full": round(matched / max(ref_n, 1), 4),
+        "precision_vs_full": round(matched / max(red_n, 1), 4),
+    }
+
+
+def path_rows(det: Detector, data: str, times: dict[str, tuple[list, list]]) -> list[dict]:
+    """One row per decode path: median timings and mAP on the val split upscaled 2x."""
+    from distill.evaluate import coco_evaluate
+
+    split, encoded = upscaled_val(data, 2)
+    rows = []
+    for path in PATHS:
+        preds = {i: run_path(det, jpeg, path == "reduced") for i, jpeg in encoded.items()}
+        map50_95, map50, _ = coco_evaluate(split, preds)
+        dec, pre = times[path]
+        rows.append(
+            {
+                "decode": path,
+                "decode_p50_ms": round(percentile(dec, 50), 3),
+                "preprocess_p50_ms": round(percentile(pre, 50), 3),
+                "decode_plus_pre_p50_ms": round(
+                    percentile([a + b for a, b in zip(dec, pre)], 50), 3
+                ),
+                "val2x_map50_95": round(map50_95, 2),
+                "val2x_map50": round(map50, 2),
+            }
+        )
+    return rows
 
 
 def upscaled_val(data: str, factor: int):
@@ -121,9 +162,34 @@ def upscaled_val(data: str, factor: int):
     return replace(split, records=records), encoded
 
 
+def write_results(out: Path, doc: dict) -> list[str]:
+    """``out`` (JSON) and the Markdown beside it; returns the Markdown lines."""
+    write_json_atomic(out, doc)
+    agreement = doc["video_agreement"]
+    md = [
+        f"# Full vs reduced JPEG decode ({doc['date']})",
+        "",
+        f"Command: `{doc['command']}`",
+        "",
+        f"Machine: {doc['machine']}. Model: {doc['model']}; frames 640x480 JPEG q90.",
+        "",
+        *markdown_table(doc["rows"], COLUMNS),
+        "",
+        f"Agreement on {agreement['frames']} synth video frames (reference: full decode): "
+        f"reduced decoding finds {agreement['recall_vs_full']:.1%} of the full-decode "
+        "detections (same class, IoU >= 0.5), "
+        f"{agreement['precision_vs_full']:.1%} of its own detections match one "
+        f"({agreement['full_detections']} vs {agreement['reduced_detections']} detections).",
+    ]
+    write_atomic(out.with_suffix(".md"), "\n".join(md) + "\n")
+    return md
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m benchmarks.decode",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--model", type=Path, required=True, help="an exported .onnx student")
     ap.add_argument("--data", default="data/synth", help="dataset with a val split")
@@ -131,82 +197,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=300, help="video frames to compare")
     ap.add_argument("--repeats", type=int, default=3, help="timing passes over the frames")
     ap.add_argument("--threads", type=int, default=None, help="model intra-op threads")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "decode.json")
-    args = ap.parse_args(argv)
-    command = "python benchmarks/decode.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    ap.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "decode.json"
     )
+    args = ap.parse_args(argv)
     det = Detector(args.model, threads=args.threads)
     det.warmup()
-    frames = video_frames(args.video, args.frames, (640, 480))
+    frames = jpeg_frames(args.video, args.frames)
     times = time_paths(det, frames, args.repeats)
-    agree = Agreement.zeros(len(det.spec.class_names))
-    for data in frames:
-        out = {path: run_path(det, data, path == "reduced") for path in ("full", "reduced")}
-        agree = agree + match_detections(out["reduced"], out["full"], len(det.spec.class_names))
-    matched = int(agree.tp.sum())
-    red_n, ref_n = matched + int(agree.fp.sum()), matched + int(agree.fn.sum())
-    rows = []
-    split, encoded = upscaled_val(args.data, 2)
-    from distill.evaluate import coco_evaluate
-
-    for path in ("full", "reduced"):
-        preds = {i: run_path(det, data, path == "reduced") for i, data in encoded.items()}
-        map50_95, map50, _ = coco_evaluate(split, preds)
-        dec, pre = times[path]
-        rows.append(
-            {
-                "decode": path,
-                "decode_p50_ms": round(percentile(dec, 50), 3),
-                "preprocess_p50_ms": round(percentile(pre, 50), 3),
-                "decode_plus_pre_p50_ms": round(
-                    percentile([a + b for a, b in zip(dec, pre)], 50), 3
-                ),
-                "val2x_map50_95": round(map50_95, 2),
-                "val2x_map50": round(map50, 2),
-            }
-        )
-    agreement = {
-        "frames": len(frames),
-        "full_detections": ref_n,
-        "reduced_detections": red_n,
-        "recall_vs_full": round(matched / max(ref_n, 1), 4),
-        "precision_vs_full": round(matched / max(red_n, 1), 4),
-    }
     doc = {
-        "command": command,
+        "command": command_line("decode", argv),
         "machine": machine(),
         "date": today(),
         "model": args.model.name,
         "frame": "640x480 jpeg q90",
-        "rows": rows,
-        "video_agreement": agreement,
+        "rows": path_rows(det, args.data, times),
+        "video_agreement": video_agreement(det, frames),
     }
-    write_json_atomic(args.out, doc)
-    columns = [
-        ("decode", "decode"),
-        ("decode_p50_ms", "decode p50 ms"),
-        ("preprocess_p50_ms", "letterbox p50 ms"),
-        ("decode_plus_pre_p50_ms", "decode + letterbox p50 ms"),
-        ("val2x_map50_95", "mAP50-95 (val 2x)"),
-        ("val2x_map50", "mAP50 (val 2x)"),
-    ]
-    md = [
-        f"# Full vs reduced JPEG decode ({today()})",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Machine: {doc['machine']}. Model: {args.model.name}; frames 640x480 JPEG q90.",
-        "",
-        *markdown_table(rows, columns),
-        "",
-        f"Agreement on {len(frames)} synth video frames (reference: full decode): reduced "
-        f"decoding finds {agreement['recall_vs_full']:.1%} of the full-decode detections "
-        f"(same class, IoU >= 0.5), {agreement['precision_vs_full']:.1%} of its own "
-        f"detections match one ({ref_n} vs {red_n} detections).",
-    ]
-    write_text_atomic(args.out.with_suffix(".md"), "\n".join(md) + "\n")
-    print("\n".join(md))
+    print("\n".join(write_results(args.out, doc)))
     return 0
 
 

@@ -1,6 +1,6 @@
 """Latency benchmark: per model, backend and batch size, per-stage p50/p90/p99 and throughput.
 
-    python benchmarks/latency.py student.onnx [more models] --batch 1 4 --runs 200
+    python -m benchmarks.latency student.onnx [more models] --batch 1 4 --runs 200
 
 For each (model, backend, batch): warm-up, then ``--runs`` calls of ``Detector.detect``
 (batch 1) or ``detect_batch``; percentiles of the per-call wall time, medians of each
@@ -13,7 +13,6 @@ batch, input) and the whole table is rewritten to ``latency.md``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import itertools
 import json
 import os
@@ -22,26 +21,16 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from benchmarks.common import command_line, parse_size, video_frames
+from runtime.errors import BackendUnavailable, ModelFileError
+from runtime.files import atomic_path, write_atomic, write_json_atomic
+from runtime.measure import machine, markdown_table, percentile, synthetic_frames, today
+from runtime.model_spec import ModelSpec
+from runtime.pipeline import Detector
 
-from runtime.errors import BackendUnavailable, ModelFileError  # noqa: E402
-from runtime.measure import (  # noqa: E402
-    machine,
-    markdown_table,
-    percentile,
-    synthetic_frames,
-    write_json_atomic,
-    write_text_atomic,
-)
-from runtime.model_spec import ModelSpec  # noqa: E402
-from runtime.pipeline import Detector  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results" / "latency.json"
+RESULTS = Path(__file__).resolve().parent / "results" / "latency.json"
 ROUNDS = 5  # interleaved rounds of the throughput comparison
 KEY = ("model", "backend", "precision", "batch", "input")
 MD_COLUMNS = (
@@ -63,20 +52,6 @@ MD_COLUMNS = (
     ("pipelined_pct_of_infer_only", "pipelined % infer-only"),
     ("machine", "machine"),
 )
-
-
-def video_frames(path: Path, n: int = 64) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while len(frames) < n:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    if not frames:
-        raise SystemExit(f"{path}: no frames could be read")
-    return frames
 
 
 def measure(det: Detector, frames: list[np.ndarray], batch: int, warmup: int, runs: int) -> dict:
@@ -147,12 +122,7 @@ def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
 def write_results(path: Path, command: str, rows: list[dict]) -> dict:
     """Merge ``rows`` into ``path`` (JSON) and rewrite the Markdown table beside it."""
     old = json.loads(path.read_text())["rows"] if path.is_file() else []
-    doc = {
-        "command": command,
-        "machine": machine(),
-        "date": datetime.date.today().isoformat(),
-        "rows": merge_rows(old, rows),
-    }
+    doc = {"command": command, "machine": machine(), "date": today(), "rows": merge_rows(old, rows)}
     write_json_atomic(path, doc)
     lines = [
         f"# Latency ({doc['date']})",
@@ -166,7 +136,7 @@ def write_results(path: Path, command: str, rows: list[dict]) -> dict:
         "",
         *markdown_table(doc["rows"], list(MD_COLUMNS)),
     ]
-    write_text_atomic(path.with_suffix(".md"), "\n".join(lines) + "\n")
+    write_atomic(path.with_suffix(".md"), "\n".join(lines) + "\n")
     return doc
 
 
@@ -209,10 +179,8 @@ def ultralytics_to_understudy(src: Path, dst: Path, spec: ModelSpec) -> Path:
         ]
     )
     helper.set_model_props(model, spec.to_metadata_props())
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    onnx.save(model, str(tmp))
-    tmp.replace(dst)
+    with atomic_path(dst) as tmp:
+        onnx.save(model, str(tmp))
     return dst
 
 
@@ -245,18 +213,10 @@ def build_yolo11n_reference(path: Path, size: int) -> Path | None:
     return ultralytics_to_understudy(exported, path, spec)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(
-            f"expected WIDTHxHEIGHT such as 640x480, got {text!r}"
-        ) from e
-    return w, h
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.latency", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("models", nargs="*", type=Path, help=".onnx / .engine / .pt model files")
     p.add_argument(
         "--names", nargs="*", default=None, help="row names for the models (default: file stems)"
@@ -286,8 +246,14 @@ def main(argv: list[str] | None = None) -> int:
         help="add a random-weight YOLO11n ONNX (needs ultralytics)",
     )
     p.add_argument("--reference-size", type=int, default=320, help="input size of the reference")
-    args = p.parse_args(argv)
+    return p
 
+
+def models_to_measure(
+    p: argparse.ArgumentParser, args: argparse.Namespace
+) -> list[tuple[Path, str]]:
+    """(model file, row name) pairs: the models given, plus the YOLO11n reference if asked
+    for and buildable here."""
     models = list(args.models)
     names = list(args.names) if args.names else [m.stem for m in models]
     if len(names) != len(models):
@@ -302,68 +268,84 @@ def main(argv: list[str] | None = None) -> int:
             names.append("yolo11n-reference")
     if not models:
         p.error("no models to measure")
+    return list(zip(models, names))
+
+
+def measure_model(
+    model: Path, name: str, frames: list[np.ndarray], source: str, args: argparse.Namespace
+) -> list[dict]:
+    """The rows of one model: one per backend and batch size it can run."""
+    rows = []
+    for backend in args.backends or [None]:
+        for batch in args.batch:
+            try:
+                det = Detector(
+                    model,
+                    backend=backend,
+                    threads=args.threads,
+                    device=args.device,
+                    max_batch=batch,
+                )
+            except (BackendUnavailable, ModelFileError) as e:
+                print(f"skip {name} on {backend}: {e}")
+                break
+            with det:
+                if det.max_batch < batch:
+                    print(f"skip {name} batch {batch}: the model takes at most {det.max_batch}")
+                    continue
+                h, w = det.spec.input_size
+                print(
+                    f"{name} {det.backend_name} {det.precision} batch {batch} {w}x{h} ...",
+                    flush=True,
+                )
+                row = {
+                    "model": name,
+                    "backend": det.backend_name,
+                    "precision": det.precision,
+                    "batch": batch,
+                    "input": f"{w}x{h}",
+                    **measure(det, frames, batch, args.warmup, args.runs),
+                    "source_input": f"{frames[0].shape[1]}x{frames[0].shape[0]}",
+                    "frames": source,
+                    "threads": args.threads,
+                    "runs": args.runs,
+                    "warmup": args.warmup,
+                    "model_path": str(model),
+                    "machine": machine(),
+                    "date": today(),
+                }
+            rows.append(row)
+            print(row_summary(row))
+    return rows
+
+
+def row_summary(row: dict) -> str:
+    """One line of a measured row: percentiles, throughput, the two ratios."""
+    text = (
+        f"  p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  "
+        f"{row['throughput_fps']:.1f} fps  "
+        f"pre+post {row['pre_post_pct_of_infer']:.1f}% of infer"
+    )
+    if row["batch"] == 1:
+        text += f"  pipelined {row['pipelined_pct_of_infer_only']:.1f}% of infer-only"
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)
+    models = models_to_measure(p, args)
     if args.frames:
-        frames, source = video_frames(args.frames), str(args.frames)
+        frames, source = video_frames(args.frames, 64), str(args.frames)
     else:
         frames, source = synthetic_frames(*args.input_size_src), "synthetic"
-    src_input = f"{frames[0].shape[1]}x{frames[0].shape[0]}"
-
-    rows, host, today = [], machine(), datetime.date.today().isoformat()
-    for model, name in zip(models, names):
-        for backend in args.backends or [None]:
-            for batch in args.batch:
-                try:
-                    det = Detector(
-                        model,
-                        backend=backend,
-                        threads=args.threads,
-                        device=args.device,
-                        max_batch=batch,
-                    )
-                except (BackendUnavailable, ModelFileError) as e:
-                    print(f"skip {name} on {backend}: {e}")
-                    break
-                with det:
-                    if det.max_batch < batch:
-                        print(f"skip {name} batch {batch}: the model takes at most {det.max_batch}")
-                        continue
-                    h, w = det.spec.input_size
-                    print(
-                        f"{name} {det.backend_name} {det.precision} batch {batch} {w}x{h} ...",
-                        flush=True,
-                    )
-                    row = {
-                        "model": name,
-                        "backend": det.backend_name,
-                        "precision": det.precision,
-                        "batch": batch,
-                        "input": f"{w}x{h}",
-                        **measure(det, frames, batch, args.warmup, args.runs),
-                        "source_input": src_input,
-                        "frames": source,
-                        "threads": args.threads,
-                        "runs": args.runs,
-                        "warmup": args.warmup,
-                        "model_path": str(model),
-                        "machine": host,
-                        "date": today,
-                    }
-                rows.append(row)
-                summary = (
-                    f"  p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  "
-                    f"{row['throughput_fps']:.1f} fps  "
-                    f"pre+post {row['pre_post_pct_of_infer']:.1f}% of infer"
-                )
-                if batch == 1:
-                    summary += (
-                        f"  pipelined {row['pipelined_pct_of_infer_only']:.1f}% of infer-only"
-                    )
-                print(summary)
+    rows = [
+        row for model, name in models for row in measure_model(model, name, frames, source, args)
+    ]
     if not rows:
         print("nothing measured")
         return 1
-    command = "python benchmarks/latency.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    write_results(args.out, command, rows)
+    write_results(args.out, command_line("latency", argv), rows)
     print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
     return 0
 

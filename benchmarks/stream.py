@@ -1,6 +1,6 @@
 """Stream-load benchmark: N concurrent camera streams at F FPS against `understudy serve`.
 
-    python benchmarks/stream.py --model student.onnx [--scenarios 1x30 4x30] [--duration 20]
+    python -m benchmarks.stream --model student.onnx [--scenarios 1x30 4x30] [--duration 20]
         [--budget-ms 33] [--size 640x480] [--micro-batch] [--decode reduced full]
         [--video synth.mp4]
 
@@ -16,38 +16,56 @@ the streams start, a quarter of the way in (warm), and at the end, with the grow
 warm to end. ``--micro-batch`` adds the same scenarios with ``--max-batch`` > 1, and
 ``--decode`` runs them under each decode mode of ``understudy serve``.
 
-Writes ``benchmarks/results/stream.json`` (format in DESIGN.md) and ``stream.md``.
+Writes ``benchmarks/results/stream.json`` (format: ``benchmarks/README.md``) and
+``stream.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
-import threading
-import time
 from pathlib import Path
 
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from benchmarks.common import command_line, parse_size
+from benchmarks.stream_load import Server, bench_frames, run_streams
+from runtime.files import write_atomic, write_json_atomic
+from runtime.measure import machine, markdown_table, today
+from runtime.stream_stats import StreamStats
 
-from runtime.measure import (  # noqa: E402
-    machine,
-    markdown_table,
-    rss_mb,
-    write_json_atomic,
-    write_text_atomic,
+RESULTS = Path(__file__).resolve().parent / "results"
+# what a row takes from the merged StreamStats summary of its streams
+SUMMARY_KEYS = (
+    "delivered_fps",
+    "drop_rate",
+    "e2e_p50_ms",
+    "e2e_p90_ms",
+    "e2e_p99_ms",
+    "overhead_p50_ms",
+    "server_overhead_p50_ms",
+    "stage_p50_ms",
+    "infer_p50_ms",
+    "budget_miss_rate",
+    "server_budget_miss_rate",
+    "sent",
+    "answered",
+    "dropped",
+    "dropped_by_reason",
+    "errors",
 )
-from runtime.stream_stats import StreamStats  # noqa: E402
-
-if str(ROOT / "benchmarks") not in sys.path:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-from stream_load import Server, bench_frames, run_stream  # noqa: E402
-
+# what is printed of a row as soon as its scenario ends
+PROGRESS_KEYS = (
+    "decode",
+    "streams",
+    "fps_per_stream",
+    "max_batch",
+    "delivered_fps",
+    "drop_rate",
+    "e2e_p50_ms",
+    "e2e_p99_ms",
+)
 MD_COLUMNS = (
     ("decode", "decode"),
     ("threads", "threads"),
@@ -71,6 +89,17 @@ MD_COLUMNS = (
 )
 
 
+def serve_args(model: Path, args: argparse.Namespace, max_batch: int, decode: str) -> list[str]:
+    """The ``understudy serve`` options of one scenario."""
+    out = ["--model", str(model), "--budget-ms", str(args.budget_ms), "--policy", args.policy]
+    out += ["--max-batch", str(max_batch), "--max-wait-ms", str(args.max_wait_ms)]
+    if args.threads:
+        out += ["--threads", str(args.threads)]
+    out += ["--decode", decode, "--reply-margin-ms", str(args.reply_margin_ms)]
+    out += ["--service-quantile", str(args.service_quantile)]
+    return [*out, "--deadline-from", args.deadline_from]
+
+
 def run_scenario(
     model: Path,
     streams: int,
@@ -80,104 +109,31 @@ def run_scenario(
     max_batch: int,
     decode: str,
 ) -> dict:
-    serve_args = [
-        "--model",
-        str(model),
-        "--budget-ms",
-        str(args.budget_ms),
-        "--policy",
-        args.policy,
-        "--max-batch",
-        str(max_batch),
-        "--max-wait-ms",
-        str(args.max_wait_ms),
-    ]
-    if args.threads:
-        serve_args += ["--threads", str(args.threads)]
-    serve_args += ["--decode", decode, "--reply-margin-ms", str(args.reply_margin_ms)]
-    serve_args += ["--service-quantile", str(args.service_quantile)]
-    serve_args += ["--deadline-from", args.deadline_from]
-    server = Server(serve_args)
-    samples: list[tuple[float, float]] = []
-    sampling = threading.Event()
-
-    def sample_rss() -> None:
-        while not sampling.wait(0.5):
-            mb = rss_mb(server.proc.pid)
-            if mb is not None:
-                samples.append((time.perf_counter(), mb))
-
+    """A fresh server, ``streams`` cameras at ``fps`` against it for ``args.duration``
+    seconds, the server stopped: the scenario's row."""
+    server = Server(serve_args(model, args, max_batch, decode))
     try:
-        rss_start = round(rss_mb(server.proc.pid) or 0.0, 1)
-        sampler = threading.Thread(target=sample_rss, daemon=True)
-        sampler.start()
-        per_stream = [StreamStats() for _ in range(streams)]
-        outs: list[dict] = [{} for _ in range(streams)]
-        t0 = time.perf_counter() + 0.2
-        threads = [
-            threading.Thread(
-                target=run_stream,
-                args=(
-                    server.target,
-                    frames,
-                    fps,
-                    k / (fps * streams),
-                    t0,
-                    args.duration,
-                    args.budget_ms,
-                    per_stream[k],
-                    outs[k],
-                ),
-            )
-            for k in range(streams)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(args.duration + 60)
-        elapsed = time.perf_counter() - t0
-        rss_end = round(rss_mb(server.proc.pid) or 0.0, 1)
-        sampling.set()
-        sampler.join()
+        rss = {"start": server.rss_mb()}
+        server.start_sampling()
+        results, t0, elapsed = run_streams(
+            server.target, frames, streams, fps, args.duration, args.budget_ms
+        )
+        rss["end"] = server.rss_mb()
     finally:
-        sampling.set()
         exit_code = server.stop()
-    warm = [mb for t, mb in samples if t >= t0 + args.duration / 4]
-    rss_warm = round(warm[0], 1) if warm else None
+    warm = [mb for t, mb in server.rss_samples if t >= t0 + args.duration / 4]
+    rss["warm"] = round(warm[0], 1) if warm else None
+    rss["max"] = round(max(mb for _, mb in server.rss_samples), 1) if server.rss_samples else None
     total = StreamStats()
-    for s in per_stream:
-        total.merge(s)
-    summary = total.summary(sent=sum(o.get("sent", 0) for o in outs), elapsed_s=elapsed)
-    errors = [e for o in outs for e in o.get("errors", [])]
+    for r in results:
+        total.merge(r.stats)
+    summary = total.summary(sent=sum(r.sent for r in results), elapsed_s=elapsed)
     return {
         "streams": streams,
         "fps_per_stream": fps,
         "budget_ms": args.budget_ms,
-        **{
-            k: summary[k]
-            for k in (
-                "delivered_fps",
-                "drop_rate",
-                "e2e_p50_ms",
-                "e2e_p90_ms",
-                "e2e_p99_ms",
-                "overhead_p50_ms",
-                "server_overhead_p50_ms",
-                "stage_p50_ms",
-                "infer_p50_ms",
-                "budget_miss_rate",
-                "server_budget_miss_rate",
-                "sent",
-                "answered",
-                "dropped",
-                "dropped_by_reason",
-                "errors",
-            )
-        },
-        "server_rss_mb_start": rss_start,
-        "server_rss_mb_warm": rss_warm,
-        "server_rss_mb_end": rss_end,
-        "server_rss_mb_max": round(max(mb for _, mb in samples), 1) if samples else None,
+        **{k: summary[k] for k in SUMMARY_KEYS},
+        **{f"server_rss_mb_{k}": rss[k] for k in ("start", "warm", "end", "max")},
         "max_batch": max_batch,
         "policy": args.policy,
         "decode": decode,
@@ -187,8 +143,8 @@ def run_scenario(
         "duration_s": args.duration,
         "frame": f"{args.size[0]}x{args.size[1]} jpeg",
         "model": model.name,
-        "client_dropped": sum(o.get("client_dropped", 0) for o in outs),
-        "stream_errors": errors,
+        "client_dropped": sum(r.client_dropped for r in results),
+        "stream_errors": [e for r in results for e in r.errors],
         "server_exit_code": exit_code,
     }
 
@@ -211,12 +167,8 @@ def row_key(r: dict) -> tuple:
 
 
 def write_results(out_dir: Path, name: str, command: str, rows: list[dict]) -> Path:
-    doc = {
-        "command": command,
-        "machine": machine(),
-        "date": datetime.date.today().isoformat(),
-        "rows": rows,
-    }
+    """``NAME.json`` (format: benchmarks/README.md) and the table ``NAME.md`` beside it."""
+    doc = {"command": command, "machine": machine(), "date": today(), "rows": rows}
     path = write_json_atomic(out_dir / f"{name}.json", doc)
     lines = [
         f"# Stream load ({doc['date']})",
@@ -234,7 +186,7 @@ def write_results(out_dir: Path, name: str, command: str, rows: list[dict]) -> P
         "",
         *markdown_table(rows, list(MD_COLUMNS)),
     ]
-    write_text_atomic(path.with_suffix(".md"), "\n".join(lines) + "\n")
+    write_atomic(path.with_suffix(".md"), "\n".join(lines) + "\n")
     return path
 
 
@@ -246,16 +198,10 @@ def parse_scenario(text: str) -> tuple[int, float]:
         raise argparse.ArgumentTypeError(f"expected STREAMSxFPS such as 4x30, got {text!r}") from e
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from e
-    return w, h
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.stream", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--model", type=Path, required=True, help="model served by `understudy serve`")
     p.add_argument(
         "--scenarios",
@@ -268,6 +214,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-ms", type=float, default=33.0)
     p.add_argument("--size", type=parse_size, default=(640, 480), help="frame WIDTHxHEIGHT")
     p.add_argument("--video", type=Path, default=None, help="take frames from this video")
+    p.add_argument("--out-dir", type=Path, default=RESULTS)
+    p.add_argument("--name", default="stream", help="result file name (without extension)")
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the rows already in the result file (a row with the same settings is "
+        "replaced); each row records its own command",
+    )
+    add_server_options(p)
+    return p
+
+
+def add_server_options(p: argparse.ArgumentParser) -> None:
+    """The options passed on to ``understudy serve``."""
     p.add_argument("--policy", choices=("keep-latest", "queue"), default="keep-latest")
     p.add_argument("--micro-batch", action="store_true", help="also run with --max-batch N")
     p.add_argument("--max-batch", type=int, default=4, help="micro-batch size for --micro-batch")
@@ -292,21 +252,16 @@ def main(argv: list[str] | None = None) -> int:
         default="arrival",
         help="the server's --deadline-from (the streams run on this machine: one clock)",
     )
-    p.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
-    p.add_argument("--name", default="stream", help="result file name (without extension)")
-    p.add_argument(
-        "--append",
-        action="store_true",
-        help="keep the rows already in the result file (a row with the same settings is "
-        "replaced); each row records its own command",
-    )
-    args = p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if not args.model.is_file():
         raise SystemExit(f"--model {args.model}: file not found")
     frames = bench_frames(*args.size, args.video)
     batches = [1, args.max_batch] if args.micro_batch else [1]
     runs = [(dec, mb, n, f) for dec in args.decode for mb in batches for n, f in args.scenarios]
-    command = "python benchmarks/stream.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("stream", argv)
     path = args.out_dir / f"{args.name}.json"
     rows = json.loads(path.read_text())["rows"] if args.append and path.is_file() else []
     for dec, mb, n, f in tqdm(runs, desc="stream scenarios", unit="scenario"):
@@ -314,23 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         row["threads"] = args.threads
         row["command"] = command
         rows = [r for r in rows if row_key(r) != row_key(row)]
-        tqdm.write(
-            json.dumps(
-                {
-                    k: row[k]
-                    for k in (
-                        "decode",
-                        "streams",
-                        "fps_per_stream",
-                        "max_batch",
-                        "delivered_fps",
-                        "drop_rate",
-                        "e2e_p50_ms",
-                        "e2e_p99_ms",
-                    )
-                }
-            )
-        )
+        tqdm.write(json.dumps({k: row[k] for k in PROGRESS_KEYS}))
         rows.append(row)
     path = write_results(args.out_dir, args.name, command, rows)
     print(f"wrote {path} and {path.with_suffix('.md')}")

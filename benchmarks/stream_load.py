@@ -1,5 +1,6 @@
-"""The load side of the stream benchmark (``benchmarks/stream.py``): the frames, a server
-in another process, and one open-loop camera stream."""
+"""The load side of the stream benchmark (used by ``benchmarks.stream`` only): its frames,
+``understudy serve`` in another process with its memory sampled, and N open-loop camera
+streams against it."""
 
 from __future__ import annotations
 
@@ -9,55 +10,45 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
-import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from runtime.client import DetectorClient  # noqa: E402
-from runtime.frames import encode_image  # noqa: E402
-from runtime.stream_stats import StreamStats  # noqa: E402
+from benchmarks.common import video_frames
+from runtime.client import DetectorClient
+from runtime.frames import encode_image
+from runtime.measure import rss_mb, synthetic_frames
+from runtime.stream_stats import StreamStats
 
 
 def bench_frames(width: int, height: int, video: Path | None, n: int = 30) -> list[bytes]:
-    """``n`` JPEG frames (quality 90): from ``video`` or synthetic shapes on noise."""
-    images = []
-    if video is not None:
-        cap = cv2.VideoCapture(str(video))
-        while len(images) < n:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            images.append(cv2.resize(frame, (width, height)))
-        cap.release()
-        if not images:
-            raise SystemExit(f"{video}: no frames could be read")
-    rng = np.random.default_rng(0)
-    while len(images) < n:
-        img = rng.integers(0, 60, (height, width, 3), dtype=np.uint8)
-        for _ in range(6):
-            color = tuple(int(c) for c in rng.integers(60, 256, 3))
-            x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
-            s = int(rng.integers(10, min(width, height) // 3))
-            cv2.rectangle(img, (x, y), (x + s, y + s // 2 + 5), color, -1)
-        images.append(img)
+    """``n`` JPEG frames (quality 90) of ``width`` x ``height``: the first frames of
+    ``video`` (fewer if it is shorter), else synthetic shapes on noise."""
+    if video is None:
+        images = synthetic_frames(width, height, n)
+    else:
+        images = [
+            img if img.shape[1::-1] == (width, height) else cv2.resize(img, (width, height))
+            for img in video_frames(video, n)
+        ]
     return [encode_image(img, "jpeg", 90) for img in images]
 
 
 class Server:
-    """``understudy serve`` in a subprocess; the port is read from its output."""
+    """``understudy serve`` in a subprocess; the port is read from its output. While the
+    streams run, :meth:`start_sampling` records its resident memory every 0.5 s."""
 
     def __init__(self, args: list[str]) -> None:
         cmd = [sys.executable, "-m", "runtime.cli", "serve", "--port", "0", *args]
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
+        self.rss_samples: list[tuple[float, float]] = []  # (perf_counter s, MiB)
+        self._sampling = threading.Event()
+        self._sampler: threading.Thread | None = None
         threading.Thread(target=self._pump, daemon=True).start()
         self.target = self._wait("listening on").strip().rsplit(" ", 1)[-1]
         self._wait("ready")
@@ -78,15 +69,47 @@ class Server:
             self.log.append(line)
             if text in line:
                 return line
-        raise SystemExit("server did not start:\n" + "".join(self.log))
+        raise SystemExit("the server did not start:\n" + "".join(self.log))
+
+    def rss_mb(self) -> float:
+        """The server's resident memory now, MiB (0.0 where it cannot be read)."""
+        return round(rss_mb(self.proc.pid) or 0.0, 1)
+
+    def start_sampling(self) -> None:
+        def sample() -> None:
+            while not self._sampling.wait(0.5):
+                mb = rss_mb(self.proc.pid)
+                if mb is not None:
+                    self.rss_samples.append((time.perf_counter(), mb))
+
+        self._sampler = threading.Thread(target=sample, daemon=True)
+        self._sampler.start()
+
+    def stop_sampling(self) -> None:
+        self._sampling.set()
+        if self._sampler is not None:
+            self._sampler.join()
 
     def stop(self) -> int:
+        """SIGTERM (a graceful drain), SIGKILL after 30 s; returns the exit code."""
+        self.stop_sampling()
         self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return -9
+
+
+@dataclass
+class StreamResult:
+    """What one camera stream saw: answers in ``stats``, frames sent, frames the client
+    dropped before sending, and errors of the receiving side."""
+
+    stats: StreamStats = field(default_factory=StreamStats)
+    sent: int = 0
+    client_dropped: int = 0
+    errors: list[str] = field(default_factory=list)
 
 
 def run_stream(
@@ -97,34 +120,53 @@ def run_stream(
     t0: float,
     duration: float,
     budget_ms: float,
-    stats: StreamStats,
-    out: dict,
+    out: StreamResult,
 ) -> None:
-    """One camera: open-loop sender (this thread) and a receiver thread."""
+    """One camera: frame ``i`` leaves at ``t0 + offset + i / fps`` whatever the answers do
+    (this thread); a receiver thread records the answers into ``out``."""
     client = DetectorClient(target)
     call = client.open_stream(camera_id=f"cam{offset:.4f}", budget_ms=budget_ms, queue_size=8)
-    errors: list[str] = []
 
     def receive() -> None:
         try:
             for response in call:
-                stats.record(response)
+                out.stats.record(response)
         except Exception as e:  # the server died or refused the stream
-            errors.append(repr(e))
+            out.errors.append(repr(e))
 
     receiver = threading.Thread(target=receive, daemon=True)
     receiver.start()
-    sent, i = 0, 0
-    while True:
-        due = t0 + offset + i / fps
-        if due - t0 >= duration:
-            break
+    i = 0
+    while (due := t0 + offset + i / fps) - t0 < duration:
         delay = due - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
         call.send(frames[i % len(frames)], frame_id=i)
-        sent, i = sent + 1, i + 1
+        i += 1
+    out.sent = i
     call.close()
     receiver.join(30)
-    out.update(sent=sent, client_dropped=call.client_dropped, errors=errors)
+    out.client_dropped = call.client_dropped
     client.close()
+
+
+def run_streams(
+    target: str, frames: list[bytes], streams: int, fps: float, duration: float, budget_ms: float
+) -> tuple[list[StreamResult], float, float]:
+    """``streams`` cameras at ``fps`` each, staggered by ``1 / (streams * fps)``, for
+    ``duration`` seconds: (one result per stream, ``t0`` = the first frame's due time on
+    ``time.perf_counter``'s clock, seconds from ``t0`` to the end)."""
+    results = [StreamResult() for _ in range(streams)]
+    t0 = time.perf_counter() + 0.2
+    threads = [
+        threading.Thread(
+            target=run_stream,
+            args=(target, frames, fps, k / (fps * streams), t0, duration, budget_ms, results[k]),
+        )
+        for k in range(streams)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(duration + 60)
+    return results, t0, time.perf_counter() - t0

@@ -3,13 +3,12 @@
 step on a real augmented batch of the standard synth data; median of N steps after
 warm-up, fp32 and bf16 steps interleaved so both see the same machine state.
 
-    python benchmarks/train_speed.py [--presets nano large] [--size 256] [--steps 10]
+    python -m benchmarks.train_speed [--presets nano large] [--size 256] [--steps 10]
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from dataclasses import replace
@@ -17,20 +16,15 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks.common import command_line
+from distill.data.dataset import load_split
+from distill.data.torch_dataset import DetectionDataset, collate
+from distill.losses.detection import detection_loss
+from distill.models.presets import build
+from runtime.files import write_atomic, write_json_atomic
+from runtime.measure import machine, markdown_table, today
 
-from distill.data.dataset import load_split  # noqa: E402
-from distill.data.torch_dataset import DetectionDataset, collate  # noqa: E402
-from distill.losses.detection import detection_loss  # noqa: E402
-from distill.models.presets import build  # noqa: E402
-from runtime.measure import (  # noqa: E402
-    machine,
-    markdown_table,
-    today,
-    write_json_atomic,
-    write_text_atomic,
-)
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def step_seconds(model, opt, images, targets, bf16: bool) -> float:
@@ -45,13 +39,13 @@ def step_seconds(model, opt, images, targets, bf16: bool) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.train_speed", description=__doc__)
     ap.add_argument("--data", default="data/synth")
     ap.add_argument("--presets", nargs="+", default=["nano", "large"])
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_speed.json"))
+    ap.add_argument("--out", default=str(RESULTS / "train_speed.json"))
     args = ap.parse_args(argv)
     split = load_split(args.data, "train")
     split = replace(split, records=split.records[: args.batch * 4])
@@ -81,10 +75,12 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         print(rows[-1], flush=True)
-    command = "python benchmarks/train_speed.py " + " ".join(
-        shlex.quote(a) for a in (argv or sys.argv[1:])
-    )
-    doc = {"command": command.strip(), "machine": machine(), "date": today(), "rows": rows}
+    doc = {
+        "command": command_line("train_speed", argv),
+        "machine": machine(),
+        "date": today(),
+        "rows": rows,
+    }
     write_json_atomic(args.out, doc)
     cols = [
         ("model", "model"),
@@ -102,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *markdown_table(rows, cols),
     ]
-    write_text_atomic(Path(args.out).with_suffix(".md"), "\n".join(md) + "\n")
+    write_atomic(Path(args.out).with_suffix(".md"), "\n".join(md) + "\n")
     return 0
 
 

@@ -172,7 +172,7 @@ def _fmt(v: Any) -> str:
 def write_report(
     result: GateResult, out_dir: str | Path, command: str, budget: Budget
 ) -> list[Path]:
-    """budget.json (DESIGN.md format) + budget.md + budget.png (when matplotlib exists)."""
+    """budget.json (format: benchmarks/README.md), budget.md and budget.png (with matplotlib)."""
     out = Path(out_dir)
     doc = {
         "command": command,

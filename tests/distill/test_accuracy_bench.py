@@ -1,23 +1,15 @@
-"""benchmarks/accuracy.py: the plan, grouping of the single-method runs, dependencies, and
+"""benchmarks.accuracy: the plan, grouping of the single-method runs, dependencies, and
 a whole (tiny) benchmark run in parallel that resumes without retraining."""
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
+from benchmarks import accuracy
+from benchmarks import accuracy_jobs as ajobs
 from distill.checkpoint import read_checkpoint
-
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "accuracy_bench", ROOT / "benchmarks" / "accuracy.py"
-)
-accuracy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(accuracy)
-ajobs = sys.modules["accuracy_jobs"]  # imported by accuracy.py: job names, groups, dependencies
 
 
 def args(**kw) -> argparse.Namespace:
@@ -95,3 +87,36 @@ def test_tiny_benchmark_runs_in_parallel_and_resumes(tiny_data: Path, tmp_path: 
     assert accuracy.main([*common, *only]) == 0  # everything done: nothing retrained
     assert (tmp_path / "runs" / "logit-s0" / "model.pt").stat().st_mtime_ns == stamp
     assert len(json.loads(out.read_text())["rows"]) == len(rows)
+
+
+def test_results_keep_their_notes_and_render_them(tmp_path: Path) -> None:
+    """Notes in accuracy.json survive a run that adds rows, and the Markdown renders them;
+    ``python -m benchmarks.accuracy_results`` rewrites the Markdown, not the JSON."""
+    from benchmarks import accuracy_results
+
+    path = tmp_path / "accuracy.json"
+    row = dict(
+        model="scratch",
+        size="nano",
+        seed=0,
+        labelled_fraction=1.0,
+        precision="fp32",
+        map50_95=50.0,
+        map50=60.0,
+        train_seconds=1.0,
+    )
+    accuracy_results.save_results(path, [row], "first")
+    assert "notes" not in json.loads(path.read_text())
+    doc = json.loads(path.read_text())
+    notes = [{"title": "What was tried", "text": "Two things.", "items": ["one", "two"]}]
+    path.write_text(json.dumps({**doc, "notes": notes}))
+    accuracy_results.save_results(path, [row, dict(row, seed=1)], "second")
+    doc = json.loads(path.read_text())
+    assert doc["notes"] == notes and len(doc["rows"]) == 2 and doc["command"] == "second"
+    md = path.with_suffix(".md").read_text()
+    assert "## What was tried\n\nTwo things.\n\n- one\n- two\n" in md
+    path.with_suffix(".md").unlink()
+    before = path.read_text()
+    assert accuracy_results.main([str(path)]) == 0
+    assert path.read_text() == before
+    assert path.with_suffix(".md").read_text() == md

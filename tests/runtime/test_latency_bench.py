@@ -1,8 +1,8 @@
-"""benchmarks/latency.py: rows in the DESIGN.md format, merging, the YOLO layout adapter."""
+"""benchmarks.latency: rows in the results format of benchmarks/README.md, merging, the YOLO
+layout adapter."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,13 +10,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from benchmarks import latency
 from runtime.backends import open_backend
 from tests.runtime.tiny_models import IR_VERSION, OPSET, make_spec
-
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("latency_bench", ROOT / "benchmarks" / "latency.py")
-latency = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(latency)
 
 REQUIRED = ("model", "backend", "precision", "batch", "input", "p50_ms", "p90_ms", "p99_ms",
             "throughput_fps", "preprocess_ms", "infer_ms", "postprocess_ms")  # fmt: skip
@@ -30,7 +26,7 @@ def test_benchmark_writes_and_merges_rows(
     assert latency.main([str(raw_model), "--batch", "1", "2", *args]) == 0
     doc = json.loads(out.read_text())
     assert set(doc) >= {"command", "machine", "date", "rows"}
-    assert doc["command"].startswith("python benchmarks/latency.py ")
+    assert doc["command"].startswith("python -m benchmarks.latency ")
     rows = doc["rows"]
     assert [(r["model"], r["batch"]) for r in rows] == [("raw", 1), ("raw", 2)]
     for r in rows:

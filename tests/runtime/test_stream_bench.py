@@ -1,0 +1,61 @@
+"""benchmarks.stream: a real server in another process under two open-loop streams; rows
+in the results format of benchmarks/README.md; --append replaces a row of the same settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from benchmarks import stream
+from benchmarks.stream_load import bench_frames
+
+REQUIRED = (
+    "streams",
+    "fps_per_stream",
+    "budget_ms",
+    "delivered_fps",
+    "drop_rate",
+    "e2e_p50_ms",
+    "e2e_p99_ms",
+    "overhead_p50_ms",
+    "budget_miss_rate",
+    "server_rss_mb_start",
+    "server_rss_mb_end",
+)
+
+
+def test_stream_benchmark_writes_and_replaces_rows(raw_model: Path, tmp_path: Path) -> None:
+    argv = ["--model", str(raw_model), "--scenarios", "2x10", "--duration", "1.5"]
+    argv += ["--size", "160x120", "--out-dir", str(tmp_path)]
+    assert stream.main(argv) == 0
+    doc = json.loads((tmp_path / "stream.json").read_text())
+    assert set(doc) >= {"command", "machine", "date", "rows"}
+    assert doc["command"].startswith("python -m benchmarks.stream --model ")
+    (row,) = doc["rows"]
+    assert all(k in row for k in REQUIRED)
+    assert (row["streams"], row["fps_per_stream"], row["frame"]) == (2, 10.0, "160x120 jpeg")
+    assert row["sent"] == 30 and row["answered"] + row["dropped"] == 30 and row["answered"] > 0
+    assert row["stream_errors"] == [] and row["server_exit_code"] == 0
+    assert row["server_rss_mb_start"] > 0 and row["server_rss_mb_end"] > 0
+    assert "| reduced |" in (tmp_path / "stream.md").read_text()
+    # the same settings again with --append: one row, replaced; other settings add a row
+    assert stream.main([*argv, "--append"]) == 0
+    assert len(json.loads((tmp_path / "stream.json").read_text())["rows"]) == 1
+    assert stream.main([*argv, "--append", "--decode", "full"]) == 0
+    rows = json.loads((tmp_path / "stream.json").read_text())["rows"]
+    assert sorted(r["decode"] for r in rows) == ["full", "reduced"]
+
+
+def test_bench_frames_from_a_video_are_resized(tmp_path: Path) -> None:
+    video = tmp_path / "v.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(3):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    frames = bench_frames(32, 24, video, n=5)  # a shorter video: its 3 frames
+    assert len(frames) == 3
+    assert cv2.imdecode(np.frombuffer(frames[0], np.uint8), cv2.IMREAD_COLOR).shape == (24, 32, 3)
+    assert len(bench_frames(32, 24, None, n=4)) == 4
