@@ -18,14 +18,13 @@ from typing import Any
 import numpy as np
 
 from runtime.budget import Budget, Check, check_budget, summarize
+from runtime.files import write_atomic, write_json_atomic
 from runtime.measure import (
     machine,
     markdown_table,
     percentile,
     rss_mb,
     today,
-    write_json_atomic,
-    write_text_atomic,
 )
 
 log = logging.getLogger(__name__)
@@ -220,7 +219,7 @@ def write_report(
             ("note", "note"),
         ],
     )
-    paths.append(write_text_atomic(out / "budget.md", "\n".join(md) + "\n"))
+    paths.append(write_atomic(out / "budget.md", "\n".join(md) + "\n"))
     png = _plot(result, out / "budget.png")
     if png:
         paths.append(png)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 from pathlib import Path
@@ -12,24 +11,49 @@ from typing import Any
 import cv2
 import numpy as np
 
+SIMD_FLAGS = (  # /proc/cpuinfo flag -> name in results, in the order they are listed
+    ("avx2", "AVX2"),
+    ("avx512f", "AVX-512"),
+    ("avx512_vnni", "VNNI"),
+    ("avx_vnni", "AVX-VNNI"),
+    ("avx512_bf16", "BF16"),
+    ("amx_tile", "AMX"),
+)
 
-def machine() -> str:
-    """CPU model, core count, OS and ONNX Runtime version of this machine."""
-    cpu = platform.processor() or platform.machine()
+
+def _cpuinfo() -> tuple[str | None, set[str]]:
+    """(model name, flags) of the first CPU in /proc/cpuinfo; (None, set()) elsewhere."""
+    name, flags = None, set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name is None:
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
     except OSError:
         pass
+    return name, flags
+
+
+def simd_level(flags: set[str]) -> str:
+    """The vector extensions that decide int8/bf16 speed, e.g. "AVX2 AVX-512 VNNI BF16"."""
+    found = [label for flag, label in SIMD_FLAGS if flag in flags]
+    return " ".join(found) if found else "no AVX2"
+
+
+def machine() -> str:
+    """CPU model, core count, SIMD level, OS and ONNX Runtime version of this machine."""
+    name, flags = _cpuinfo()
+    cpu = name or platform.processor() or platform.machine()
+    simd = f", {simd_level(flags)}" if flags else ""
     try:
         import onnxruntime
 
         ort = f", onnxruntime {onnxruntime.__version__}"
     except ImportError:
         ort = ""
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}{ort}"
+    return f"{cpu}, {os.cpu_count()} cores{simd}, {platform.system()}{ort}"
 
 
 def today() -> str:
@@ -68,24 +92,6 @@ def synthetic_frames(width: int, height: int, n: int = 32, seed: int = 0) -> lis
                 cv2.circle(img, (x, y), size // 2, color, -1)
         frames.append(img)
     return frames
-
-
-def write_json_atomic(path: str | Path, doc: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(path)
-    return path
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> list[str]:
