@@ -102,7 +102,7 @@ def video_frames(video: Path, n: int, size: tuple[int, int]) -> list[bytes]:
 
 def upscaled_val(data: str, factor: int):
     """The val split upscaled ``factor``x: (split with scaled boxes/sizes, JPEG bytes)."""
-    from distill.data.dataset import load_split
+    from runtime.data.dataset import load_split
 
     split = load_split(data, "val")
     records, encoded = [], {}
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     red_n, ref_n = matched + int(agree.fp.sum()), matched + int(agree.fn.sum())
     rows = []
     split, encoded = upscaled_val(args.data, 2)
-    from distill.evaluate import coco_evaluate
+    from runtime.evaluate import coco_evaluate
 
     for path in ("full", "reduced"):
         preds = {i: run_path(det, data, path == "reduced") for i, data in encoded.items()}

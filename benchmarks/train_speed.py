@@ -20,10 +20,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from distill.data.dataset import load_split  # noqa: E402
 from distill.data.torch_dataset import DetectionDataset, collate  # noqa: E402
 from distill.losses.detection import detection_loss  # noqa: E402
 from distill.models.presets import build  # noqa: E402
+from runtime.data.dataset import load_split  # noqa: E402
 from runtime.measure import (  # noqa: E402
     machine,
     markdown_table,

@@ -62,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
         for det in dets:
             det.close()
     if args.data:
-        from distill.data.dataset import load_split
-        from distill.evaluate import evaluate_runtime
+        from runtime.data.dataset import load_split
+        from runtime.evaluate import evaluate_runtime
 
         split = load_split(args.data, args.split)
         for run_ in runs:

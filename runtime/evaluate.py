@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.data.dataset import to_coco_dict
-from distill.data.records import DatasetSplit
+from runtime.data.dataset import to_coco_dict
+from runtime.data.records import DatasetSplit
 from runtime.types import Detections
 
 EVAL_SCORE_THRESHOLD = 0.001  # COCO protocol: keep low-score detections for the PR curve

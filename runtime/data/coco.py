@@ -11,7 +11,7 @@ Validation policy (the JSON file and ``images[i]`` / ``annotations[i]`` in every
   id out of range"): :class:`DataError`;
 - an image file that is missing, unreadable, or whose header size differs from the JSON
   ``width``/``height``: DataError;
-- degenerate and out-of-image boxes: see :func:`distill.data.records.check_box`.
+- degenerate and out-of-image boxes: see :func:`runtime.data.records.check_box`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.data.records import (
+from runtime.data.records import (
     DatasetSplit,
     ImageRecord,
     WarningCounter,
