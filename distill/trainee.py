@@ -146,7 +146,7 @@ class Trainee:
             **{f"loss_{k}": round(v / n_batches, 5) for k, v in self.sums.items()},
         }
         if rank == 0 and (last_epoch or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
-            from runtime.evaluate import evaluate_model
+            from distill.evaluate import evaluate_model
 
             result = evaluate_model(self.ema.module, val_split, cfg.img_size, progress=progress)
             record.update(map50_95=result.map50_95, map50=result.map50)

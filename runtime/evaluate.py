@@ -1,26 +1,32 @@
-"""COCO evaluation with pycocotools (the reference implementation).
+"""COCO evaluation with pycocotools (the reference implementation), without torch.
 
-Predictions of any model kind (a torch Detector, an ONNX/TensorRT file through the runtime
-pipeline) become :class:`runtime.types.Detections` per image in original-image pixels, and
-:func:`coco_evaluate` scores them against the split's ground truth.
+Predictions of any model kind become :class:`runtime.types.Detections` per image in
+original-image pixels, and :func:`coco_evaluate` scores them against the split's ground
+truth. :func:`evaluate_runtime` runs an exported model (.onnx, .engine) through the runtime
+pipeline, the same code as serving; ``distill.evaluate`` does the same for a torch Detector.
+
+pycocotools (and pillow, which reads image sizes) are the ``eval`` extra: on a runtime-only
+install, :func:`require_eval_packages` says in one line what to install.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from runtime.data.dataset import to_coco_dict
 from runtime.data.records import DatasetSplit
+from runtime.errors import MissingPackage
 from runtime.types import Detections
 
 EVAL_SCORE_THRESHOLD = 0.001  # COCO protocol: keep low-score detections for the PR curve
 EVAL_IOU_THRESHOLD = 0.6
 EVAL_MAX_DETECTIONS = 100
+EVAL_PACKAGES = {"pycocotools": "pycocotools", "PIL": "pillow"}  # import name -> pip name
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,20 @@ class EvalResult:
         ]
         lines += [f"  {name:<16} AP50-95 {ap:6.2f}" for name, ap in self.per_class_ap.items()]
         return "\n".join(lines)
+
+
+def require_eval_packages(what: str) -> None:
+    """Raise :class:`MissingPackage` naming the ``eval`` extra's packages that are missing.
+
+    Args:
+        what: the command or option that needs them, for the message (``"bench --data"``).
+    """
+    missing = [pip for name, pip in EVAL_PACKAGES.items() if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingPackage(
+            f"{what} needs {' and '.join(missing)} for COCO mAP, not installed here; "
+            "pip install 'understudy[eval]'"
+        )
 
 
 def coco_evaluate(
@@ -89,54 +109,6 @@ def coco_evaluate(
     return round(float(ev.stats[0]) * 100, 2), round(float(ev.stats[1]) * 100, 2), per_class
 
 
-def evaluate_model(
-    model, split: DatasetSplit, img_size: int, batch_size: int = 16, progress: bool = True
-) -> EvalResult:
-    """Evaluate a torch Detector (eval mode, fp32) on a split."""
-    import torch
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    from distill.data.torch_dataset import DetectionDataset, collate
-
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    post = _postprocessor(model, split, img_size)
-    ds = DetectionDataset(split, img_size, augment=False, cache=False)
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)
-    predictions: dict[int, Detections] = {}
-    t_model = 0.0
-    with torch.inference_mode():
-        for images, _, metas in tqdm(loader, desc="eval", disable=not progress, leave=False):
-            t0 = time.perf_counter()
-            boxes, scores = model.decode(model(images.to(device)))
-            t_model += time.perf_counter() - t0
-            outputs = {"boxes": boxes.float().cpu().numpy(), "scores": scores.float().cpu().numpy()}
-            for meta, det in zip(metas, post(outputs, [letterbox_of(m, img_size) for m in metas])):
-                predictions[int(meta.image_id)] = det
-    model.train(was_training)
-    m, m50, per_class = coco_evaluate(split, predictions)
-    return EvalResult(m, m50, per_class, len(ds), round(len(ds) / max(t_model, 1e-9), 1))
-
-
-def evaluate_path(
-    path: str | Path,
-    split: DatasetSplit,
-    img_size: int | None = None,
-    batch_size: int = 16,
-    progress: bool = True,
-) -> EvalResult:
-    """Evaluate a checkpoint (.pt, torch) or an exported model (.onnx/.engine, runtime)."""
-    path = Path(path)
-    if path.suffix == ".pt":
-        from distill.checkpoint import load_detector
-
-        model, info = load_detector(path)
-        return evaluate_model(model, split, int(img_size or info["img_size"]), batch_size, progress)
-    return evaluate_runtime(path, split, progress=progress)
-
-
 def evaluate_runtime(path: str | Path, split: DatasetSplit, progress: bool = True) -> EvalResult:
     """Evaluate an exported model through the runtime pipeline (same code as serving)."""
     import cv2
@@ -160,36 +132,3 @@ def evaluate_runtime(path: str | Path, split: DatasetSplit, progress: bool = Tru
     m, m50, per_class = coco_evaluate(split, predictions)
     n = len(split.records)
     return EvalResult(m, m50, per_class, n, round(n / max(t_infer, 1e-9), 1))
-
-
-def _postprocessor(model, split: DatasetSplit, img_size: int):
-    """The runtime's post-processing (so evaluation matches deployment) for a torch model's
-    decoded outputs at ``img_size``."""
-    from runtime.model_spec import ModelSpec
-    from runtime.postprocess import Postprocessor
-
-    spec = ModelSpec(
-        class_names=split.class_names,
-        input_size=(img_size, img_size),
-        strides=tuple(model.strides),
-        reg_max=model.reg_max,
-    )
-    return Postprocessor(
-        spec,
-        score_threshold=EVAL_SCORE_THRESHOLD,
-        iou_threshold=EVAL_IOU_THRESHOLD,
-        max_detections=EVAL_MAX_DETECTIONS,
-    )
-
-
-def letterbox_of(meta, img_size: int):
-    """The runtime Letterbox described by a dataset FrameMeta."""
-    from runtime.preprocess import Letterbox
-
-    return Letterbox(
-        float(meta.scale),
-        int(meta.pad[0]),
-        int(meta.pad[1]),
-        tuple(meta.orig_hw),
-        (img_size, img_size),
-    )

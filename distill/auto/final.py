@@ -101,7 +101,7 @@ class Measurer:
 
 
 def _evaluate(path: Path, split, store: Path, progress: bool) -> tuple[dict, float]:
-    from runtime.evaluate import evaluate_path
+    from distill.evaluate import evaluate_path
 
     first = str(split.records[0].path) if split.records else ""
     key = {**_file_key(path), "split_first_image": first, "split_images": len(split.records)}
