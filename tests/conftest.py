@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
 # ONNX Runtime and torch write caches under ~/.cache on first use: keep tests hermetic.
+# pip's cache stays the user's, so the fresh-install test reuses the wheels pip already has.
+if "XDG_CACHE_HOME" not in os.environ and sys.platform.startswith("linux"):
+    os.environ.setdefault("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))
 os.environ.setdefault("XDG_CACHE_HOME", tempfile.mkdtemp(prefix="understudy-test-cache-"))
 
 
