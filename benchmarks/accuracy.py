@@ -75,8 +75,8 @@ def plan(args: argparse.Namespace) -> list[dict]:
 
 def scarce_unlabelled(data: str, seed: int, folder: Path) -> Path:
     """A folder of links to the 80% of training images the label-scarce run may not label."""
-    from distill.data.dataset import load_split
     from distill.train import subset_records
+    from runtime.data.dataset import load_split
 
     _, rest = subset_records(load_split(data, "train"), 0.2, seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -129,10 +129,10 @@ def int8_row(r: dict, args: argparse.Namespace) -> dict:
     """INT8 Q/DQ exports of a student, evaluated through ONNX Runtime. Two variants: uint8
     activations (what ONNX Runtime runs fast on x86; the row's mAP) and symmetric int8
     activations (what TensorRT's explicit quantization accepts; an extra field)."""
-    from distill.data.dataset import load_split
-    from distill.evaluate import evaluate_runtime
     from distill.export import export_onnx
     from distill.quantize import quantize_int8
+    from runtime.data.dataset import load_split
+    from runtime.evaluate import evaluate_runtime
 
     out = Path(args.runs) / run_name(r)
     fp32 = export_onnx(out / "model.pt", out / "student.onnx").path

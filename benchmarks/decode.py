@@ -118,7 +118,7 @@ def video_agreement(det: Detector, frames: list[bytes]) -> dict:
 
 def path_rows(det: Detector, data: str, times: dict[str, tuple[list, list]]) -> list[dict]:
     """One row per decode path: median timings and mAP on the val split upscaled 2x."""
-    from distill.evaluate import coco_evaluate
+    from runtime.evaluate import coco_evaluate
 
     split, encoded = upscaled_val(data, 2)
     rows = []
@@ -143,7 +143,7 @@ def path_rows(det: Detector, data: str, times: dict[str, tuple[list, list]]) -> 
 
 def upscaled_val(data: str, factor: int):
     """The val split upscaled ``factor``x: (split with scaled boxes/sizes, JPEG bytes)."""
-    from distill.data.dataset import load_split
+    from runtime.data.dataset import load_split
 
     split = load_split(data, "val")
     records, encoded = [], {}

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import command_line
-from distill.data.dataset import load_split
 from distill.data.torch_dataset import DetectionDataset, collate
 from distill.losses.detection import detection_loss
 from distill.models.presets import build
+from runtime.data.dataset import load_split
 from runtime.files import write_atomic, write_json_atomic
 from runtime.measure import machine, markdown_table, today
 

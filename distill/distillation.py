@@ -323,11 +323,11 @@ def distill_many(
     agree on the batch-shaping keys and on ``SHARED_KD_KEYS``.
     """
     from distill import ddp
-    from distill.data.dataset import load_split
     from distill.data.torch_dataset import UnlabelledFrames
     from distill.models.presets import build_detector
     from distill.teachers import open_teacher
     from distill.train import train_many
+    from runtime.data.dataset import load_split
 
     cfg = cfgs[0]
     for other in cfgs[1:]:

@@ -360,7 +360,7 @@ def parity_images(
     data = info.get("data")
     if data and Path(str(data)).exists():
         try:
-            from distill.data.dataset import load_split
+            from runtime.data.dataset import load_split
 
             records = load_split(str(data), "val").records[:n]
             if records:

@@ -85,7 +85,7 @@ def calibration_paths(source: Any, num_images: int, seed: int = 0) -> list[Path]
     """Up to ``num_images`` image paths, spread over ``source`` (seeded choice).
 
     ``source``: a list of image paths; a folder of images; or a dataset (a DatasetSplit,
-    or a path :func:`distill.data.dataset.load_split` reads; its ``train`` split is used).
+    or a path :func:`runtime.data.dataset.load_split` reads; its ``train`` split is used).
     """
     if isinstance(source, (list, tuple)):
         paths = [Path(p) for p in source]
@@ -96,7 +96,7 @@ def calibration_paths(source: Any, num_images: int, seed: int = 0) -> list[Path]
         if p.is_dir() and not (p / "data.yaml").is_file():
             paths = _image_files(p)
         else:
-            from distill.data.dataset import load_split
+            from runtime.data.dataset import load_split
 
             paths = [r.path for r in load_split(p, "train").records]
     if not paths:

@@ -19,7 +19,6 @@ from torch import nn
 from tqdm import tqdm
 
 from distill import ddp
-from distill.data.dataset import load_split
 from distill.data.torch_dataset import DetectionDataset, collate
 from distill.data.transforms import AugmentConfig
 from distill.losses.assigner import Assignment
@@ -28,6 +27,7 @@ from distill.models.head import HeadOutput
 from distill.models.presets import PRESETS, Scale
 from distill.optim import lr_at, seed_everything
 from distill.trainee import Trainee, tensorboard_writer
+from runtime.data.dataset import load_split
 from runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -29,3 +29,8 @@ class InputError(UnderstudyError):
 
 class BackendUnavailable(UnderstudyError):
     """A backend's libraries (TensorRT, CUDA, torch) are not installed here."""
+
+
+class MissingPackage(UnderstudyError):
+    """An optional part's packages (an extra: eval, train) are not installed here; the
+    message names them and the ``pip install 'understudy[EXTRA]'`` that brings them."""

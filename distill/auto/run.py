@@ -170,8 +170,8 @@ def run_auto(
     """Run the three stages and write the report (after each stage). Raises
     :class:`NoCandidateMeetsBudget` when nothing in the grid meets the budget."""
     from distill.config import load, to_dict
-    from distill.data.dataset import load_split
     from distill.distillation import DistillConfig
+    from runtime.data.dataset import load_split
 
     _validate(opts)
     budget = load_budget(opts.budget)

@@ -81,8 +81,8 @@ def default_splits(data: Path) -> tuple[str, ...]:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from distill.data.dataset import load_split
-    from distill.data.records import decode_image
+    from runtime.data.dataset import load_split
+    from runtime.data.records import decode_image
 
     for split_name in args.split or default_splits(args.data):
         split = load_split(args.data, split_name)

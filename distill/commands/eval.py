@@ -20,9 +20,11 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from distill.data.dataset import load_split
     from distill.evaluate import evaluate_path
+    from runtime.data.dataset import load_split
+    from runtime.evaluate import require_eval_packages
 
+    require_eval_packages("eval")
     split = load_split(args.data, args.split)
     result = evaluate_path(args.model, split, img_size=args.img_size, batch_size=args.batch_size)
     print(result.table())

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from distill.quantize import quantize_int8
 
     if args.data:
-        from distill.data.dataset import load_split
+        from runtime.data.dataset import load_split
 
         source = load_split(args.data, args.split)
     else:

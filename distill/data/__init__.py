@@ -1,2 +1,2 @@
-"""Datasets: loaders (yolo.py, coco.py, dataset.py), augmentations (transforms.py), torch
-datasets (torch_dataset.py) and the synthetic benchmark generator (synth.py)."""
+"""Offline datasets: augmentations (transforms.py), torch datasets (torch_dataset.py) and the
+synthetic benchmark generator (synth.py). The readers live in runtime.data."""

@@ -34,7 +34,7 @@ Output (the same dataset in two formats; file names ``000000.jpg`` ... in genera
 Determinism: image ``i`` of split ``s`` uses ``default_rng([seed, code(s), i])`` and the
 video ``default_rng([seed, 3])``, so the same seed and config give byte-identical label
 files and identical images (on the same numpy/OpenCV build). COCO category id = class
-index + 1 and image id = file position + 1, as in :func:`distill.data.dataset.to_coco_dict`.
+index + 1 and image id = file position + 1, as in :func:`runtime.data.dataset.to_coco_dict`.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from distill.data.records import DatasetSplit, decode_image, list_images
 from distill.data.transforms import AugmentConfig, Sample, boxes_to_net, letterbox, train_sample
+from runtime.data.records import DatasetSplit, decode_image, list_images
 from runtime.errors import DataError
 from runtime.preprocess import Letterbox
 

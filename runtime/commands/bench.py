@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"{args.budget}: latency.batch {budget.latency.batch}: the gate times batch 1"
         )
+    split = _eval_split(args) if args.data else None  # fail before minutes of timing
     frames = _frames(args)
     progress = not args.no_progress
     runs, dets = [], []
@@ -61,11 +62,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for det in dets:
             det.close()
-    if args.data:
-        from distill.data.dataset import load_split
-        from distill.evaluate import evaluate_runtime
+    if split is not None:
+        from runtime.evaluate import evaluate_runtime
 
-        split = load_split(args.data, args.split)
         for run_ in runs:
             r = evaluate_runtime(run_.path, split, progress=progress)
             run_.map50_95, run_.map50 = r.map50_95, r.map50
@@ -75,6 +74,16 @@ def run(args: argparse.Namespace) -> int:
     for p in write_report(result, args.out, command, budget):
         print(f"wrote {p}")
     return 0 if result.passed else 1
+
+
+def _eval_split(args: argparse.Namespace):
+    """The ``--data`` split, once the ``eval`` extra is known to be installed."""
+    from runtime.evaluate import require_eval_packages
+
+    require_eval_packages("bench --data")
+    from runtime.data.dataset import load_split
+
+    return load_split(args.data, args.split)
 
 
 def _frames(args: argparse.Namespace):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -145,3 +146,24 @@ def test_missing_measurements_fail_their_line_with_a_note() -> None:
         budget, student_p50_ms=5.0, teacher_p50_ms=20.0, student_map=40.0, teacher_map=42.0
     )
     assert all(c.passed for c in ok) and summarize(ok).startswith("budget met")
+
+
+@pytest.mark.parametrize("module", ["pycocotools", "PIL"])
+def test_bench_data_without_the_eval_extra_fails_up_front(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, module: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed: find_spec -> None
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("bench timed a model before checking the eval extra")
+
+    monkeypatch.setattr(bench, "open_measured", no_timing)
+    budget = write_budget(tmp_path, "latency:\n  p99_ms: 100\n")
+    argv = ["bench", "--student", "s.onnx", "--budget", str(budget), "--data", str(tmp_path)]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("understudy bench: error: bench --data needs ")
+    assert {"PIL": "pillow"}.get(module, module) in err
+    assert err.rstrip().endswith("pip install 'understudy[eval]'")
+    assert not (tmp_path / "out").exists()

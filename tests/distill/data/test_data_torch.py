@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from distill.data.dataset import load_split
 from distill.data.torch_dataset import (
     DetectionDataset,
     FrameMeta,
@@ -17,6 +16,7 @@ from distill.data.torch_dataset import (
     collate_frames,
 )
 from distill.data.transforms import AugmentConfig
+from runtime.data.dataset import load_split
 from runtime.errors import DataError
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill.data.dataset import load_split, to_coco_dict
 from distill.data.synth_scene import CLASS_NAMES
+from runtime.data.dataset import load_split, to_coco_dict
 from runtime.errors import ConfigError, DataError
 
 

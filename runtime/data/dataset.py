@@ -33,9 +33,9 @@ from typing import Any
 
 import yaml
 
-from distill.data.coco import load_coco_split
-from distill.data.records import DatasetSplit
-from distill.data.yolo import load_yolo_split
+from runtime.data.coco import load_coco_split
+from runtime.data.records import DatasetSplit
+from runtime.data.yolo import load_yolo_split
 from runtime.errors import ConfigError, DataError
 
 DATA_KEYS = ("format", "path", "names", "nc", "train", "val", "test")

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from distill.data.coco import load_coco_split
-from distill.data.yolo import load_yolo_split
+from runtime.data.coco import load_coco_split
+from runtime.data.yolo import load_yolo_split
 from runtime.errors import DataError
 
 NAMES = ("a", "b")

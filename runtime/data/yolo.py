@@ -12,7 +12,7 @@ Validation policy (file:line in every message):
   class or a class id outside ``[0, len(names))``: DataError;
 - an image without a label file: kept as an image with no objects, counted warning;
   an empty label file: an image with no objects, no warning;
-- degenerate and out-of-image boxes: see :func:`distill.data.records.check_box`.
+- degenerate and out-of-image boxes: see :func:`runtime.data.records.check_box`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.data.records import (
+from runtime.data.records import (
     DatasetSplit,
     ImageRecord,
     WarningCounter,

@@ -13,8 +13,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from distill.data.coco import load_coco_split
-from distill.evaluate import coco_evaluate
+from runtime.data.coco import load_coco_split
+from runtime.evaluate import coco_evaluate
 from runtime.types import Detections
 
 CATS = [(3, "cone"), (7, "crate"), (11, "drone")]  # non-contiguous ids on purpose

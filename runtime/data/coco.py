@@ -11,7 +11,7 @@ Validation policy (the JSON file and ``images[i]`` / ``annotations[i]`` in every
   id out of range"): :class:`DataError`;
 - an image file that is missing, unreadable, or whose header size differs from the JSON
   ``width``/``height``: DataError;
-- degenerate and out-of-image boxes: see :func:`distill.data.records.check_box`.
+- degenerate and out-of-image boxes: see :func:`runtime.data.records.check_box`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.data.records import (
+from runtime.data.records import (
     DatasetSplit,
     ImageRecord,
     WarningCounter,
@@ -103,12 +103,25 @@ def load_coco_split(
             f"{path}: category names {list(names)} (in id order) differ from the dataset "
             f"YAML names {list(class_names)}; make them the same or drop 'names' from the YAML"
         )
+    images = parse_images(data, path, images_dir)
+    warnings = WarningCounter()
+    per_image = parse_annotations(data, path, images, cat_index, warnings)
+    records = [
+        ImageRecord(file, boxes_array(b), np.asarray(c, dtype=np.int64), iid, w, h)
+        for iid, (file, w, h) in sorted(images.items())
+        for b, c in [per_image[iid]]
+    ]
+    lines = warnings.lines()
+    for line in lines:
+        log.warning("%s: %s", source or path, line)
+    return DatasetSplit(records, names, str(source or path), lines)
+
+
+def parse_images(data: dict, path: Path, images_dir: Path) -> dict[int, tuple[Path, int, int]]:
+    """Image id -> (image file, width, height); each file's header size must match the
+    JSON ``width``/``height`` where given."""
     if not isinstance(data.get("images"), list):
         raise DataError(f"{path}: 'images' is missing or not a list")
-    anns = data.get("annotations", [])
-    if not isinstance(anns, list):
-        raise DataError(f"{path}: 'annotations' is not a list")
-
     images: dict[int, tuple[Path, int, int]] = {}
     for i, im in enumerate(data["images"]):
         where = f"{path}: images[{i}]"
@@ -124,8 +137,21 @@ def load_coco_split(
             if (jw, jh) != (w, h):
                 raise DataError(f"{where}: JSON size {jw}x{jh} but {file} is {w}x{h}")
         images[iid] = (file, w, h)
+    return images
 
-    warnings = WarningCounter()
+
+def parse_annotations(
+    data: dict,
+    path: Path,
+    images: dict[int, tuple[Path, int, int]],
+    cat_index: dict[int, int],
+    warnings: WarningCounter,
+) -> dict[int, tuple[list[tuple[float, float, float, float]], list[int]]]:
+    """Image id -> (xyxy boxes in original-image pixels, class indices), every image of
+    ``images`` included; crowd annotations are skipped and counted in the log."""
+    anns = data.get("annotations", [])
+    if not isinstance(anns, list):
+        raise DataError(f"{path}: 'annotations' is not a list")
     per_image: dict[int, tuple[list, list]] = {iid: ([], []) for iid in images}
     crowd = 0
     for i, ann in enumerate(anns):
@@ -143,28 +169,23 @@ def load_coco_split(
         if ann.get("iscrowd", 0):
             crowd += 1
             continue
-        bbox = ann.get("bbox")
-        if (
-            not isinstance(bbox, list)
-            or len(bbox) != 4
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in bbox)
-        ):
-            raise DataError(f"{where}: 'bbox' must be 4 numbers [x, y, w, h], got {bbox!r}")
-        x, y, bw, bh = (float(v) for v in bbox)
         _, w, h = images[iid]
-        checked = check_box((x, y, x + bw, y + bh), w, h, where, warnings, hint=COCO_HINT)
+        checked = check_box(_xyxy(ann.get("bbox"), where), w, h, where, warnings, hint=COCO_HINT)
         if checked is not None:
             per_image[iid][0].append(checked)
             per_image[iid][1].append(cat_index[cid])
     if crowd:
         log.info("%s: skipped %d iscrowd annotation(s)", path, crowd)
+    return per_image
 
-    records = [
-        ImageRecord(file, boxes_array(b), np.asarray(c, dtype=np.int64), iid, w, h)
-        for iid, (file, w, h) in sorted(images.items())
-        for b, c in [per_image[iid]]
-    ]
-    lines = warnings.lines()
-    for line in lines:
-        log.warning("%s: %s", source or path, line)
-    return DatasetSplit(records, names, str(source or path), lines)
+
+def _xyxy(bbox: Any, where: str) -> tuple[float, float, float, float]:
+    """COCO ``[x, y, w, h]`` -> xyxy; DataError unless it is 4 numbers."""
+    if (
+        not isinstance(bbox, list)
+        or len(bbox) != 4
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in bbox)
+    ):
+        raise DataError(f"{where}: 'bbox' must be 4 numbers [x, y, w, h], got {bbox!r}")
+    x, y, bw, bh = (float(v) for v in bbox)
+    return x, y, x + bw, y + bh

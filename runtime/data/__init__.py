@@ -1,0 +1,3 @@
+"""Labelled datasets without torch: record types (records.py), the YOLO and COCO readers
+(yolo.py, coco.py) and the dataset YAML / COCO ground truth (dataset.py). Used by
+`understudy bench --data` on the device and by the offline torch datasets in distill.data."""
