@@ -13,10 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backends.base import check_batch
+from runtime.backends.base import BACKEND_MAX_BATCH, check_batch
 from runtime.errors import BackendUnavailable, ModelFileError
-
-DEFAULT_MAX_BATCH = 32
 
 
 class TorchBackend:
@@ -68,7 +66,7 @@ class TorchBackend:
         self.spec = dataclasses.replace(spec, output_layout="decoded_xyxy", precision="fp32")
         self.precision = "fp32"
         self.input_dtype = np.dtype(np.float32)
-        self.max_batch = int(max_batch or DEFAULT_MAX_BATCH)
+        self.max_batch = int(max_batch or BACKEND_MAX_BATCH)
         self._module = module.eval().to(self._device)
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
