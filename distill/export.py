@@ -6,7 +6,8 @@ layout of :mod:`runtime.model_spec` (``decoded_xyxy``: ``boxes`` (B, A, 4) xyxy 
 pixels + ``scores`` (B, A, C); ``raw_dfl``: ``box_dist`` (B, A, 4R) + ``cls_logits``
 (B, A, C)). BatchNorm is folded into the convolutions (eval mode + constant folding of
 the legacy TorchScript exporter; verified), the anchor grid is a constant, and the graph
-has only TensorRT-friendly ops and no float64 tensor (checked with :mod:`distill.preflight`).
+has only TensorRT-friendly ops and no float64 tensor (checked with
+:mod:`runtime.engine.preflight`).
 The :class:`~runtime.model_spec.ModelSpec` goes into ``metadata_props`` and the
 ``<file>.json`` sidecar. Validation: ``onnx.checker``, then parity against torch on
 images: raw outputs (max abs diff) and detections after NMS (:func:`compare_detections`).
@@ -28,8 +29,10 @@ from torch import nn
 from distill.checkpoint import load_detector, spec_for
 from distill.models.detector import DecodedDetector, Detector, RawDetector
 from distill.models.head import distances_to_boxes, make_anchors
-from distill.preflight import check_model, ensure_writable, save_onnx_atomic, set_metadata
+from runtime.engine.onnx_io import save_onnx_atomic, set_metadata
+from runtime.engine.preflight import check_model
 from runtime.errors import ConfigError, UnderstudyError
+from runtime.files import ensure_writable
 from runtime.model_spec import INPUT_NAME, LAYOUTS, OUTPUT_NAMES, ModelSpec
 from runtime.types import Detections
 

@@ -186,15 +186,9 @@ class OnnxTeacher:
 
 def layout_from_metadata(path: str | Path) -> OutputLayout:
     """The layout of an Understudy ONNX export (decoded_xyxy) from its metadata."""
-    import onnx
+    from runtime.engine.onnx_io import read_onnx_spec
 
-    from runtime.backends.base import read_spec
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:
-        raise ModelFileError(f"{path}: not a readable ONNX file ({str(e)[:160]})") from e
-    spec = read_spec(Path(path), {p.key: p.value for p in model.metadata_props})
+    spec = read_onnx_spec(path)
     if spec.output_layout != "decoded_xyxy":
         raise ModelFileError(f"{path}: teacher must be exported with the decoded_xyxy layout")
     return OutputLayout(class_names=spec.class_names)

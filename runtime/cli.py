@@ -30,7 +30,7 @@ COMMAND_MODULES = (
     "distill.commands.distill",
     "distill.commands.export",
     "distill.commands.quantize",
-    "distill.commands.compile",
+    "runtime.commands.compile",
     "runtime.commands.detect",
     "runtime.commands.serve",
     "runtime.commands.stream",

@@ -145,3 +145,16 @@ class ModelSpec:
 def sidecar_path(model_path: str | Path) -> Path:
     p = Path(model_path)
     return p.with_name(p.name + ".json")
+
+
+def read_spec(path: Path, metadata: dict[str, str]) -> ModelSpec:
+    """The spec of the model file ``path``: from its ``metadata`` (ONNX ``metadata_props``,
+    as a dict) when it has ``understudy.*`` keys, else from the ``<model>.json`` sidecar."""
+    if any(k.startswith(PREFIX) for k in metadata):
+        return ModelSpec.from_metadata_props(metadata, source=str(path))
+    if sidecar_path(path).is_file():
+        return ModelSpec.read_sidecar(path)
+    raise ModelFileError(
+        f"{path} has no Understudy metadata and no sidecar {sidecar_path(path).name}; "
+        "export it with `understudy export` or write the sidecar JSON next to it"
+    )

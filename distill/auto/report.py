@@ -26,7 +26,7 @@ def machine_description(backend: str) -> str:
 
     host = machine().split(", onnxruntime")[0]
     if backend == "tensorrt":
-        from distill.tensorrt import build_environment
+        from runtime.engine.environment import build_environment
 
         trt, gpu, cc = build_environment()
         return f"{gpu} (sm {cc}), TensorRT {trt}; host {host}"

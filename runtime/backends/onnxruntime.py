@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backends.base import check_batch, default_engine_cache, read_spec
+from runtime.backends.base import BACKEND_MAX_BATCH, check_batch
 from runtime.errors import BackendUnavailable, ModelFileError
+from runtime.model_spec import read_spec
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_BATCH = 32  # cap for models whose batch dimension is symbolic
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
@@ -26,6 +26,8 @@ def choose_providers(device: str, available: list[str]) -> list:
     chosen: list = []
     if device == "cuda":
         if "TensorrtExecutionProvider" in available:
+            from runtime.engine.cache import default_engine_cache
+
             cache = default_engine_cache() / "onnxruntime-trt"
             opts = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}
             chosen.append(("TensorrtExecutionProvider", opts))
@@ -117,7 +119,7 @@ class OnnxRuntimeBackend:
             self.max_batch = self.static_batch
             self._padded = np.zeros((self.static_batch, 3, h, w), self.input_dtype)
         else:
-            self.max_batch = int(max_batch or DEFAULT_MAX_BATCH)
+            self.max_batch = int(max_batch or BACKEND_MAX_BATCH)
         outputs = [o.name for o in self._session.get_outputs()]
         missing = [n for n in self.spec.output_names if n not in outputs]
         if missing:

@@ -19,21 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from runtime.backends.base import check_batch, read_spec
+from runtime.backends.base import check_batch
+from runtime.engine.environment import import_tensorrt
+from runtime.engine.onnx_io import read_onnx_spec
 from runtime.errors import BackendUnavailable, ModelFileError
 from runtime.model_spec import ModelSpec, sidecar_path
-
-
-def import_tensorrt() -> Any:
-    try:
-        import tensorrt as trt
-    except ImportError as e:
-        raise BackendUnavailable(
-            "the tensorrt backend needs NVIDIA TensorRT (Python module `tensorrt`), which is not "
-            "installed here; use the Jetson image (Dockerfile.jetson) or run the .onnx file "
-            "with --backend onnxruntime"
-        ) from e
-    return trt
 
 
 class _PyCuda:
@@ -255,29 +245,16 @@ class TensorRTBackend:
             self._cuda = None
 
 
-def _onnx_spec(onnx_path: Path) -> ModelSpec:
-    import onnx
-
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as e:
-        raise ModelFileError(f"{onnx_path}: not a readable ONNX file ({e}); re-export it") from e
-    return read_spec(onnx_path, {p.key: p.value for p in model.metadata_props})
-
-
 def open_onnx_with_tensorrt(
-    onnx_path: Path, precision: str | None, cache_dir: Path
+    onnx_path: Path, precision: str | None, cache_dir: str | Path | None = None
 ) -> TensorRTBackend:
-    """Compile ``onnx_path`` through the engine cache (distill.tensorrt) and open the engine."""
+    """Compile ``onnx_path`` at ``precision`` (default: the model's) through the engine
+    cache (:mod:`runtime.engine.cache`; ``cache_dir`` None: the default cache) and open
+    the engine."""
+    from runtime.engine.cache import build_or_load_engine
+
     import_tensorrt()
-    spec = _onnx_spec(onnx_path)
-    try:
-        from distill.tensorrt import build_or_load_engine
-    except ImportError as e:
-        raise BackendUnavailable(
-            "building a TensorRT engine from ONNX needs distill.tensorrt (the offline package); "
-            "compile with `understudy compile` and pass the .engine file instead"
-        ) from e
+    spec = read_onnx_spec(onnx_path)
     precision = precision or spec.precision
     engine_path = Path(build_or_load_engine(onnx_path, precision, cache_dir))
     if sidecar_path(engine_path).is_file():

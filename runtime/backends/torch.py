@@ -1,26 +1,64 @@
 """Torch backend: runs a checkpoint directly (the reference the other backends match).
 
-torch and the offline package are imported only when a checkpoint is opened; the
-module returned by ``distill.checkpoint.load_for_inference`` maps a (B, 3, H, W)
-float32 tensor normalized per the spec to ``(boxes, scores)`` in the ``decoded_xyxy``
-layout, exactly like the ONNX export.
+The runtime does not know how a ``.pt`` checkpoint becomes a module: a **checkpoint
+loader** does, found through the Python entry point group ``understudy.checkpoint_loaders``
+(the offline package declares ``understudy = "distill.checkpoint:load_for_inference"`` in
+``pyproject.toml``), or passed as ``TorchBackend(path, loader=...)``.
+
+A loader is ``loader(path: Path) -> (module, spec)``: ``module`` a ``torch.nn.Module`` that
+maps a (B, 3, H, W) float32 tensor, normalized per ``spec``, to ``(boxes, scores)`` in the
+``decoded_xyxy`` layout (boxes (B, A, 4) xyxy network-input pixels, scores (B, A, C)),
+exactly like the ONNX export; ``spec`` its :class:`~runtime.model_spec.ModelSpec`. A
+loader raises ModelFileError for a file it cannot read. Where no loader is installed (the
+Jetson image) opening a ``.pt`` is a one-line BackendUnavailable saying what to install.
+
+torch and the loader are imported only when a checkpoint is opened.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from runtime.backends.base import check_batch
+from runtime.backends.base import BACKEND_MAX_BATCH, check_batch
 from runtime.errors import BackendUnavailable, ModelFileError
+from runtime.model_spec import ModelSpec
 
-DEFAULT_MAX_BATCH = 32
+LOADER_GROUP = "understudy.checkpoint_loaders"
+CheckpointLoader = Callable[[Path], tuple[Any, ModelSpec]]
+_INSTALL = "pip install 'understudy[train]', or serve the exported .onnx instead"
+
+
+def find_loader() -> CheckpointLoader:
+    """The checkpoint loader installed under the entry point group ``LOADER_GROUP`` (the
+    one named ``understudy`` when there are several), or a one-line BackendUnavailable."""
+    found = sorted(importlib.metadata.entry_points(group=LOADER_GROUP), key=lambda ep: ep.name)
+    if not found:
+        raise BackendUnavailable(
+            f"the torch backend needs a checkpoint loader ({LOADER_GROUP} entry point) and "
+            f"none is installed: {_INSTALL}"
+        )
+    ep = next((ep for ep in found if ep.name == "understudy"), found[0])
+    try:
+        return ep.load()
+    except Exception as e:  # ImportError where the offline package is absent, or broken
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise BackendUnavailable(
+            f"the torch backend's checkpoint loader {ep.value} cannot be loaded "
+            f"({type(e).__name__}: {first}): {_INSTALL}"
+        ) from e
 
 
 class TorchBackend:
-    """Runs a ``.pt`` checkpoint with torch in inference mode (fp32)."""
+    """Runs a ``.pt`` checkpoint with torch in inference mode (fp32).
+
+    ``loader``: how to read the checkpoint (default: :func:`find_loader`).
+    """
 
     name = "torch"
 
@@ -31,20 +69,13 @@ class TorchBackend:
         device: str = "cpu",
         threads: int | None = None,
         max_batch: int | None = None,
+        loader: CheckpointLoader | None = None,
     ):
         try:
             import torch
         except ImportError as e:
-            raise BackendUnavailable(
-                "the torch backend needs PyTorch (pip install 'understudy[train]'); "
-                "run the exported .onnx with the onnxruntime backend instead"
-            ) from e
-        try:
-            from distill.checkpoint import load_for_inference
-        except ImportError as e:
-            raise BackendUnavailable(
-                f"the torch backend needs the offline package (distill.checkpoint): {e}"
-            ) from e
+            raise BackendUnavailable(f"the torch backend needs PyTorch: {_INSTALL}") from e
+        loader = loader or find_loader()
         if device == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable("device='cuda' asked, but torch sees no CUDA device")
         self.path = Path(path)
@@ -56,7 +87,7 @@ class TorchBackend:
         if threads:
             torch.set_num_threads(int(threads))  # process-wide, as torch offers no other way
         try:
-            module, spec = load_for_inference(self.path)
+            module, spec = loader(self.path)
         except (ModelFileError, BackendUnavailable):
             raise
         except Exception as e:
@@ -68,7 +99,7 @@ class TorchBackend:
         self.spec = dataclasses.replace(spec, output_layout="decoded_xyxy", precision="fp32")
         self.precision = "fp32"
         self.input_dtype = np.dtype(np.float32)
-        self.max_batch = int(max_batch or DEFAULT_MAX_BATCH)
+        self.max_batch = int(max_batch or BACKEND_MAX_BATCH)
         self._module = module.eval().to(self._device)
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:

@@ -13,8 +13,8 @@ import torch
 from distill.checkpoint import load_detector, make_checkpoint, save_atomic, spec_for, weights_hash
 from distill.export import compare_detections, export_onnx, synthetic_images
 from distill.models.presets import PRESETS, build
-from distill.preflight import check_model, float64_problems
 from runtime.cli import main
+from runtime.engine.preflight import check_model, float64_problems
 from runtime.model_spec import ModelSpec
 from runtime.types import Detections
 

@@ -174,13 +174,14 @@ def test_cuda_device_falls_back_to_cpu_with_a_warning(raw_model: Path, caplog):
 def test_tensorrt_missing_is_a_clear_error(raw_model: Path, tmp_path: Path):
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"not an engine")
-    with pytest.raises(BackendUnavailable, match="needs NVIDIA TensorRT"):
+    with pytest.raises(BackendUnavailable, match="NVIDIA TensorRT"):
         open_backend(engine)
-    with pytest.raises(BackendUnavailable, match="needs NVIDIA TensorRT"):
+    with pytest.raises(BackendUnavailable, match="NVIDIA TensorRT"):
         open_backend(raw_model, backend="tensorrt")
 
 
-# -- torch backend, with a stand-in for distill.checkpoint.load_for_inference -----------
+# -- torch backend: a stand-in checkpoint loader, found through the real entry point (a fake
+# distill.checkpoint module) or passed explicitly; and what happens without a loader --------
 
 
 def torch_twin(onnx_path: Path):
@@ -260,6 +261,56 @@ def test_torch_backend_load_errors(fake_checkpoint_loader, tmp_path: Path, monke
     monkeypatch.setitem(sys.modules, "distill.checkpoint", None)  # import fails
     with pytest.raises(BackendUnavailable, match=r"distill\.checkpoint"):
         open_backend(bad)
+
+
+def test_torch_backend_takes_an_explicit_loader(decoded_model: Path, tmp_path: Path):
+    from runtime.backends.torch import TorchBackend
+
+    twin, spec = torch_twin(decoded_model)
+    seen = []
+
+    def loader(path: Path):
+        seen.append(path)
+        return twin, spec
+
+    ckpt = tmp_path / "student.pt"
+    ckpt.write_bytes(b"weights")
+    b = TorchBackend(ckpt, loader=loader, max_batch=2)
+    assert seen == [ckpt] and (b.max_batch, b.spec.class_names) == (2, spec.class_names)
+    out = b.infer(batch_of(2))
+    assert out["boxes"].shape == (2, spec.num_anchors, 4)
+
+
+def test_checkpoint_loader_entry_point_resolves_in_this_install():
+    pytest.importorskip("torch")
+    from distill.checkpoint import load_for_inference
+    from runtime.backends.torch import find_loader
+
+    assert find_loader() is load_for_inference
+
+
+def test_missing_or_broken_checkpoint_loader_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    import importlib.metadata as md
+
+    pytest.importorskip("torch")  # without torch the backend says so first
+    from runtime.backends.torch import LOADER_GROUP
+
+    ckpt = tmp_path / "student.pt"
+    ckpt.write_bytes(b"weights")
+    monkeypatch.setattr(md, "entry_points", lambda **kw: [])
+    with pytest.raises(BackendUnavailable) as missing:
+        open_backend(ckpt)
+    broken = md.EntryPoint("understudy", "no_such_loader_module:load", LOADER_GROUP)
+    other = md.EntryPoint("another", "json:loads", LOADER_GROUP)
+    monkeypatch.setattr(md, "entry_points", lambda **kw: [other, broken])
+    with pytest.raises(BackendUnavailable) as unloadable:
+        open_backend(ckpt)  # the one named "understudy" is chosen, and it fails to import
+    for err, what in ((missing, LOADER_GROUP), (unloadable, "no_such_loader_module:load")):
+        msg = str(err.value)
+        assert "\n" not in msg and what in msg, msg
+        assert "pip install 'understudy[train]'" in msg and ".onnx" in msg, msg
 
 
 # -- TensorRT (only where it is installed) ---------------------------------------------

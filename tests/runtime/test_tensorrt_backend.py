@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import runtime.backends.tensorrt as trt_backend
+import runtime.engine.cache as engine_cache
 from runtime.backends import open_backend
 from runtime.errors import InputError, ModelFileError
 from tests.runtime.tiny_models import make_spec
@@ -218,9 +219,7 @@ def test_onnx_with_tensorrt_goes_through_the_engine_cache(
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         return write_engine(Path(cache_dir) / "x.engine", "dynamic", with_sidecar=False)
 
-    fake = types.ModuleType("distill.tensorrt")
-    fake.build_or_load_engine = build_or_load_engine
-    monkeypatch.setitem(sys.modules, "distill.tensorrt", fake)
+    monkeypatch.setattr(engine_cache, "build_or_load_engine", build_or_load_engine)
     b = open_backend(decoded_model, backend="tensorrt", precision="fp16", cache_dir=tmp_path / "c")
     assert calls == [(decoded_model, "fp16", tmp_path / "c")]
     assert (b.name, b.precision) == ("tensorrt", "fp16")

@@ -1,124 +1,49 @@
-"""ONNX -> TensorRT engine (TensorRT 10.3 on JetPack 6, and TensorRT 11), with an engine cache.
+"""One ONNX -> TensorRT engine build (TensorRT 10.3 on JetPack 6, and TensorRT 11).
 
-No torch here (the Jetson image has none; ``runtime/backends/tensorrt.py`` calls
-:func:`build_or_load_engine`); ``tensorrt`` is imported lazily (BackendUnavailable if absent).
+No torch here; ``tensorrt`` is imported when a build starts (BackendUnavailable if absent).
+:mod:`runtime.engine.cache` decides when to build; this module builds.
 
 Precision: ``fp32`` as exported. ``fp16``: ``BuilderFlag.FP16`` on TensorRT 10; TensorRT 11
 removed the precision flags, so there the network is strongly typed
 (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``) and the ONNX is converted in memory by
-:func:`distill.quantize.to_float16` (fp16 weights and compute, float32 input/outputs through
-Cast nodes, so the runtime feeds the same tensors). ``int8``: a Q/DQ ONNX from
+:func:`runtime.engine.fp16.to_float16` (fp16 weights and compute, float32 input/outputs
+through Cast nodes, so the runtime feeds the same tensors). ``int8``: a Q/DQ ONNX from
 ``understudy quantize`` (explicit quantization, no calibrator), plus ``BuilderFlag.INT8`` on
 TensorRT 10; float layers of the ONNX run in fp32. The API is chosen by feature
 (``hasattr(trt.BuilderFlag, "FP16")``), not by version parsing.
 
-Engine cache: ``<cache_dir>/<onnx stem>-<key>.engine`` + ``.engine.json`` (the ModelSpec at
-the engine's precision; ``extra["tensorrt"]`` holds the key's parts, batch profile, engine
-hash, build time). The key hashes (ONNX hash, TensorRT version, GPU name, compute
-capability, precision, batch profile): an upgrade or another GPU means a new key and a
-rebuild; so does an engine that fails its sidecar's hash or does not deserialize.
-Engines, sidecars and the timing cache are written atomically.
+Batch: a dynamic-batch input gets one optimization profile (min, opt, max); see
+:func:`batch_profile`. The engine and the timing cache are written atomically.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import logging
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.preflight import DEFAULT_MAX_BATCH, load_onnx, onnx_spec, write_bytes_atomic
-from runtime.errors import BackendUnavailable, ConfigError, ModelFileError, UnderstudyError
-from runtime.model_spec import ModelSpec
+from runtime.engine.environment import import_tensorrt
+from runtime.engine.fp16 import to_float16
+from runtime.engine.onnx_io import load_onnx
+from runtime.errors import ConfigError, ModelFileError, UnderstudyError
+from runtime.files import write_atomic
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 Profile = tuple[int, int, int]  # (min, opt, max) batch
-
-
-def _trt() -> Any:
-    """The ``tensorrt`` module, or BackendUnavailable."""
-    try:
-        import tensorrt
-    except ImportError as e:
-        raise BackendUnavailable(
-            "TensorRT (Python module `tensorrt`) is not installed here: compile on the Jetson "
-            "(JetPack 6 ships TensorRT 10.3); `understudy compile --check` runs without it"
-        ) from e
-    return tensorrt
-
-
-def gpu_info() -> tuple[str, str]:
-    """(name, compute capability "major.minor") of CUDA device 0, from pycuda, cuda-python
-    or ``nvidia-smi``, whichever answers first."""
-    try:
-        import pycuda.driver as cuda
-
-        cuda.init()
-        dev = cuda.Device(0)
-        return dev.name(), "{}.{}".format(*dev.compute_capability())
-    except Exception:  # not installed, or no driver/device: try the next source
-        pass
-    try:
-        try:
-            from cuda.bindings import runtime as cudart
-        except ImportError:
-            from cuda import cudart
-        err, prop = cudart.cudaGetDeviceProperties(0)
-        if int(err) == 0:
-            name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
-            return name.rstrip("\x00"), f"{prop.major}.{prop.minor}"
-    except Exception:
-        pass
-    try:
-        query = ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"]
-        first = subprocess.run(query, capture_output=True, text=True, timeout=20, check=True)
-        name, cc = first.stdout.strip().splitlines()[0].rsplit(",", 1)
-        return name.strip(), cc.strip()
-    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
-        pass
-    raise BackendUnavailable("cannot identify the GPU: no pycuda, cuda-python or nvidia-smi")
-
-
-def build_environment() -> tuple[str, str, str]:
-    """(TensorRT version, GPU name, compute capability) of this machine."""
-    return (_trt().__version__, *gpu_info())
-
-
-def file_hash(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (first 16 hex digits)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
-def engine_cache_key(
-    onnx_hash: str,
-    trt_version: str,
-    gpu_name: str,
-    compute_capability: str,
-    precision: str,
-    profile: Profile | None = None,
-) -> str:
-    """16 hex digits identifying an engine: any changed component gives a new key."""
-    parts = [onnx_hash, trt_version, gpu_name, compute_capability, precision, list(profile or ())]
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+PROFILE_MAX_BATCH = 8  # profile maximum for a dynamic batch when --max-batch is not given
 
 
 def batch_profile(
     batch_dim: int | str | None, min_batch: int | None, opt_batch: int | None, max_batch: int | None
 ) -> Profile | None:
     """The (min, opt, max) profile for a model's batch dim: None for a static batch (any
-    requested range other than that batch is a ConfigError); defaults 1, min, 8."""
+    requested range other than that batch is a ConfigError); defaults 1, min,
+    PROFILE_MAX_BATCH."""
     asked = [b for b in (min_batch, opt_batch, max_batch) if b is not None]
     if any(b < 1 for b in asked):
         raise ConfigError(f"batch sizes must be >= 1, got {asked}")
@@ -130,7 +55,7 @@ def batch_profile(
             )
         return None
     lo = min_batch or 1
-    hi = max_batch or max(DEFAULT_MAX_BATCH, lo)
+    hi = max_batch or max(PROFILE_MAX_BATCH, lo)
     opt = opt_batch or lo
     if not lo <= opt <= hi:
         raise ConfigError(f"need --min-batch <= --opt-batch <= --max-batch, got {lo}, {opt}, {hi}")
@@ -243,9 +168,7 @@ def build_engine(
     Raises BackendUnavailable (no TensorRT), ModelFileError (parser errors, each with node
     name and op), UnderstudyError (the build failed).
     """
-    from distill.quantize import to_float16
-
-    trt = _trt()
+    trt = import_tensorrt()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -300,117 +223,18 @@ def build_engine(
         )
     seconds = time.perf_counter() - t0
     engine_path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(engine_path, bytes(blob))
+    write_atomic(engine_path, bytes(blob))
     if cache_path is not None:
-        write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
+        write_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
     out(f"built {engine_path} in {seconds:.1f} s")
     return BuildResult(engine_path, precision, profile, seconds, trt.__version__)
 
 
 def engine_loads(path: Path) -> bool:
     """True when this TensorRT deserializes the engine file (needs the GPU)."""
-    trt = _trt()
+    trt = import_tensorrt()
     runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
     try:
         return runtime.deserialize_cuda_engine(path.read_bytes()) is not None
     except Exception:
         return False
-
-
-def _cached_ok(engine: Path, key: str, validate: Callable[[Path], bool]) -> str | None:
-    """None when the cached engine can be used, else why it is rebuilt."""
-    if not engine.is_file():
-        return "no cached engine"
-    try:
-        info = ModelSpec.read_sidecar(engine).extra.get("tensorrt", {})
-    except ModelFileError as e:
-        return f"unreadable sidecar ({e})"
-    if info.get("cache_key") != key:
-        return "sidecar of another build"
-    if info.get("engine_sha256") != file_hash(engine):
-        return "engine file does not match its sidecar (corrupt or truncated)"
-    if not validate(engine):
-        return "TensorRT cannot deserialize the cached engine"
-    return None
-
-
-def build_or_load_engine(
-    onnx_path: str | Path,
-    precision: str | None = None,
-    cache_dir: str | Path | None = None,
-    *,
-    min_batch: int | None = None,
-    opt_batch: int | None = None,
-    max_batch: int | None = None,
-    workspace_mb: int = 2048,
-    verbose: bool = False,
-    out: Callable[[str], None] = log.info,
-    builder: Callable[..., BuildResult] = build_engine,
-    validate: Callable[[Path], bool] = engine_loads,
-    environment: Callable[[], tuple[str, str, str]] = build_environment,
-) -> Path:
-    """The cached engine for ``onnx_path`` at ``precision`` (default: the model's own),
-    building it when missing, stale, corrupt or undeserializable. Returns its path; the
-    ``<engine>.json`` sidecar holds the ModelSpec for the runtime.
-
-    ``builder``, ``validate`` and ``environment`` are injectable (tests use fakes).
-    """
-    from runtime.backends.base import default_engine_cache
-
-    onnx_path = Path(onnx_path)
-    model = load_onnx(onnx_path)
-    spec = onnx_spec(model, onnx_path)
-    precision = precision or spec.precision
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
-    if precision == "int8" and not qdq:
-        raise ConfigError(
-            f"{onnx_path}: int8 needs a Q/DQ model; make one with `understudy quantize`"
-        )
-    if qdq and precision != "int8":
-        raise ConfigError(f"{onnx_path} is a Q/DQ (int8) model; compile it with --precision int8")
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    batch_dim = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
-    profile = batch_profile(batch_dim, min_batch, opt_batch, max_batch)
-
-    trt_version, gpu, cc = environment()
-    onnx_hash = file_hash(onnx_path)
-    key = engine_cache_key(onnx_hash, trt_version, gpu, cc, precision, profile)
-    cache = Path(cache_dir) if cache_dir else default_engine_cache()
-    engine = cache / f"{onnx_path.stem}-{key}.engine"
-    why = _cached_ok(engine, key, validate)
-    if why is None:
-        out(f"using cached engine {engine}")
-        return engine
-    out(f"building {engine.name}: {why}")
-    machine = hashlib.sha256(f"{trt_version}|{gpu}|{cc}".encode()).hexdigest()[:12]
-    timing = cache / f"timing-{machine}.cache"
-    result = builder(
-        onnx_path,
-        engine,
-        precision,
-        profile=profile,
-        workspace_mb=workspace_mb,
-        timing_cache_path=timing,
-        verbose=verbose,
-        out=out,
-    )
-    info = {
-        "cache_key": key,
-        "onnx_hash": onnx_hash,
-        "onnx_path": str(onnx_path),
-        "tensorrt_version": trt_version,
-        "gpu_name": gpu,
-        "compute_capability": cc,
-        "precision": precision,
-        "batch_profile": list(profile) if profile else None,
-        "engine_sha256": file_hash(engine),
-        "build_seconds": round(result.seconds, 1),
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    engine_spec = dataclasses.replace(
-        spec, precision=precision, extra={**spec.extra, "tensorrt": info}
-    )
-    engine_spec.write_sidecar(engine)
-    return engine

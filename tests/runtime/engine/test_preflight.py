@@ -9,8 +9,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from distill.preflight import check_file, check_model, load_onnx, operator_list
 from runtime.cli import main
+from runtime.engine.onnx_io import load_onnx
+from runtime.engine.preflight import check_file, check_model, operator_list
 from runtime.errors import ModelFileError
 
 

@@ -3,7 +3,7 @@
 ``understudy compile --check student.onnx`` reports, and fails on:
 
 - ops that are not in TensorRT's supported ONNX operator list (kept as data in
-  ``distill/data_files/tensorrt_onnx_ops.json``, with the TensorRT version it was taken
+  ``runtime/engine/tensorrt_onnx_ops.json``, with the TensorRT version it was taken
   from), ops of a custom domain, and Q/DQ nodes TensorRT's explicit quantization rejects
   (UINT8 or non-zero zero points, INT32 dequantization);
 - dynamic dimensions anywhere but the batch axis of an input (the optimization profile
@@ -11,14 +11,12 @@
 - float64 tensors: initializers, constants, inputs/outputs/value_info, Cast to DOUBLE.
 
 It only reads the file (``onnx`` and the standard library), so it runs on a laptop, in CI
-or on the Jetson before a minutes-long engine build. The small ONNX file helpers shared by
-export, quantize and compile (load with a clear error, atomic save, metadata) live here too.
+or on the Jetson before a minutes-long engine build.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,11 +27,11 @@ from typing import Any
 import onnx
 from onnx import TensorProto
 
-from runtime.errors import ConfigError, ModelFileError, UnderstudyError
-from runtime.model_spec import PREFIX, ModelSpec
+from runtime.engine.build import batch_profile
+from runtime.engine.onnx_io import load_onnx
+from runtime.errors import ConfigError
 
-OPS_FILE = Path(__file__).parent / "data_files" / "tensorrt_onnx_ops.json"
-DEFAULT_MAX_BATCH = 8  # profile maximum for a dynamic batch when none is given
+OPS_FILE = Path(__file__).parent / "tensorrt_onnx_ops.json"
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 
 
@@ -96,75 +94,6 @@ def operator_list() -> dict[str, Any]:
     """The TensorRT ONNX operator list: ``tensorrt_version``, ``opsets``, ``supported``
     (list of op names), ``unsupported`` (op -> reason)."""
     return json.loads(OPS_FILE.read_text())
-
-
-def load_onnx(path: str | Path) -> onnx.ModelProto:
-    """Read an ONNX file (weights included) or raise ModelFileError naming it."""
-    p = Path(path)
-    if not p.is_file():
-        raise ModelFileError(f"{p}: ONNX file not found")
-    try:
-        model = onnx.load(str(p))
-        onnx.checker.check_model(model)
-    except Exception as e:  # protobuf DecodeError, checker's ValidationError, external data
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ModelFileError(
-            f"{p}: not a valid ONNX model ({type(e).__name__}: {first}); the file is truncated "
-            "or corrupt: re-export it with `understudy export`"
-        ) from e
-    if not model.graph.node or not model.graph.input or not model.graph.output:
-        raise ModelFileError(f"{p}: ONNX graph is empty or has no inputs/outputs; re-export it")
-    return model
-
-
-def onnx_spec(model: onnx.ModelProto, path: str | Path) -> ModelSpec:
-    """The ModelSpec of an ONNX file: its ``metadata_props``, else its ``<file>.json`` sidecar."""
-    from runtime.backends.base import read_spec
-
-    return read_spec(Path(path), {p.key: p.value for p in model.metadata_props})
-
-
-def set_metadata(model: onnx.ModelProto, spec: ModelSpec) -> None:
-    """Replace the model's ``understudy.*`` metadata_props with ``spec``'s."""
-    keep = [(p.key, p.value) for p in model.metadata_props if not p.key.startswith(PREFIX)]
-    del model.metadata_props[:]
-    for k, v in [*keep, *spec.to_metadata_props().items()]:
-        model.metadata_props.add(key=k, value=v)
-
-
-def ensure_writable(path: str | Path) -> None:
-    """Raise a one-line UnderstudyError naming ``path`` unless a file can be written there."""
-    path = Path(path)
-    if path.is_dir():
-        raise UnderstudyError(f"{path}: is a directory; pass an output file name")
-    probe = path.with_name(f".{path.name}.probe{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise UnderstudyError(
-            f"{path}: cannot write the output file ({e.strerror or e}); choose a writable path"
-        ) from e
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to a temp file beside ``path``, then rename it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise UnderstudyError(f"{path}: cannot write ({e.strerror or e})") from e
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def save_onnx_atomic(model: onnx.ModelProto, path: str | Path) -> Path:
-    """Serialize ``model`` (under 2 GB, weights inline) atomically to ``path``."""
-    return write_bytes_atomic(path, model.SerializeToString())
 
 
 def _node_label(node: onnx.NodeProto, index: int) -> str:
@@ -281,7 +210,8 @@ def _shape_problems(
                     )
                 )
         else:
-            profile = (min_batch or 1, max_batch or max(DEFAULT_MAX_BATCH, min_batch or 1))
+            lo, _, hi = batch_profile(batch, min_batch, None, max_batch)
+            profile = (lo, hi)
     return found, profile
 
 

@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from distill.preflight import check_file, ensure_writable
+    from runtime.engine.preflight import check_file
+    from runtime.files import ensure_writable, write_atomic
 
     report = check_file(args.model, min_batch=args.min_batch, max_batch=args.max_batch)
     if args.check:
@@ -48,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
         for problem in report.problems:
             print(f"  {problem}")
 
-    from distill.preflight import write_bytes_atomic
-    from distill.tensorrt import build_or_load_engine
+    from runtime.engine.cache import build_or_load_engine
     from runtime.model_spec import ModelSpec
 
     engine = build_or_load_engine(
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"engine: {engine}")
     if args.out:
-        write_bytes_atomic(args.out, engine.read_bytes())
+        write_atomic(args.out, engine.read_bytes())
         ModelSpec.read_sidecar(engine).write_sidecar(args.out)
         print(f"copied to {args.out} (+ {args.out}.json)")
     return 0
