@@ -181,6 +181,58 @@ def _preprocess(src: Path, dst: Path) -> tuple[Path, str]:
         return src, f"skipped ({type(e).__name__})"
 
 
+def _float_nodes(
+    model: onnx.ModelProto, keep_float: Sequence[str], keep_head_float: bool, source: Path
+) -> list[str]:
+    """Names of the nodes left in float: the head's last convs (``keep_head_float``) and
+    every node matching a ``keep_float`` glob (ConfigError for a glob matching none)."""
+    excluded = head_nodes(model) if keep_head_float else []
+    for pattern in keep_float:
+        hits = match_nodes(model, [pattern])
+        if not hits:
+            raise ConfigError(f"--keep-float {pattern!r} matches no node of {source}")
+        excluded += [h for h in hits if h not in excluded]
+    return excluded
+
+
+def _quantize_static(
+    src: Path,
+    dst: Path,
+    reader: CalibrationReader,
+    excluded: list[str],
+    method: str,
+    per_channel: bool,
+    tensorrt: bool,
+) -> None:
+    """ONNX Runtime's static Q/DQ quantization: symmetric int8 on convolution inputs for
+    TensorRT (``tensorrt``), else uint8 activations around every op (x86 ONNX Runtime)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    calibrate = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }[method]
+    quantize_static(
+        str(src),
+        str(dst),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["Conv"] if tensorrt else None,
+        per_channel=per_channel,
+        activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=excluded,
+        calibrate_method=calibrate,
+        calibration_providers=["CPUExecutionProvider"],
+        extra_options={
+            "ActivationSymmetric": tensorrt,
+            "WeightSymmetric": True,
+            "QuantizeBias": not tensorrt,
+        },
+    )
+
+
 def quantize_int8(
     onnx_in: str | Path,
     onnx_out: str | Path,
@@ -208,8 +260,6 @@ def quantize_int8(
     Raises ModelFileError (bad input file), DataError (no/unreadable images),
     ConfigError (bad method/activations/pattern), UnderstudyError (unwritable output).
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
     if method not in METHODS:
         raise ConfigError(f"calibration method must be one of {METHODS}, got {method!r}")
     if activations not in ACTIVATIONS:
@@ -221,41 +271,14 @@ def quantize_int8(
     spec = onnx_spec(model, onnx_in)
     ensure_writable(onnx_out)
     paths = calibration_paths(calibration_images, num_images)
-    calib = {
-        "minmax": CalibrationMethod.MinMax,
-        "percentile": CalibrationMethod.Percentile,
-        "entropy": CalibrationMethod.Entropy,
-    }[method]
     tensorrt = activations == "int8"
     with tempfile.TemporaryDirectory(prefix="understudy-quant-") as tmp:
         src, prep = _preprocess(onnx_in, Path(tmp) / "pre.onnx") if preprocess else (onnx_in, "off")
         float_model = onnx.load(str(src))
-        excluded = head_nodes(float_model) if keep_head_float else []
-        for pattern in keep_float:
-            hits = match_nodes(float_model, [pattern])
-            if not hits:
-                raise ConfigError(f"--keep-float {pattern!r} matches no node of {onnx_in}")
-            excluded += [h for h in hits if h not in excluded]
+        excluded = _float_nodes(float_model, keep_float, keep_head_float, onnx_in)
         reader = CalibrationReader(paths, spec, float_model.graph.input[0].name)
         out_tmp = Path(tmp) / "int8.onnx"
-        quantize_static(
-            str(src),
-            str(out_tmp),
-            reader,
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["Conv"] if tensorrt else None,
-            per_channel=per_channel,
-            activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=excluded,
-            calibrate_method=calib,
-            calibration_providers=["CPUExecutionProvider"],
-            extra_options={
-                "ActivationSymmetric": tensorrt,
-                "WeightSymmetric": True,
-                "QuantizeBias": not tensorrt,
-            },
-        )
+        _quantize_static(src, out_tmp, reader, excluded, method, per_channel, tensorrt)
         qmodel = onnx.load(str(out_tmp))
     counts, n_int8, n_float = qdq_census(qmodel)
     info = {
