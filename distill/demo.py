@@ -176,7 +176,8 @@ def run_demo(out: str | Path = "runs/demo", profile: str = "demo", seed: int = 0
 def _serve_and_stream(model: Path, video: Path, out: Path, fps: float) -> str:
     from runtime.cli import main as cli
     from runtime.pipeline import Detector
-    from runtime.server import ServerConfig, build_server
+    from runtime.server import build_server
+    from runtime.server_config import ServerConfig
 
     server = build_server(lambda: Detector(model), ServerConfig(port=0))
     try:

@@ -173,7 +173,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _shadow(args: argparse.Namespace) -> tuple[Any, Any]:
     """(ShadowConfig, teacher factory), or (None, None) without --shadow-teacher."""
     from runtime.errors import ConfigError, ModelFileError
-    from runtime.shadow import ShadowConfig
+    from runtime.server_config import ShadowConfig
 
     options = {
         "every": args.shadow_every,
@@ -211,7 +211,7 @@ def server_config(args: argparse.Namespace) -> tuple[Any, Any]:
     ConfigError/ModelFileError for bad ones (nothing is loaded yet)."""
     from runtime.budget import load_budget
     from runtime.errors import ConfigError
-    from runtime.server import ServerConfig
+    from runtime.server_config import ServerConfig
 
     if args.strict_budget and args.budget is None:
         raise ConfigError("--strict-budget needs --budget BUDGET_YAML")

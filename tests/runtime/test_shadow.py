@@ -20,8 +20,9 @@ from runtime.cli import main
 from runtime.client import DetectorClient
 from runtime.errors import ConfigError
 from runtime.model_spec import ModelSpec
-from runtime.server import ServerConfig, build_server
-from runtime.shadow import ShadowConfig, box_iou, match_detections
+from runtime.server import build_server
+from runtime.server_config import ServerConfig, ShadowConfig
+from runtime.shadow import box_iou, match_detections
 from runtime.shadow_saver import DisagreementSaver
 from runtime.types import Detections, StageTimings
 from tests.runtime.serving_fakes import (
