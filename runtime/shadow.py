@@ -37,6 +37,7 @@ import numpy as np
 
 from runtime.errors import ConfigError
 from runtime.metrics import ShadowMetrics
+from runtime.postprocess import box_iou
 from runtime.proto import pb
 from runtime.scheduler import DetectorLike
 from runtime.server_config import ShadowConfig
@@ -47,19 +48,6 @@ log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------- agreement math
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of ``a`` (N, 4) with every box of ``b`` (M, 4), both xyxy in the
-    same pixels: (N, M) float64."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
 @dataclass(frozen=True)
 class Agreement:
     """Match counts per class: ``tp``, ``fp``, ``fn`` are (C,) int64 arrays."""
