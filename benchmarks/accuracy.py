@@ -100,7 +100,8 @@ def kd_overrides(r: dict, args: argparse.Namespace) -> list[str]:
 def train_run(r: dict, args: argparse.Namespace) -> Path:
     from distill.config import load
     from distill.distillation import DistillConfig, distill
-    from distill.train import TrainConfig, train
+    from distill.train import train
+    from distill.train_config import TrainConfig
 
     out = Path(args.runs) / run_name(r)
     over = [f"seed={r['seed']}", f"labelled_fraction={r['frac']}", *args.set]

@@ -87,7 +87,8 @@ def run_demo(out: str | Path = "runs/demo", profile: str = "demo", seed: int = 0
     from distill.distillation import DistillConfig, distill
     from distill.export import export_onnx
     from distill.quantize import quantize_int8
-    from distill.train import TrainConfig, train
+    from distill.train import train
+    from distill.train_config import TrainConfig
 
     p = PROFILES[profile]
     out = Path(out)

@@ -21,7 +21,8 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Path:
     """A nano checkpoint trained for two steps on ``tiny_data`` at 64 px."""
     from distill.config import load
-    from distill.train import TrainConfig, train
+    from distill.train import train
+    from distill.train_config import TrainConfig
 
     cfg = load(
         TrainConfig,
