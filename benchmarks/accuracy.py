@@ -317,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.row_out).write_text(json.dumps(make_rows(r, args, args.command)))
         return 0
     if not (Path(args.data) / "data.yaml").is_file():
-        from distill.data.synth import generate, load_synth_config
+        from distill.data.synth import generate
+        from distill.data.synth_config import load_synth_config
 
         generate(args.data, 0, load_synth_config(ROOT / "configs" / "synth_standard.yaml"))
     path = Path(args.out)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distill.config import load
-from distill.data.synth import SynthConfig
+from distill.data.synth_config import SynthConfig
 
 log = logging.getLogger(__name__)
 

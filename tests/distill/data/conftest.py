@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from distill.data.synth import SynthConfig, generate
+from distill.data.synth import generate
+from distill.data.synth_config import SynthConfig
 
 TINY = SynthConfig(train=6, val=4, unlabelled=3, video_frames=5, video_width=160, video_height=120)
 
