@@ -303,7 +303,9 @@ def _train_epoch(loop: _Loop, epoch: int, step: int) -> tuple[int, int, int, flo
     return step, n_images, max(1, n_batches), t0
 
 
-def _log_progress(runs: list[Trainee], epoch: int, n_batches: int, per_epoch: int, ips: float):
+def _log_progress(
+    runs: list[Trainee], epoch: int, n_batches: int, per_epoch: int, ips: float
+) -> None:
     """One log line per run: epoch, batch, the last step's losses and the speed."""
     for r in runs:
         log.info(
