@@ -97,7 +97,8 @@ def kd_overrides(r: dict, args: argparse.Namespace) -> list[str]:
 def train_run(r: dict, args: argparse.Namespace) -> Path:
     from distill.config import load
     from distill.distillation import DistillConfig, distill
-    from distill.train import TrainConfig, train
+    from distill.train import train
+    from distill.train_config import TrainConfig
 
     out = Path(args.runs) / run_name(r)
     over = [f"seed={r['seed']}", f"labelled_fraction={r['frac']}", *args.set]
@@ -319,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         return run_one(args)
     if not (Path(args.data) / "data.yaml").is_file():
-        from distill.data.synth import generate, load_synth_config
+        from distill.data.synth import generate
+        from distill.data.synth_config import load_synth_config
 
         generate(args.data, 0, load_synth_config(ROOT / "configs" / "synth_standard.yaml"))
     path = Path(args.out)

@@ -18,7 +18,8 @@ timeout 240 $py -m pytest -q -m gpu -p no:cacheprovider tests/distill/test_gpu.p
 tests=$!
 if [ ! -f data/synth/data.yaml ]; then
   $py - <<'PY' >"$out/synth.log" 2>&1
-from distill.data.synth import generate, load_synth_config
+from distill.data.synth import generate
+from distill.data.synth_config import load_synth_config
 generate("data/synth", 0, load_synth_config("configs/synth_standard.yaml"))
 PY
 fi

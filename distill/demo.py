@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from distill.config import load
-from distill.data.synth import SynthConfig
+from distill.data.synth_config import SynthConfig
 
 log = logging.getLogger(__name__)
 
@@ -84,50 +86,76 @@ min_accuracy_retention: 0.5
 def run_demo(out: str | Path = "runs/demo", profile: str = "demo", seed: int = 0) -> int:
     """Run every stage; returns 0 when the pipeline ran (the gate's verdict is reported)."""
     from distill.data.synth import generate
-    from distill.distillation import DistillConfig, distill
-    from distill.export import export_onnx
-    from distill.quantize import quantize_int8
-    from distill.train import TrainConfig, train
 
     p = PROFILES[profile]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    times: dict[str, float] = {}
+    stages = _Stages()
+    with stages("data"):
+        data = generate(out / "data", seed, p.synth)
+    with stages("teacher"):
+        teacher_pt = _train_teacher(p, data, out, seed)
+    with stages("student (hybrid distillation + unlabelled frames)"):
+        student_pt = _distil_student(p, data, out, teacher_pt, seed)
+    with stages("export"):
+        student_onnx, teacher_onnx = _export(p, data, out, student_pt, teacher_pt)
+    with stages("serve + stream the synthetic video"):
+        stream_summary = _serve_and_stream(student_onnx, data / "video.mp4", out, p.stream_fps)
+    with stages("budget gate (student vs teacher)"):
+        gate = _budget_gate(p, data, out, student_onnx, teacher_onnx)
+    _summary(out, stages.times, stream_summary, gate)
+    return 0
 
-    def stage(name: str):
+
+class _Stages:
+    """``with stages(name):`` prints the stage's heading and keeps its wall time (s)."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
         print(f"\n== {name}", flush=True)
-        times[name] = time.perf_counter()
+        start = time.perf_counter()
+        yield
+        self.times[name] = time.perf_counter() - start
 
-    def done(name: str) -> None:
-        times[name] = time.perf_counter() - times[name]
 
-    common = [
+def _common(p: DemoProfile, seed: int) -> list[str]:
+    """The config overrides the teacher and the student share."""
+    return [
         f"img_size={p.img_size}",
         f"batch_size={p.batch_size}",
         f"seed={seed}",
         "warmup_epochs=0.5",
         "close_mosaic=1",
     ]
-    stage("data")
-    data = generate(out / "data", seed, p.synth)
-    done("data")
-    stage("teacher")
-    tcfg = load(TrainConfig, None, [f"model={p.teacher}", f"epochs={p.teacher_epochs}", *common])
-    teacher_pt = train(tcfg, data, out / "teacher", resume=True)
-    done("teacher")
-    stage("student (hybrid distillation + unlabelled frames)")
+
+
+def _train_teacher(p: DemoProfile, data: Path, out: Path, seed: int) -> Path:
+    from distill.train import train
+    from distill.train_config import TrainConfig
+
+    overrides = [f"model={p.teacher}", f"epochs={p.teacher_epochs}", *_common(p, seed)]
+    return train(load(TrainConfig, None, overrides), data, out / "teacher", resume=True)
+
+
+def _distil_student(p: DemoProfile, data: Path, out: Path, teacher_pt: Path, seed: int) -> Path:
+    """A nano student, hybrid-distilled from ``teacher_pt`` with unlabelled frames."""
+    from distill.distillation import DistillConfig, distill
+
     scfg = load(
         DistillConfig,
         None,
         [
             "model=nano",
             f"epochs={p.student_epochs}",
-            *common,
+            *_common(p, seed),
             *DEMO_KD,
             f"kd.unlabelled_ratio={p.unlabelled_ratio}",
         ],
     )
-    student_pt = distill(
+    return distill(
         scfg,
         str(teacher_pt),
         str(data),
@@ -135,23 +163,33 @@ def run_demo(out: str | Path = "runs/demo", profile: str = "demo", seed: int = 0
         unlabelled=str(data / "unlabelled"),
         resume=True,
     )
-    done("student (hybrid distillation + unlabelled frames)")
-    stage("export")
+
+
+def _export(
+    p: DemoProfile, data: Path, out: Path, student_pt: Path, teacher_pt: Path
+) -> tuple[Path, Path]:
+    """(student.onnx, teacher.onnx), and the student's INT8 Q/DQ model beside them."""
+    from distill.export import export_onnx
+    from distill.quantize import quantize_int8
+
     student_onnx = export_onnx(student_pt, out / "student.onnx", img_size=p.img_size).path
     teacher_onnx = export_onnx(teacher_pt, out / "teacher.onnx", img_size=p.img_size).path
     int8 = quantize_int8(
         student_onnx, out / "student.int8.onnx", data / "images" / "val", num_images=p.calib_images
     )
     print(f"wrote {student_onnx}, {teacher_onnx}, {int8.path}")
-    done("export")
-    stage("serve + stream the synthetic video")
-    stream_summary = _serve_and_stream(student_onnx, data / "video.mp4", out, p.stream_fps)
-    done("serve + stream the synthetic video")
-    stage("budget gate (student vs teacher)")
-    (out / "budget.yaml").write_text(DEMO_BUDGET)
-    from runtime.cli import main as cli
+    return student_onnx, teacher_onnx
 
-    gate = cli(
+
+def _budget_gate(
+    p: DemoProfile, data: Path, out: Path, student_onnx: Path, teacher_onnx: Path
+) -> int:
+    """``understudy bench`` of student vs teacher against the demo's budget; its exit code."""
+    from runtime.cli import main as cli
+    from runtime.files import write_atomic
+
+    write_atomic(out / "budget.yaml", DEMO_BUDGET)
+    return cli(
         [
             "bench",
             "--student",
@@ -168,15 +206,13 @@ def run_demo(out: str | Path = "runs/demo", profile: str = "demo", seed: int = 0
             str(out / "bench"),
         ]
     )
-    done("budget gate (student vs teacher)")
-    _summary(out, times, stream_summary, gate)
-    return 0
 
 
 def _serve_and_stream(model: Path, video: Path, out: Path, fps: float) -> str:
     from runtime.cli import main as cli
     from runtime.pipeline import Detector
-    from runtime.server import ServerConfig, build_server
+    from runtime.server import build_server
+    from runtime.server_config import ServerConfig
 
     server = build_server(lambda: Detector(model), ServerConfig(port=0))
     try:

@@ -30,7 +30,7 @@ from distill.losses.kd import (
     scores_to_level_masks,
 )
 from distill.models.head import HeadOutput
-from distill.train import TrainConfig
+from distill.train_config import TrainConfig, bf16_enabled
 from runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,8 @@ class Context(NamedTuple):
 
 
 class Distiller:
-    """Teacher + KD terms + unlabelled frames, for :func:`distill.train.train`."""
+    """Teacher + KD terms + unlabelled frames: the :class:`distill.trainee.KDPlugin` of a
+    distillation run of :func:`distill.train.train`."""
 
     def __init__(
         self,
@@ -270,19 +271,6 @@ def _cycle(dataset, batch: int, seed: int):
         yield from loader
 
 
-def teacher_bf16(mode: str, device: torch.device | None = None) -> bool:
-    """Whether the teacher runs under bf16 autocast ("auto": where the device supports it)."""
-    if mode == "on":
-        return True
-    if mode == "off":
-        return False
-    if device is not None and device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    return bool(
-        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    )
-
-
 def distill(
     cfg: DistillConfig,
     teacher_path: str,
@@ -340,7 +328,7 @@ def distill_many(
         teacher_path,
         names,
         device,
-        teacher_bf16(cfg.kd.teacher_bf16, device),
+        bf16_enabled(cfg.kd.teacher_bf16, device),
         cfg.kd.teacher_layout or None,
     )
     if not teacher.dense and hasattr(teacher, "input_hw"):

@@ -34,6 +34,7 @@ from runtime.engine.preflight import check_model
 from runtime.errors import ConfigError, UnderstudyError
 from runtime.files import ensure_writable
 from runtime.model_spec import INPUT_NAME, LAYOUTS, OUTPUT_NAMES, ModelSpec
+from runtime.postprocess import box_iou
 from runtime.types import Detections
 
 DEFAULT_OPSET = 17
@@ -228,15 +229,6 @@ class DetectionMatch:
     ious: list[float] = dataclasses.field(default_factory=list)
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    lt = np.maximum(box[:2], boxes[:, :2])
-    rb = np.minimum(box[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
-    union = area(box) + area(boxes) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
 def compare_detections(a: list[Detections], b: list[Detections], iou_min: float) -> DetectionMatch:
     """Match per image, best reference score first, to the same-class unmatched detection
     of ``b`` with the highest IoU; a pair counts when IoU >= ``iou_min``."""
@@ -247,7 +239,7 @@ def compare_detections(a: list[Detections], b: list[Detections], iou_min: float)
             cand = np.flatnonzero(free & (db.class_ids == da.class_ids[i]))
             if cand.size == 0:
                 continue
-            overlap = _iou(da.boxes[i].astype(np.float64), db.boxes[cand].astype(np.float64))
+            overlap = box_iou(da.boxes[i], db.boxes[cand])[0]
             j = int(np.argmax(overlap))
             if overlap[j] >= iou_min:
                 free[cand[j]] = False

@@ -1,7 +1,8 @@
 """One explicit training loop for teachers, scratch students and distillation.
 
-A distillation run passes a ``Distiller`` (see :mod:`distill.distillation`) that may replace
-targets (teacher pseudo-labels on unlabelled frames) and adds KD terms; everything else
+A distillation run passes a :class:`distill.trainee.KDPlugin` (the
+:class:`distill.distillation.Distiller`) that may replace targets (teacher pseudo-labels
+on unlabelled frames) and adds KD terms; everything else
 (assigner, losses, optimizer, schedule, EMA, bf16 autocast, clipping, checkpoints, resume,
 DDP) is the same code for every kind of run.
 """
@@ -10,121 +11,21 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from distill import ddp
 from distill.data.torch_dataset import DetectionDataset, collate
-from distill.data.transforms import AugmentConfig
-from distill.losses.assigner import Assignment
-from distill.losses.detection import LossWeights
-from distill.models.head import HeadOutput
-from distill.models.presets import PRESETS, Scale
 from distill.optim import lr_at, seed_everything
-from distill.trainee import Trainee, tensorboard_writer
+from distill.train_config import TrainConfig, bf16_enabled
+from distill.trainee import EpochEnd, KDPlugin, Trainee, tensorboard_writer
 from runtime.data.dataset import load_split
 from runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training hyper-parameters (YAML keys of ``configs/*.yaml``)."""
-
-    model: str = "nano"
-    width: float = 0.0  # width multiplier; 0: the preset's (any other: a point off the presets)
-    depth: float = 0.0  # depth multiplier; 0: the preset's
-    max_channels: int = 0  # channel cap; 0: the preset's
-    img_size: int = 320
-    epochs: int = 30
-    batch_size: int = 16
-    optimizer: str = "adamw"
-    lr: float = 0.002
-    weight_decay: float = 0.05
-    momentum: float = 0.9
-    warmup_epochs: float = 1.0
-    min_lr_ratio: float = 0.05
-    ema_decay: float = 0.9998
-    ema_tau: float = 300.0
-    grad_clip: float = 10.0
-    bf16: str = "auto"  # "auto" (if the CPU/GPU supports it), "on", "off"
-    seed: int = 0
-    close_mosaic: int = 2  # last N epochs train without mosaic
-    eval_every: int = 0  # 0: evaluate only at the end
-    labelled_fraction: float = 1.0  # keep this fraction of labelled images (label-scarce runs)
-    max_steps: int = 0  # stop after N optimizer steps (tests, smoke runs); 0 = no limit
-    workers: int = 0
-    cache: bool = True
-    loss: LossWeights = field(default_factory=LossWeights)
-    aug: AugmentConfig = field(default_factory=AugmentConfig)
-
-    def __post_init__(self) -> None:
-        if self.model not in PRESETS:
-            raise ConfigError(f"model {self.model!r} is not a preset ({', '.join(PRESETS)})")
-        if self.width < 0 or self.depth < 0 or self.max_channels < 0:
-            raise ConfigError("width, depth and max_channels must be >= 0 (0: the preset's)")
-        if self.max_channels and self.max_channels < 8:
-            raise ConfigError(f"max_channels {self.max_channels} must be >= 8")
-        if self.img_size % 32:
-            raise ConfigError(f"img_size {self.img_size} must be a multiple of 32")
-        if self.bf16 not in ("auto", "on", "off"):
-            raise ConfigError(f"bf16 {self.bf16!r} must be auto, on or off")
-        if not 0 < self.labelled_fraction <= 1:
-            raise ConfigError("labelled_fraction must be in (0, 1]")
-
-    def scale(self) -> Scale:
-        """The architecture: the preset's width/depth/channel cap, overridden where set."""
-        base = PRESETS[self.model]
-        return Scale(
-            self.width or base.width,
-            self.depth or base.depth,
-            self.max_channels or base.max_channels,
-        )
-
-    @property
-    def arch_name(self) -> str:
-        """The preset name, or ``w<width>-d<depth>`` for a point off the presets (its
-        channel cap is in the checkpoint's ``scale``)."""
-        s = self.scale()
-        return self.model if s == PRESETS[self.model] else f"w{s.width:g}-d{s.depth:g}"
-
-
-class Distiller(Protocol):
-    """What a distillation method plugs into the loop."""
-
-    needs_features: bool
-
-    def trainable_modules(self) -> list[nn.Module]: ...
-
-    def prepare(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """(images, targets (M,6), context) for this batch (e.g. pseudo-labels added)."""
-        ...
-
-    def loss(
-        self,
-        context: Any,
-        out: HeadOutput,
-        feats: dict[str, torch.Tensor] | None,
-        assignment: Assignment,
-    ) -> tuple[torch.Tensor, dict[str, float]]: ...
-
-
-def bf16_enabled(mode: str, device: torch.device) -> bool:
-    if mode == "off":
-        return False
-    if mode == "on":
-        return True
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(
-        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    )
 
 
 def subset_records(split, fraction: float, seed: int):
@@ -164,7 +65,7 @@ def train(
     out_dir: str | Path,
     *,
     resume: bool = False,
-    distiller: Distiller | None = None,
+    distiller: KDPlugin | None = None,
     teacher_path: str = "",
     progress: bool = True,
 ) -> Path:
@@ -183,7 +84,7 @@ def train(
     )[0]
 
 
-def _check_shared(cfgs: list[TrainConfig], distillers: list[Distiller | None]) -> None:
+def _check_shared(cfgs: list[TrainConfig], distillers: list[KDPlugin | None]) -> None:
     first = cfgs[0]
     for cfg in cfgs[1:]:
         diff = [k for k in SHARED_KEYS if getattr(cfg, k) != getattr(first, k)]
@@ -199,7 +100,7 @@ def train_many(
     out_dirs: list[str | Path],
     *,
     resume: bool = False,
-    distillers: list[Distiller | None] | None = None,
+    distillers: list[KDPlugin | None] | None = None,
     teacher_path: str = "",
     progress: bool = True,
 ) -> list[Path]:
@@ -222,6 +123,70 @@ def train_many(
     train_split, _ = subset_records(load_split(data, "train"), cfg0.labelled_fraction, cfg0.seed)
     val_split = load_split(data, "val")
     names = train_split.class_names
+    runs = _trainees(cfgs, out_dirs, distillers, names, device, rank, world)
+    dataset = DetectionDataset(
+        train_split, cfg0.img_size, augment=True, aug=cfg0.aug, cache=cfg0.cache, seed=cfg0.seed
+    )
+    batch = _batch_size(cfg0, distillers, len(dataset))
+    start_epoch, step = _resume(runs) if resume else (0, 0)
+    loop = _Loop(
+        cfg=cfg0,
+        runs=runs,
+        lead=distillers[0],
+        dataset=dataset,
+        batch=batch,
+        steps_per_epoch=max(1, len(dataset) // (batch * world)),
+        device=device,
+        rank=rank,
+        world=world,
+        progress=progress,
+        use_bf16=bf16_enabled(cfg0.bf16, device),
+    )
+    for r in runs:
+        if rank == 0:
+            r.out_dir.mkdir(parents=True, exist_ok=True)
+            r.writer = tensorboard_writer(r.out_dir)
+    t_start = time.perf_counter()
+    for epoch in range(start_epoch, cfg0.epochs):
+        step, n_images, n_batches, t0 = _train_epoch(loop, epoch, step)
+        last_epoch = epoch + 1 == cfg0.epochs or bool(cfg0.max_steps and step >= cfg0.max_steps)
+        end = EpochEnd(
+            epoch=epoch,
+            step=step,
+            n_images=n_images,
+            n_batches=n_batches,
+            t0=t0,
+            t_start=t_start,
+            last_epoch=last_epoch,
+            rank=rank,
+            names=names,
+            val_split=val_split,
+            data=data,
+            teacher_path=teacher_path,
+            progress=progress,
+        )
+        for r in runs:
+            r.end_epoch(end)
+        if last_epoch:
+            break
+    ddp.cleanup()
+    for r in runs:
+        if r.writer is not None:
+            r.writer.close()
+    return [r.out_dir / "model.pt" for r in runs]
+
+
+def _trainees(
+    cfgs: list[TrainConfig],
+    out_dirs: list[str | Path],
+    distillers: list[KDPlugin | None],
+    names: tuple[str, ...],
+    device: torch.device,
+    rank: int,
+    world: int,
+) -> list[Trainee]:
+    """One trainee per config; runs trained together tag their log lines, and the first
+    distiller's teacher pass computes features when any run needs them."""
     runs = [
         Trainee(cfg, Path(out), d, names, device, rank, world)
         for cfg, out, d in zip(cfgs, out_dirs, distillers)
@@ -232,115 +197,123 @@ def train_many(
             r.tag = f"{r.out_dir.name}: "
         if lead is not None:  # one teacher pass serves every run
             lead.needs_features = any(r.needs_features for r in runs)
+    return runs
 
-    dataset = DetectionDataset(
-        train_split, cfg0.img_size, augment=True, aug=cfg0.aug, cache=cfg0.cache, seed=cfg0.seed
-    )
-    batch = min(cfg0.batch_size, len(dataset))
-    if lead is not None:  # unlabelled frames fill the rest of each batch
-        sizes = {d.labelled_batch_size(cfg0.batch_size) for d in distillers}
-        if len(sizes) > 1:
-            raise ConfigError("runs trained together must share kd.unlabelled_ratio")
-        batch = min(sizes.pop(), len(dataset))
-    steps_per_epoch = max(1, len(dataset) // (batch * world))
-    total_steps = steps_per_epoch * cfg0.epochs
-    start_epoch, step = 0, 0
-    if resume:
-        reached = {r.resume() for r in runs}
-        if len(reached) > 1:
-            raise ConfigError(
-                f"runs trained together stopped at different points {sorted(map(str, reached))}"
-                "; resume them one by one"
-            )
-        start_epoch, step = reached.pop() or (0, 0)
 
-    use_bf16 = bf16_enabled(cfg0.bf16, device)
-    for r in runs:
-        if rank == 0:
-            r.out_dir.mkdir(parents=True, exist_ok=True)
-            r.writer = tensorboard_writer(r.out_dir)
-    t_start = time.perf_counter()
-    desc = runs[0].cfg.arch_name if len(runs) == 1 else f"{len(runs)} runs"
+def _batch_size(cfg: TrainConfig, distillers: list[KDPlugin | None], n_images: int) -> int:
+    """Labelled images per batch: ``cfg.batch_size``, less the unlabelled frames that fill
+    the rest of a distillation batch; at most the ``n_images`` of the training set."""
+    if distillers[0] is None:
+        return min(cfg.batch_size, n_images)
+    sizes = {d.labelled_batch_size(cfg.batch_size) for d in distillers}
+    if len(sizes) > 1:
+        raise ConfigError("runs trained together must share kd.unlabelled_ratio")
+    return min(sizes.pop(), n_images)
 
-    for epoch in range(start_epoch, cfg0.epochs):
-        dataset.set_epoch(epoch)
-        if epoch >= cfg0.epochs - cfg0.close_mosaic:
-            dataset.aug = replace(cfg0.aug, mosaic=0.0)
-        loader = ddp.loader(dataset, batch, collate, cfg0.workers, cfg0.seed + epoch, rank, world)
-        for r in runs:
-            r.net.train()
-            r.sums = {}
-        n_images, n_batches, t0 = 0, 0, time.perf_counter()
-        bar = tqdm(
-            loader,
-            total=steps_per_epoch,
-            desc=f"{desc} {epoch + 1}/{cfg0.epochs}",
-            disable=not progress or rank != 0,
-            leave=False,
-            dynamic_ncols=True,
+
+def _resume(runs: list[Trainee]) -> tuple[int, int]:
+    """(epoch, step) that every run reached in its last.pt ((0, 0) when none has one)."""
+    reached = {r.resume() for r in runs}
+    if len(reached) > 1:
+        raise ConfigError(
+            f"runs trained together stopped at different points {sorted(map(str, reached))}"
+            "; resume them one by one"
         )
-        for batch_data in bar:
-            if lead is not None:
-                images, targets, context = lead.prepare(batch_data)
-            else:
-                images, targets, context = batch_data[0], batch_data[1], None
-            images, targets = images.to(device, non_blocking=True), targets.to(device)
-            where = f"epoch {epoch + 1} step {step}"
-            lrs = []
-            for r in runs:
-                c = r.cfg
-                warmup = int(c.warmup_epochs * steps_per_epoch)
-                lrs.append(lr_at(step, total_steps, warmup, c.lr, c.min_lr_ratio))
-                r.step(images, targets, context, lrs[-1], use_bf16, world, where)
-            step += 1
-            n_batches += 1
-            n_images += images.shape[0] * world
-            ips = n_images / (time.perf_counter() - t0)
-            shown = runs[0].logs if len(runs) == 1 else {}
-            bar.set_postfix(
-                {
-                    **{k: f"{v:.3f}" for k, v in shown.items()},
-                    "lr": f"{lrs[0]:.2e}",
-                    "img/s": f"{ips:.1f}",
-                }
-            )
-            if not progress and rank == 0 and n_batches % 50 == 0:  # background runs: a log line
-                for r in runs:
-                    log.info(
-                        "%sepoch %d step %d/%d %s img/s %.1f",
-                        r.tag,
-                        epoch + 1,
-                        n_batches,
-                        steps_per_epoch,
-                        " ".join(f"{k}={v:.3f}" for k, v in r.logs.items()),
-                        ips,
-                    )
-            if cfg0.max_steps and step >= cfg0.max_steps:
-                break
-        bar.close()
-        n_batches = max(1, n_batches)
-        last_epoch = epoch + 1 == cfg0.epochs or bool(cfg0.max_steps and step >= cfg0.max_steps)
-        for r, lr in zip(runs, lrs):
-            r.end_epoch(
-                epoch,
-                step,
-                lr,
-                n_images,
-                n_batches,
-                t0,
-                t_start,
-                last_epoch,
-                rank,
-                names,
-                val_split,
-                data,
-                teacher_path,
-                progress,
-            )
-        if last_epoch:
-            break
-    ddp.cleanup()
+    return reached.pop() or (0, 0)
+
+
+@dataclass
+class _Loop:
+    """What every epoch of :func:`train_many` works with."""
+
+    cfg: TrainConfig  # the first run's (the SHARED_KEYS are the same in all)
+    runs: list[Trainee]
+    lead: KDPlugin | None  # prepares every batch for all runs
+    dataset: DetectionDataset
+    batch: int  # labelled images per batch and process
+    steps_per_epoch: int
+    device: torch.device
+    rank: int
+    world: int
+    progress: bool  # progress bars (else a log line every 50 batches)
+    use_bf16: bool  # bf16 autocast for the students' forward passes
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.cfg.epochs
+
+    @property
+    def desc(self) -> str:
+        """The progress bar's name: the model, or how many runs train together."""
+        return self.runs[0].cfg.arch_name if len(self.runs) == 1 else f"{len(self.runs)} runs"
+
+
+def _train_epoch(loop: _Loop, epoch: int, step: int) -> tuple[int, int, int, float]:
+    """Train every run for one epoch (or until ``cfg.max_steps``); returns (optimizer
+    steps so far, images trained on by all processes, batches (>= 1), the
+    ``time.perf_counter()`` at which the first batch was asked for)."""
+    cfg, runs, rank = loop.cfg, loop.runs, loop.rank
+    loop.dataset.set_epoch(epoch)
+    if epoch >= cfg.epochs - cfg.close_mosaic:
+        loop.dataset.aug = replace(cfg.aug, mosaic=0.0)
+    loader = ddp.loader(
+        loop.dataset, loop.batch, collate, cfg.workers, cfg.seed + epoch, rank, loop.world
+    )
     for r in runs:
-        if r.writer is not None:
-            r.writer.close()
-    return [r.out_dir / "model.pt" for r in runs]
+        r.net.train()
+        r.sums = {}
+    n_images, n_batches, t0 = 0, 0, time.perf_counter()
+    bar = tqdm(
+        loader,
+        total=loop.steps_per_epoch,
+        desc=f"{loop.desc} {epoch + 1}/{cfg.epochs}",
+        disable=not loop.progress or rank != 0,
+        leave=False,
+        dynamic_ncols=True,
+    )
+    for batch_data in bar:
+        if loop.lead is not None:
+            images, targets, context = loop.lead.prepare(batch_data)
+        else:
+            images, targets, context = batch_data[0], batch_data[1], None
+        images, targets = images.to(loop.device, non_blocking=True), targets.to(loop.device)
+        where = f"epoch {epoch + 1} step {step}"
+        for r in runs:
+            c = r.cfg
+            warmup = int(c.warmup_epochs * loop.steps_per_epoch)
+            lr = lr_at(step, loop.total_steps, warmup, c.lr, c.min_lr_ratio)
+            r.step(images, targets, context, lr, loop.use_bf16, loop.world, where)
+        step += 1
+        n_batches += 1
+        n_images += images.shape[0] * loop.world
+        ips = n_images / (time.perf_counter() - t0)
+        shown = runs[0].logs if len(runs) == 1 else {}
+        bar.set_postfix(
+            {
+                **{k: f"{v:.3f}" for k, v in shown.items()},
+                "lr": f"{runs[0].lr:.2e}",
+                "img/s": f"{ips:.1f}",
+            }
+        )
+        if not loop.progress and rank == 0 and n_batches % 50 == 0:  # background: a log line
+            _log_progress(runs, epoch, n_batches, loop.steps_per_epoch, ips)
+        if cfg.max_steps and step >= cfg.max_steps:
+            break
+    bar.close()
+    return step, n_images, max(1, n_batches), t0
+
+
+def _log_progress(
+    runs: list[Trainee], epoch: int, n_batches: int, per_epoch: int, ips: float
+) -> None:
+    """One log line per run: epoch, batch, the last step's losses and the speed."""
+    for r in runs:
+        log.info(
+            "%sepoch %d step %d/%d %s img/s %.1f",
+            r.tag,
+            epoch + 1,
+            n_batches,
+            per_epoch,
+            " ".join(f"{k}={v:.3f}" for k, v in r.logs.items()),
+            ips,
+        )

@@ -1,6 +1,10 @@
 """One model being trained by :func:`distill.train.train_many`: its weights, EMA,
 optimizer, KD modules (adapters), logs and checkpoints. Several trainees can share the
-batches (and the teacher's pass) of one training loop."""
+batches (and the teacher's pass) of one training loop.
+
+A distillation run plugs a :class:`KDPlugin` into the loop (the teacher's side, e.g.
+:class:`distill.distillation.Distiller`); at each epoch's end the loop hands every
+trainee one :class:`EpochEnd` record."""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -17,15 +22,63 @@ from torch import nn
 from distill import ddp
 from distill.checkpoint import make_checkpoint, read_checkpoint, save_atomic
 from distill.config import to_dict
+from distill.losses.assigner import Assignment
 from distill.losses.detection import detection_loss
 from distill.models.detector import Detector
+from distill.models.head import HeadOutput
 from distill.models.presets import build_detector
 from distill.optim import ModelEMA, build_optimizer, seed_everything
-
-if TYPE_CHECKING:
-    from distill.train import Distiller, TrainConfig
+from distill.train_config import TrainConfig
 
 log = logging.getLogger("distill.train")  # the training loop's log lines
+
+
+class KDPlugin(Protocol):
+    """What a distillation method plugs into the training loop: it prepares each batch
+    (the first run's plugin, for all runs) and adds its KD terms to each run's loss."""
+
+    needs_features: bool
+
+    def trainable_modules(self) -> list[nn.Module]:
+        """Modules trained with the student (e.g. feature adapters)."""
+        ...
+
+    def labelled_batch_size(self, batch_size: int) -> int:
+        """How many of a batch of ``batch_size`` come from the labelled set."""
+        ...
+
+    def prepare(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """(images, targets (M,6), context) for this batch (e.g. pseudo-labels added)."""
+        ...
+
+    def loss(
+        self,
+        context: Any,
+        out: HeadOutput,
+        feats: dict[str, torch.Tensor] | None,
+        assignment: Assignment,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """(KD loss per image, its terms for the log) for the student's outputs."""
+        ...
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """What the loop tells each trainee when an epoch ends (:meth:`Trainee.end_epoch`)."""
+
+    epoch: int  # 0-based index of the epoch that ended
+    step: int  # optimizer steps so far, all epochs
+    n_images: int  # images trained on in this epoch, all processes
+    n_batches: int  # batches in this epoch (>= 1)
+    t0: float  # time.perf_counter() at the epoch's start
+    t_start: float  # time.perf_counter() at the run's start
+    last_epoch: bool  # the run ends here: evaluate and write model.pt
+    rank: int  # this process (only rank 0 evaluates and writes)
+    names: tuple[str, ...]  # class names
+    val_split: Any  # load_split(data, "val"): evaluated at the end and every cfg.eval_every
+    data: str | Path  # the dataset, for the checkpoint
+    teacher_path: str  # the teacher, for the checkpoint ("" when none)
+    progress: bool  # progress bars while evaluating
 
 
 class Trainee:
@@ -35,7 +88,7 @@ class Trainee:
         self,
         cfg: TrainConfig,
         out_dir: Path,
-        distiller: Distiller | None,
+        distiller: KDPlugin | None,
         names: tuple[str, ...],
         device: torch.device,
         rank: int,
@@ -60,6 +113,7 @@ class Trainee:
         self.metrics: dict = {}
         self.sums: dict[str, float] = {}
         self.logs: dict[str, float] = {}
+        self.lr = 0.0  # of the last step
         self.writer = None
 
     def resume(self) -> tuple[int, int] | None:
@@ -92,6 +146,7 @@ class Trainee:
         where: str,
     ) -> None:
         """One optimizer step on a batch (teacher context shared with the other runs)."""
+        self.lr = lr
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         d = self.distiller
@@ -118,40 +173,27 @@ class Trainee:
         for k, v in logs.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
 
-    def end_epoch(
-        self,
-        epoch: int,
-        step: int,
-        lr: float,
-        n_images: int,
-        n_batches: int,
-        t0: float,
-        t_start: float,
-        last_epoch: bool,
-        rank: int,
-        names: tuple[str, ...],
-        val_split,
-        data: str | Path,
-        teacher_path: str,
-        progress: bool,
-    ) -> None:
+    def end_epoch(self, end: EpochEnd) -> None:
         """Log the epoch, evaluate when due, and write last.pt (and model.pt at the end)."""
-        cfg = self.cfg
+        cfg, epoch, last_epoch = self.cfg, end.epoch, end.last_epoch
         record = {
             "epoch": epoch + 1,
-            "step": step,
-            "lr": lr,
-            "images_per_s": round(n_images / (time.perf_counter() - t0), 2),
-            "wall_seconds": round(time.perf_counter() - t_start, 1),
-            **{f"loss_{k}": round(v / n_batches, 5) for k, v in self.sums.items()},
+            "step": end.step,
+            "lr": self.lr,
+            "images_per_s": round(end.n_images / (time.perf_counter() - end.t0), 2),
+            "wall_seconds": round(time.perf_counter() - end.t_start, 1),
+            **{f"loss_{k}": round(v / end.n_batches, 5) for k, v in self.sums.items()},
         }
-        if rank == 0 and (last_epoch or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
+        due = last_epoch or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)
+        if end.rank == 0 and due:
             from distill.evaluate import evaluate_model
 
-            result = evaluate_model(self.ema.module, val_split, cfg.img_size, progress=progress)
+            result = evaluate_model(
+                self.ema.module, end.val_split, cfg.img_size, progress=end.progress
+            )
             record.update(map50_95=result.map50_95, map50=result.map50)
             self.metrics = {"map50_95": result.map50_95, "map50": result.map50, "epoch": epoch + 1}
-        if rank != 0:
+        if end.rank != 0:
             return
         with (self.out_dir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
@@ -164,26 +206,26 @@ class Trainee:
             "model_raw": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "epoch": epoch + 1,
-            "step": step,
+            "step": end.step,
             "ema_updates": self.ema.updates,
             "extra_modules": [m.state_dict() for m in self.extra],
         }
         common = dict(
             preset=cfg.arch_name,
             scale=self.scale,
-            class_names=names,
+            class_names=end.names,
             img_size=cfg.img_size,
             config=to_dict(cfg),
             metrics=self.metrics,
-            teacher=teacher_path,
-            data=str(data),
+            teacher=end.teacher_path,
+            data=str(end.data),
         )
         save_atomic(
             make_checkpoint(self.ema.module, train_state=train_state, **common),
             self.out_dir / "last.pt",
         )
         if last_epoch:
-            self.metrics["train_seconds"] = round(time.perf_counter() - t_start, 1)
+            self.metrics["train_seconds"] = round(time.perf_counter() - end.t_start, 1)
             save_atomic(make_checkpoint(self.ema.module, **common), self.out_dir / "model.pt")
 
 

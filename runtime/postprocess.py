@@ -54,13 +54,19 @@ def dfl_decode(box_dist: np.ndarray, points: np.ndarray, strides: np.ndarray) ->
     return np.concatenate([points - dist[:, :2], points + dist[:, 2:]], axis=1)
 
 
-def _iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    w = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0])
-    h = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1])
-    inter = np.clip(w, 0, None) * np.clip(h, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area + areas - inter
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of ``a`` (N, 4) with every box of ``b`` (M, 4), both xyxy in the
+    same pixels: (N, M) float64; 0 where the union is empty (a box with x2 < x1 or y2 < y1
+    has area 0). The one IoU of the project's numpy code (NMS, shadow agreement, export
+    parity)."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    a_, b_ = a[:, None, :], b[None, :, :]  # (N, 1, 4), (1, M, 4)
+    w = np.minimum(a_[..., 2], b_[..., 2]) - np.maximum(a_[..., 0], b_[..., 0])
+    h = np.minimum(a_[..., 3], b_[..., 3]) - np.maximum(a_[..., 1], b_[..., 1])
+    inter = np.maximum(w, 0.0) * np.maximum(h, 0.0)  # (N, M)
+    area_a = np.maximum(a[:, 2] - a[:, 0], 0.0) * np.maximum(a[:, 3] - a[:, 1], 0.0)
+    area_b = np.maximum(b[:, 2] - b[:, 0], 0.0) * np.maximum(b[:, 3] - b[:, 1], 0.0)
+    union = area_a[:, None] + area_b[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
@@ -78,7 +84,7 @@ def nms_numpy(
         i = order[0]
         keep.append(int(i))
         rest = order[1:]
-        order = rest[_iou_one_to_many(boxes[i], boxes[rest]) <= iou_threshold]
+        order = rest[box_iou(boxes[i], boxes[rest])[0] <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
 
 

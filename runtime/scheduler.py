@@ -15,7 +15,7 @@ Policies (per lane):
 
 Budgets: when the worker takes a job, the time since the server received it is compared
 with its budget. A job that can no longer be answered in time is dropped as
-``budget_exceeded``: its wait plus ``margin_ms`` (kept for the answer's trip back to
+``budget_exceeded``: its wait plus ``reply_margin_ms`` (kept for the answer's trip back to
 the client) already exceeds the budget, or (``predict_drops``) its wait plus the expected
 processing time plus the margin exceeds it. The expected processing time is a high
 quantile (``service_quantile``, default the 90th percentile) of the last 64 model calls,
@@ -42,10 +42,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from runtime.server_config import ServerConfig
 from runtime.types import Detections, StageTimings
 
 log = logging.getLogger(__name__)
-POLICIES = ("keep-latest", "queue")
 
 
 class DetectorLike(Protocol):
@@ -118,31 +118,26 @@ class Scheduler:
     def __init__(
         self,
         detector: DetectorLike,
+        config: ServerConfig | None = None,
         *,
-        policy: str = "keep-latest",
-        queue_size: int = 4,
-        max_batch: int = 1,
-        max_wait_ms: float = 2.0,
-        predict_drops: bool = True,
-        margin_ms: float = 0.0,
-        service_quantile: float = 0.9,
         refresh_s: float = 1.0,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
-        if policy not in POLICIES:
-            raise ValueError(f"policy {policy!r} is not one of {POLICIES}")
-        if queue_size < 1 or max_batch < 1 or max_wait_ms < 0:
-            raise ValueError("queue_size and max_batch must be >= 1 and max_wait_ms >= 0")
-        if margin_ms < 0 or not 0.0 < service_quantile <= 1.0:
-            raise ValueError("margin_ms must be >= 0 and service_quantile in (0, 1]")
+        """``config``: the server's settings (``policy``, ``queue_size``, ``max_batch``,
+        ``max_wait_ms``, ``predict_drops``, ``reply_margin_ms``, ``service_quantile``;
+        default ``ServerConfig()``); raises ConfigError for bad ones. ``on_batch`` is
+        called with the size of every batch the model runs."""
+        config = config if config is not None else ServerConfig()
+        config.validate()
         self.detector = detector
-        self.policy = policy
-        self.queue_size = queue_size
-        self.max_batch = max(1, min(max_batch, int(getattr(detector, "max_batch", 1) or 1)))
-        self.max_wait_s = max_wait_ms / 1000.0
-        self.predict_drops = predict_drops
-        self.margin_ms = float(margin_ms)
-        self.service_quantile = float(service_quantile)
+        self.config = config
+        self.policy = config.policy
+        self.queue_size = config.queue_size
+        self.max_batch = max(1, min(config.max_batch, int(getattr(detector, "max_batch", 1) or 1)))
+        self.max_wait_s = config.max_wait_ms / 1000.0
+        self.predict_drops = config.predict_drops
+        self.margin_ms = float(config.reply_margin_ms)
+        self.service_quantile = float(config.service_quantile)
         self.refresh_s = float(refresh_s)
         self._last_call = time.perf_counter()  # end of the last model call
         self._on_batch = on_batch

@@ -43,20 +43,14 @@ from runtime.measure import rss_mb
 from runtime.metrics import ServerMetrics
 from runtime.proto import SERVICE_NAME, pb, pb_grpc
 from runtime.scheduler import DetectorLike, Scheduler
-from runtime.server_config import ServerConfig
+from runtime.server_config import ServerConfig, ShadowConfig
 from runtime.service import DetectorServicer
-from runtime.shadow import ShadowConfig, ShadowTap, ShadowTeacher
+from runtime.shadow import ShadowTap, ShadowTeacher
 from runtime.startup import StartupBudget, check_startup_budget, model_info, probe_latency
 
 log = logging.getLogger(__name__)
 BUDGET_HEALTH_NAME = f"{SERVICE_NAME}/budget"
-__all__ = [
-    "BUDGET_HEALTH_NAME",
-    "RunningServer",
-    "ServerConfig",
-    "build_server",
-    "run_until_signal",
-]
+__all__ = ["BUDGET_HEALTH_NAME", "RunningServer", "build_server", "run_until_signal"]
 
 
 def _read_file(path: str, what: str) -> bytes:
@@ -148,13 +142,7 @@ class RunningServer:
                 shadow.start()
             scheduler = Scheduler(
                 ShadowTap(detector, shadow) if shadow is not None else detector,
-                policy=config.policy,
-                queue_size=config.queue_size,
-                max_batch=config.max_batch,
-                max_wait_ms=config.max_wait_ms,
-                predict_drops=config.predict_drops,
-                margin_ms=config.reply_margin_ms,
-                service_quantile=config.service_quantile,
+                config,
                 on_batch=self.metrics.batch_size.observe,
             )
             scheduler.set_service_estimate(p50)
@@ -218,36 +206,12 @@ class RunningServer:
         return self._stopped.wait(timeout)
 
 
-def build_server(
-    detector: DetectorLike | Callable[[], DetectorLike],
-    config: ServerConfig,
-    shadow_teacher: DetectorLike | Callable[[], DetectorLike] | None = None,
-) -> RunningServer:
-    """Start a server for ``detector`` (an object with the ``runtime.pipeline.Detector``
-    API, or a zero-argument factory that loads one; the server closes what it loaded).
-    ``shadow_teacher`` (the same kinds; a factory is called on the shadow worker thread)
-    enables the shadow teacher with ``config.shadow`` (default ``ShadowConfig()``).
-
-    Returns at once, listening with health NOT_SERVING; the model warms up in the
-    background (``RunningServer.wait_ready``). Raises ConfigError for bad settings, an
-    unreadable TLS file or a port that cannot be bound.
-    """
-    config.validate()
-    metrics = ServerMetrics()
-    servicer = DetectorServicer(
-        metrics,
-        default_budget_ms=config.budget_ms,
-        max_pixels=config.max_pixels,
-        max_streams=config.max_streams,
-        max_outstanding=config.max_outstanding,
-        reduced_decode=config.reduced_decode,
-        deadline_from=config.deadline_from,
-    )
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    token = config.token
-    interceptors = [TokenAuthInterceptor(token)] if token else []
+def _grpc_server(
+    config: ServerConfig, servicer: DetectorServicer, health_servicer: health.HealthServicer
+) -> grpc.Server:
+    """A gRPC server (not yet bound) with the detector, health and reflection services,
+    the token check when ``config.token`` is set, and one thread per possible call."""
+    interceptors = [TokenAuthInterceptor(config.token)] if config.token else []
     max_bytes = int(config.max_message_mb * 1024 * 1024)
     workers = config.max_streams + config.unary_workers + 4
     options = [
@@ -267,17 +231,17 @@ def build_server(
     reflection.enable_server_reflection(
         (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
     )
+    return server
+
+
+def _bind(server: grpc.Server, config: ServerConfig) -> int:
+    """Bind ``config.host:config.port`` (TLS with ``config.tls_cert``); returns the port.
+    Raises ConfigError for an unreadable TLS file or a port that cannot be bound."""
     address = f"{config.host}:{config.port}"
     try:
         if config.tls_cert:
-            creds = grpc.ssl_server_credentials(
-                [
-                    (
-                        _read_file(config.tls_key, "--tls-key"),
-                        _read_file(config.tls_cert, "--tls-cert"),
-                    )
-                ]
-            )
+            key = _read_file(config.tls_key, "--tls-key")
+            creds = grpc.ssl_server_credentials([(key, _read_file(config.tls_cert, "--tls-cert"))])
             port = server.add_secure_port(address, creds)
         else:
             port = server.add_insecure_port(address)
@@ -285,10 +249,36 @@ def build_server(
         raise ConfigError(f"cannot listen on {address} ({e}); is the port in use?") from e
     if port == 0:
         raise ConfigError(f"cannot listen on {address}; is the port in use?")
-    if token and not config.tls_cert and config.host not in ("127.0.0.1", "localhost", "::1"):
+    local = config.host in ("127.0.0.1", "localhost", "::1")
+    if config.token and not config.tls_cert and not local:
         log.warning(
             "a bearer token over plain TCP on %s can be sniffed; add --tls-cert/--tls-key", address
         )
+    return port
+
+
+def build_server(
+    detector: DetectorLike | Callable[[], DetectorLike],
+    config: ServerConfig,
+    shadow_teacher: DetectorLike | Callable[[], DetectorLike] | None = None,
+) -> RunningServer:
+    """Start a server for ``detector`` (an object with the ``runtime.pipeline.Detector``
+    API, or a zero-argument factory that loads one; the server closes what it loaded).
+    ``shadow_teacher`` (the same kinds; a factory is called on the shadow worker thread)
+    enables the shadow teacher with ``config.shadow`` (default ``ShadowConfig()``).
+
+    Returns at once, listening with health NOT_SERVING; the model warms up in the
+    background (``RunningServer.wait_ready``). Raises ConfigError for bad settings, an
+    unreadable TLS file or a port that cannot be bound.
+    """
+    config.validate()
+    metrics = ServerMetrics()
+    servicer = DetectorServicer(metrics, config)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    server = _grpc_server(config, servicer, health_servicer)
+    port = _bind(server, config)
     server.start()
     metrics_port = None
     if config.metrics_port is not None:

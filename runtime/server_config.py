@@ -1,5 +1,6 @@
-"""``ServerConfig``: the settings of ``understudy serve`` (one field per flag) and their
-validation. :mod:`runtime.server` builds the server from it."""
+"""``ServerConfig``: the settings of ``understudy serve`` (one field per flag, the
+shadow teacher's in :class:`ShadowConfig`) and their validation. :mod:`runtime.server`
+builds the server from it and hands it whole to the scheduler and the servicer."""
 
 from __future__ import annotations
 
@@ -8,9 +9,37 @@ from typing import Any
 
 from runtime.budget import Budget
 from runtime.errors import ConfigError
-from runtime.scheduler import POLICIES
-from runtime.service import DEADLINE_FROM
-from runtime.shadow import ShadowConfig
+
+POLICIES = ("keep-latest", "queue")  # what a stream's lane does while the model is busy
+DEADLINE_FROM = ("arrival", "capture")  # when a frame's budget starts
+
+
+@dataclass(frozen=True)
+class ShadowConfig:
+    """Shadow teacher settings (the ``understudy serve --shadow-*`` flags)."""
+
+    every: int = 10  # offer every N-th answered frame
+    teacher: str = "teacher"  # the teacher's name in reports (its file name)
+    iou_threshold: float = 0.5
+    teacher_min_score: float = 0.0  # reference = teacher boxes at or above this score
+    save_dir: str | None = None
+    save_max_mb: float = 500.0
+    save_below_f1: float = 0.5  # save frames whose F1 is below this
+    queue_size: int = 1  # sampled frames waiting for the teacher (1 or 2)
+    latency_window: int = 256  # recent teacher latencies kept for the median
+
+    def validate(self) -> None:
+        f1, iou = self.save_below_f1, self.iou_threshold
+        checks = [
+            (self.every >= 1, f"--shadow-every must be >= 1, got {self.every}"),
+            (0 < iou <= 1, f"the shadow IoU threshold must be in (0, 1], got {iou}"),
+            (self.save_max_mb > 0, f"--shadow-save-max-mb must be > 0, got {self.save_max_mb}"),
+            (0 <= f1 <= 1, f"--shadow-save-below-f1 must be in [0, 1], got {f1}"),
+            (self.queue_size in (1, 2), f"shadow queue size must be 1 or 2, not {self.queue_size}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from runtime.frames import decode_frame_scaled
 from runtime.metrics import ServerMetrics
 from runtime.proto import pb, pb_grpc
 from runtime.scheduler import Answered, Dropped, Failed, Job, Outcome, Scheduler
+from runtime.server_config import ServerConfig
 from runtime.stream_session import FrameMeta, Rejected, StreamSession, frame_meta
 
 
@@ -62,35 +63,21 @@ class _Slot:
 
 
 log = logging.getLogger(__name__)
-DEADLINE_FROM = ("arrival", "capture")
 MAX_CAPTURE_AGE_S = 10.0  # older (or future) capture times are clock trouble: use arrival
 
 
 class DetectorServicer(pb_grpc.DetectorServicer):
     """Serves one model through a :class:`Scheduler`; becomes ready with :meth:`attach`."""
 
-    def __init__(
-        self,
-        metrics: ServerMetrics,
-        *,
-        default_budget_ms: float = 33.0,
-        max_pixels: int = 4096 * 4096,
-        max_streams: int = 16,
-        max_outstanding: int = 32,
-        reduced_decode: bool = False,
-        deadline_from: str = "arrival",
-    ) -> None:
-        if deadline_from not in DEADLINE_FROM:
-            raise ValueError(f"deadline_from must be one of {DEADLINE_FROM}")
+    def __init__(self, metrics: ServerMetrics, config: ServerConfig) -> None:
+        """``config``: the server's settings (``budget_ms`` for frames that send 0,
+        ``max_pixels``, ``max_streams``, ``max_outstanding``, ``reduced_decode``,
+        ``deadline_from``); raises ConfigError for bad ones."""
+        config.validate()
         self.metrics = metrics
-        self.deadline_from = deadline_from
+        self.config = config
         self._warned_clock = False
-        self.reduced_decode = reduced_decode
         self.fit_size: tuple[int, int] | None = None  # set by attach when reduced_decode
-        self.default_budget_ms = default_budget_ms
-        self.max_pixels = max_pixels
-        self.max_streams = max_streams
-        self.max_outstanding = max_outstanding
         self._scheduler: Scheduler | None = None
         self._class_names: tuple[str, ...] = ()
         self._model_info: pb.ModelInfo | None = None
@@ -109,7 +96,7 @@ class DetectorServicer(pb_grpc.DetectorServicer):
         shadow: ShadowReporter | None = None,
     ) -> None:
         """Start answering frames with ``scheduler`` (the model is loaded and warm)."""
-        if self.reduced_decode:
+        if self.config.reduced_decode:
             self.fit_size = (int(info.input_height), int(info.input_width))
         self._class_names = tuple(class_names)
         self._model_info = info
@@ -151,15 +138,17 @@ class DetectorServicer(pb_grpc.DetectorServicer):
         if not math.isfinite(budget) or budget < 0:
             raise InputError(
                 f"frame {frame.frame_id}: budget_ms must be >= 0 and finite (0 = the server "
-                f"default of {self.default_budget_ms:g} ms), got {budget}"
+                f"default of {self.config.budget_ms:g} ms), got {budget}"
             )
         start = time.perf_counter()
         try:
-            decoded = decode_frame_scaled(frame, max_pixels=self.max_pixels, fit_size=self.fit_size)
+            decoded = decode_frame_scaled(
+                frame, max_pixels=self.config.max_pixels, fit_size=self.fit_size
+            )
         except InputError as e:
             raise InputError(f"frame {frame.frame_id}: {e}") from None
         decode_ms = (time.perf_counter() - start) * 1000.0
-        budget = budget or self.default_budget_ms
+        budget = budget or self.config.budget_ms
         meta = frame_meta(frame, decoded.width, decoded.height, budget, decoded.scale)
         return decoded.image, meta, decode_ms
 
@@ -167,7 +156,7 @@ class DetectorServicer(pb_grpc.DetectorServicer):
         """With ``deadline_from="capture"``: how old the frame was when it arrived (its
         capture time on the server's clock; 0 for frames without one, and for capture
         times in the future or over MAX_CAPTURE_AGE_S old, i.e. unsynchronized clocks)."""
-        if self.deadline_from != "capture":
+        if self.config.deadline_from != "capture":
             return 0.0
         ts = frame.capture_time
         if not (ts.seconds or ts.nanos):
@@ -321,14 +310,14 @@ class DetectorServicer(pb_grpc.DetectorServicer):
     def StreamDetect(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
         scheduler = self._require_ready(context)
         with self._lock:
-            full = len(self._sessions) >= self.max_streams or self._stopping
+            full = len(self._sessions) >= self.config.max_streams or self._stopping
             if not full:
                 session = StreamSession(
                     scheduler,
                     prepare=self.prepare,
                     convert=self.stream_response,
                     count_received=self.metrics.received.labels(rpc="stream").inc,
-                    max_outstanding=self.max_outstanding,
+                    max_outstanding=self.config.max_outstanding,
                     arrival_age_ms=self.arrival_age_ms,
                 )
                 self._sessions.add(session)
@@ -337,7 +326,7 @@ class DetectorServicer(pb_grpc.DetectorServicer):
         if full:
             context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"the server already has {self.max_streams} open streams (--max-streams); "
+                f"the server already has {self.config.max_streams} open streams (--max-streams); "
                 "close one or retry later",
             )
         self.metrics.active_streams.inc()

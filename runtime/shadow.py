@@ -37,8 +37,10 @@ import numpy as np
 
 from runtime.errors import ConfigError
 from runtime.metrics import ShadowMetrics
+from runtime.postprocess import box_iou
 from runtime.proto import pb
 from runtime.scheduler import DetectorLike
+from runtime.server_config import ShadowConfig
 from runtime.shadow_saver import DisagreementSaver
 from runtime.types import Detections, StageTimings
 
@@ -46,19 +48,6 @@ log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------- agreement math
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of ``a`` (N, 4) with every box of ``b`` (M, 4), both xyxy in the
-    same pixels: (N, M) float64."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
 @dataclass(frozen=True)
 class Agreement:
     """Match counts per class: ``tp``, ``fp``, ``fn`` are (C,) int64 arrays."""
@@ -140,34 +129,6 @@ def match_detections(
 
 
 # ---------------------------------------------------------------------- the worker
-@dataclass(frozen=True)
-class ShadowConfig:
-    """Shadow teacher settings (the ``understudy serve --shadow-*`` flags)."""
-
-    every: int = 10  # offer every N-th answered frame
-    teacher: str = "teacher"  # the teacher's name in reports (its file name)
-    iou_threshold: float = 0.5
-    teacher_min_score: float = 0.0  # reference = teacher boxes at or above this score
-    save_dir: str | None = None
-    save_max_mb: float = 500.0
-    save_below_f1: float = 0.5  # save frames whose F1 is below this
-    queue_size: int = 1  # sampled frames waiting for the teacher (1 or 2)
-    latency_window: int = 256  # recent teacher latencies kept for the median
-
-    def validate(self) -> None:
-        f1, iou = self.save_below_f1, self.iou_threshold
-        checks = [
-            (self.every >= 1, f"--shadow-every must be >= 1, got {self.every}"),
-            (0 < iou <= 1, f"the shadow IoU threshold must be in (0, 1], got {iou}"),
-            (self.save_max_mb > 0, f"--shadow-save-max-mb must be > 0, got {self.save_max_mb}"),
-            (0 <= f1 <= 1, f"--shadow-save-below-f1 must be in [0, 1], got {f1}"),
-            (self.queue_size in (1, 2), f"shadow queue size must be 1 or 2, not {self.queue_size}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-
-
 def lower_thread_priority() -> None:
     """Nice 19 for the calling thread (Linux: a thread is a task); ignored elsewhere."""
     with contextlib.suppress(AttributeError, OSError):

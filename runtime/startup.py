@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,9 +28,7 @@ from runtime.budget import Budget, Check, check_budget, summarize
 from runtime.measure import rss_mb
 from runtime.proto import pb
 from runtime.scheduler import DetectorLike
-
-if TYPE_CHECKING:
-    from runtime.server import ServerConfig
+from runtime.server_config import ServerConfig
 
 
 def probe_latency(detector: DetectorLike, runs: int, batch: int = 1) -> tuple[float, float]:

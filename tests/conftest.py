@@ -46,8 +46,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def tiny_config():
-    """The config of ``tiny_synth`` (a distill.data.synth.SynthConfig, seed 7)."""
-    from distill.data.synth import SynthConfig
+    """The config of ``tiny_synth`` (a distill.data.synth_config.SynthConfig, seed 7)."""
+    from distill.data.synth_config import SynthConfig
 
     return SynthConfig(
         train=6, val=4, unlabelled=3, video_frames=5, video_width=160, video_height=120

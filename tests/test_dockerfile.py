@@ -163,7 +163,8 @@ def _healthcheck_command() -> list[str]:
 
 
 def test_healthcheck_command_reads_grpc_health(tmp_path: Path) -> None:
-    from runtime.server import ServerConfig, build_server
+    from runtime.server import build_server
+    from runtime.server_config import ServerConfig
     from tests.runtime.serving_fakes import FakeDetector
 
     cmd = _healthcheck_command()

@@ -26,17 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distill.auto.grid import Candidate, GridConfig, candidates, load_grid, matching_preset
-from distill.auto.report import (
-    AutoReport,
-    FinalResult,
-    TeacherReference,
-    machine_description,
-    write_report,
-)
+from distill.auto.report import AutoReport, FinalResult, TeacherReference, machine_description
+from distill.auto.report_files import write_report
 from distill.auto.screen import (
     Cost,
     Measure,
     OnnxCandidateMeasure,
+    ScreenRow,
     apply_budget,
     candidate_cost,
     fastest,
@@ -45,7 +41,7 @@ from distill.auto.screen import (
     select,
 )
 from distill.auto.teacher_screen import DistillProxy, Proxy, screen_teachers
-from runtime.budget import check_budget, load_budget
+from runtime.budget import Budget, check_budget, load_budget
 from runtime.errors import ConfigError, DataError, ModelFileError
 
 BACKENDS = ("onnxruntime", "tensorrt")
@@ -169,7 +165,7 @@ def run_auto(
 ) -> AutoReport:
     """Run the three stages and write the report (after each stage). Raises
     :class:`NoCandidateMeetsBudget` when nothing in the grid meets the budget."""
-    from distill.config import load, to_dict
+    from distill.config import load
     from distill.distillation import DistillConfig
     from runtime.data.dataset import load_split
 
@@ -182,27 +178,8 @@ def run_auto(
     names = tuple(split.class_names)
     cfg = load(DistillConfig, opts.config, list(opts.overrides)) if opts.teachers else None
     batch = budget.latency.batch
-    machine = machine_description(opts.backend)
-    settings = {
-        "backend": opts.backend,
-        "batch": batch,
-        "warmup": grid.warmup,
-        "runs": grid.runs,
-        "frame": [grid.frame_width, grid.frame_height],
-        "threads": opts.threads,
-        "classes": len(names),
-        "calibration_batches": grid.calibration_batches,
-        "machine": machine,
-    }
     out = Path(opts.out)
-    report = AutoReport(
-        opts.command, opts.backend, machine, budget, opts.budget, to_dict(grid), settings
-    )
-    if budget.max_memory_mb is not None:
-        report.notes.append(
-            "`understudy auto` does not measure memory, so the budget's max_memory_mb line "
-            "fails the gate as not measured: measure it on the target with `understudy bench`."
-        )
+    report = _new_report(opts, budget, grid, len(names))
 
     # 1. latency screen
     t0 = time.perf_counter()
@@ -211,30 +188,13 @@ def run_auto(
         measure or default_measure(opts, grid, names, batch),
         cost or default_cost(names),
         out / "screen",
-        settings,
+        report.settings,
         preset_of=matching_preset,
         progress=opts.progress,
     )
-    report.screen = apply_budget(rows, budget)
-    _stage(report, out, "latency screen", t0)
-    reused = sum(r.reused for r in rows)
-    if reused:
-        report.notes.append(
-            f"{reused} of {len(rows)} screen measurements were reused from "
-            f"{out / 'screen'} (same backend, batch, runs and machine)."
-        )
-    chosen = select(report.screen, opts.top_k)
-    report.chosen = [r.candidate.name for r in chosen]
+    chosen = _screened(report, rows, opts.top_k, out, t0)
     if not chosen:
-        metric = frontier_metric(budget)
-        f = fastest(report.screen, metric)
-        report.status = "no_candidate"
-        report.message = (
-            f"No candidate meets the budget: the fastest, {f.candidate.name}, takes "
-            f"p50 {f.latency.p50_ms:.2f} ms / p99 {f.latency.p99_ms:.2f} ms on {opts.backend} "
-            f"({'; '.join(f.failures)}). Relax the budget, add smaller points to the grid, "
-            "or use a faster backend/device."
-        )
+        report.status, report.message = "no_candidate", _no_candidate(report)
         write_report(report, out)
         raise NoCandidateMeetsBudget(report.message)
     if not opts.teachers:
@@ -246,22 +206,7 @@ def run_auto(
     # 2. teacher screen
     best = opts.teachers[0]
     if len(opts.teachers) > 1:
-        t0 = time.perf_counter()
-        px = proxy or default_proxy(opts, chosen[0].candidate, cfg)
-        teacher_settings = (
-            px.settings()
-            if isinstance(px, DistillProxy)
-            else {
-                "student": chosen[0].candidate.name,
-                "epochs": opts.proxy_epochs,
-                "fraction": opts.proxy_fraction,
-            }
-        )
-        report.teachers = screen_teachers(
-            opts.teachers, px, out / "teachers", teacher_settings, progress=opts.progress
-        )
-        best = report.teachers[0].teacher
-        _stage(report, out, "teacher screen", t0)
+        best = _screen_teachers(report, opts, chosen[0].candidate, proxy, cfg, out)
     report.best_teacher = best
     write_report(report, out)
 
@@ -269,14 +214,116 @@ def run_auto(
     if finalize is None or reference is None:
         real_final, real_ref = default_final(opts, cfg, split, grid, batch)
         finalize, reference = finalize or real_final, reference or real_ref
+    _finals(report, chosen, best, finalize, reference, out)
+    _decide(report)
+    write_report(report, out)
+    return report
+
+
+def _new_report(opts: AutoOptions, budget: Budget, grid: GridConfig, classes: int) -> AutoReport:
+    """An empty report: the command, machine, budget, grid and measuring settings."""
+    from distill.config import to_dict
+
+    batch = budget.latency.batch
+    machine = machine_description(opts.backend)
+    settings = {
+        "backend": opts.backend,
+        "batch": batch,
+        "warmup": grid.warmup,
+        "runs": grid.runs,
+        "frame": [grid.frame_width, grid.frame_height],
+        "threads": opts.threads,
+        "classes": classes,
+        "calibration_batches": grid.calibration_batches,
+        "machine": machine,
+    }
+    report = AutoReport(
+        opts.command, opts.backend, machine, budget, opts.budget, to_dict(grid), settings
+    )
+    if budget.max_memory_mb is not None:
+        report.notes.append(
+            "`understudy auto` does not measure memory, so the budget's max_memory_mb line "
+            "fails the gate as not measured: measure it on the target with `understudy bench`."
+        )
+    return report
+
+
+def _screened(
+    report: AutoReport, rows: list[ScreenRow], top_k: int, out: Path, t0: float
+) -> list[ScreenRow]:
+    """Put the screen's ``rows`` (started at ``t0``) in the report with the budget applied;
+    returns the ``top_k`` chosen candidates (none when no candidate meets the budget)."""
+    report.screen = apply_budget(rows, report.budget)
+    _stage(report, out, "latency screen", t0)
+    reused = sum(r.reused for r in rows)
+    if reused:
+        report.notes.append(
+            f"{reused} of {len(rows)} screen measurements were reused from "
+            f"{out / 'screen'} (same backend, batch, runs and machine)."
+        )
+    chosen = select(report.screen, top_k)
+    report.chosen = [r.candidate.name for r in chosen]
+    return chosen
+
+
+def _no_candidate(report: AutoReport) -> str:
+    """Why nothing was chosen, naming the fastest candidate and what it misses."""
+    f = fastest(report.screen, frontier_metric(report.budget))
+    return (
+        f"No candidate meets the budget: the fastest, {f.candidate.name}, takes "
+        f"p50 {f.latency.p50_ms:.2f} ms / p99 {f.latency.p99_ms:.2f} ms on {report.backend} "
+        f"({'; '.join(f.failures)}). Relax the budget, add smaller points to the grid, "
+        "or use a faster backend/device."
+    )
+
+
+def _screen_teachers(
+    report: AutoReport,
+    opts: AutoOptions,
+    student: Candidate,
+    proxy: Proxy | None,
+    cfg,
+    out: Path,
+) -> str:
+    """Rank the teachers by distilling ``student`` for a short proxy run each; returns the
+    best one."""
     t0 = time.perf_counter()
-    report.teacher_reference = ref = reference(best)
+    px = proxy or default_proxy(opts, student, cfg)
+    teacher_settings = (
+        px.settings()
+        if isinstance(px, DistillProxy)
+        else {
+            "student": student.name,
+            "epochs": opts.proxy_epochs,
+            "fraction": opts.proxy_fraction,
+        }
+    )
+    report.teachers = screen_teachers(
+        opts.teachers, px, out / "teachers", teacher_settings, progress=opts.progress
+    )
+    _stage(report, out, "teacher screen", t0)
+    return report.teachers[0].teacher
+
+
+def _finals(
+    report: AutoReport,
+    chosen: list[ScreenRow],
+    teacher: str,
+    finalize: Finalize,
+    reference: Reference,
+    out: Path,
+) -> None:
+    """Measure ``teacher``, then distil, export, measure and gate every chosen student
+    (the report is written after each)."""
+    budget = report.budget
+    t0 = time.perf_counter()
+    report.teacher_reference = ref = reference(teacher)
     if ref.map50_95 == 0:
         report.notes.append("The teacher's mAP50-95 is 0, so accuracy retention is undefined.")
     _stage(report, out, "teacher reference", t0)
     t0 = time.perf_counter()
     for row in chosen:
-        result = finalize(row.candidate, best)
+        result = finalize(row.candidate, teacher)
         result.gate = check_budget(
             budget,
             student_p50_ms=result.latency.p50_ms,
@@ -289,6 +336,11 @@ def run_auto(
         report.finals.append(result)
         write_report(report, out)
     _stage(report, out, "distill + export + measure + evaluate", t0)
+
+
+def _decide(report: AutoReport) -> None:
+    """Select the final student (the best mAP50-95 of those passing the gate, else of
+    all) and set the report's status and message."""
     passing = [f for f in report.finals if f.passed]
     pool = passing or report.finals
     pick = max(pool, key=lambda f: f.map50_95 if f.map50_95 is not None else -1.0)
@@ -302,5 +354,3 @@ def run_auto(
         failed = "; ".join(c.check for c in pick.gate if not c.passed)
         report.status = "gate_failed"
         report.message = f"The distilled student misses the budget gate ({failed})."
-    write_report(report, out)
-    return report

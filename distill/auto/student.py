@@ -2,7 +2,7 @@
 
 A grid point is a (width, depth, channel cap) of the detector family: the distillation
 config gets those as its ``width``/``depth``/``max_channels`` keys (see
-:class:`distill.train.TrainConfig`), on top of the matching preset when there is one.
+:class:`distill.train_config.TrainConfig`), on top of the matching preset when there is one.
 Checkpoints store their ``scale``, so the student loads everywhere (export, eval,
 teachers) under its name (``w0.25-d0.67`` off the presets).
 """

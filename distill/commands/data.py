@@ -53,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from distill.data.synth import generate, load_synth_config
+    from distill.data.synth import generate
+    from distill.data.synth_config import load_synth_config
 
     overrides = {
         "train": args.train,

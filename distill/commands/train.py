@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from distill.config import load
-    from distill.train import TrainConfig, train
+    from distill.train import train
+    from distill.train_config import TrainConfig
 
     cfg = load(TrainConfig, args.config, overrides(args, {"model": args.model}))
     out = args.out or f"runs/{cfg.model}"

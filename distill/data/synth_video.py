@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+from distill.data.synth_config import SynthConfig
 from distill.data.synth_scene import (
     MAX_ANGLE_DEG,
     background,
@@ -27,9 +27,6 @@ from distill.data.synth_scene import (
     sample_object,
 )
 from runtime.errors import DataError
-
-if TYPE_CHECKING:
-    from distill.data.synth import SynthConfig
 
 
 def video_frames(rng: np.random.Generator, cfg: SynthConfig) -> Iterator[np.ndarray]:

@@ -8,6 +8,8 @@ from typing import NamedTuple
 
 import torch
 
+from distill.losses.iou import box_iou_pairwise
+
 
 class Assignment(NamedTuple):
     """fg: (B, A) bool; labels: (B, A) long; boxes: (B, A, 4) xyxy network pixels;
@@ -19,16 +21,6 @@ class Assignment(NamedTuple):
     boxes: torch.Tensor
     scores: torch.Tensor
     gt_index: torch.Tensor
-
-
-def box_iou_pairwise(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """IoU of aligned boxes: a (..., 4), b (..., 4) xyxy -> (...)."""
-    lt = torch.maximum(a[..., :2], b[..., :2])
-    rb = torch.minimum(a[..., 2:], b[..., 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area_a = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(-1)
-    area_b = (b[..., 2:] - b[..., :2]).clamp(min=0).prod(-1)
-    return inter / (area_a + area_b - inter + eps)
 
 
 @torch.no_grad()

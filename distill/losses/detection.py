@@ -1,5 +1,6 @@
 """Detection losses for the DFL head: quality-focal (or BCE) classification against
-task-aligned soft targets, GIoU and distribution focal loss on assigned anchors."""
+task-aligned soft targets, GIoU (:mod:`distill.losses.iou`) and distribution focal loss
+on assigned anchors."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from distill.losses.assigner import Assignment, task_aligned_assign
+from distill.losses.iou import giou
 from distill.models.head import HeadOutput, boxes_to_distances, make_anchors
 
 
@@ -18,18 +20,6 @@ class LossWeights:
     cls: float = 0.5
     dfl: float = 1.5
     cls_loss: str = "qfl"  # "qfl" (quality focal, beta=2) or "bce"
-
-
-def giou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Generalized IoU of aligned boxes (..., 4) xyxy -> (...)."""
-    lt = torch.maximum(a[..., :2], b[..., :2])
-    rb = torch.minimum(a[..., 2:], b[..., 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area_a = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(-1)
-    area_b = (b[..., 2:] - b[..., :2]).clamp(min=0).prod(-1)
-    union = area_a + area_b - inter + eps
-    hull = (torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])).prod(-1)
-    return inter / union - (hull - union) / (hull + eps)
 
 
 def dfl_loss(dist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "reflection). Health says NOT_SERVING until the model is warm. SIGTERM/SIGINT stop "
         "gracefully. See docs/protocol.md.",
     )
+    _address_options(p)
+    _budget_options(p)
+    _scheduling_options(p)
+    _limit_options(p)
+    _security_options(p)
+    _model_options(p)
+    _shadow_options(p)
+    p.set_defaults(func=run)
+
+
+def _address_options(p: argparse.ArgumentParser) -> None:
+    """The model file and where to listen."""
     p.add_argument("--model", required=True, help="model file (.onnx, .engine, .pt)")
     p.add_argument(
         "--host",
@@ -35,6 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=os.environ.get(PORT_ENV, "50051"),
         help=f"gRPC port (0 = pick a free one; default ${PORT_ENV} or 50051)",
     )
+
+
+def _budget_options(p: argparse.ArgumentParser) -> None:
+    """Latency budgets: the default per frame, the budget file checked at start-up."""
     p.add_argument(
         "--budget-ms",
         type=float,
@@ -55,6 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="refuse to serve (exit 1) when the --budget check fails",
     )
+
+
+def _scheduling_options(p: argparse.ArgumentParser) -> None:
+    """What the scheduler does with frames while the model is busy."""
     p.add_argument(
         "--policy",
         choices=("keep-latest", "queue"),
@@ -98,6 +118,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="quantile of the last 64 model-call times taken as a frame's expected processing "
         "time when predicting budget misses (higher: fewer late answers, more drops)",
     )
+
+
+def _limit_options(p: argparse.ArgumentParser) -> None:
+    """Metrics, decoding and the limits on what a client may send."""
     p.add_argument(
         "--metrics-port",
         type=int,
@@ -120,6 +144,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="largest image (width x height) accepted",
     )
     p.add_argument("--max-streams", type=int, default=16, help="concurrent StreamDetect calls")
+
+
+def _security_options(p: argparse.ArgumentParser) -> None:
+    """TLS and the bearer token."""
     p.add_argument("--tls-cert", default=None, help="PEM certificate chain (enables TLS)")
     p.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
     p.add_argument(
@@ -128,6 +156,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"require 'authorization: Bearer TOKEN' (default: ${TOKEN_ENV}; "
         "prefer the variable, a command line is visible to other users)",
     )
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    """How the model runs, what it reports and how the server stops."""
     p.add_argument("--threads", type=int, default=None, help="model intra-op threads")
     p.add_argument("--backend", default=None, help="force a backend (onnxruntime, tensorrt, torch)")
     p.add_argument("--score-threshold", type=float, default=0.25)
@@ -139,6 +171,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="teacher latency to report in GetModelInfo",
     )
     p.add_argument("--grace", type=float, default=5.0, help="seconds to finish on shutdown")
+
+
+def _shadow_options(p: argparse.ArgumentParser) -> None:
+    """The shadow teacher."""
     s = p.add_argument_group("shadow teacher (off the hot path; see docs/protocol.md)")
     s.add_argument(
         "--shadow-teacher",
@@ -167,13 +203,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="save frames whose student-vs-teacher F1 is below this (0.5)",
     )
-    p.set_defaults(func=run)
 
 
 def _shadow(args: argparse.Namespace) -> tuple[Any, Any]:
     """(ShadowConfig, teacher factory), or (None, None) without --shadow-teacher."""
     from runtime.errors import ConfigError, ModelFileError
-    from runtime.shadow import ShadowConfig
+    from runtime.server_config import ShadowConfig
 
     options = {
         "every": args.shadow_every,
@@ -211,7 +246,7 @@ def server_config(args: argparse.Namespace) -> tuple[Any, Any]:
     ConfigError/ModelFileError for bad ones (nothing is loaded yet)."""
     from runtime.budget import load_budget
     from runtime.errors import ConfigError
-    from runtime.server import ServerConfig
+    from runtime.server_config import ServerConfig
 
     if args.strict_budget and args.budget is None:
         raise ConfigError("--strict-budget needs --budget BUDGET_YAML")

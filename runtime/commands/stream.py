@@ -12,7 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -154,15 +159,91 @@ class _VideoOut:
             self.tmp.replace(self.path)
 
 
-def run(args: argparse.Namespace) -> int:
-    import threading
-    import time
-    from collections import OrderedDict
+class _Receiver:
+    """Reads the answers of ``call`` on a thread into ``stats`` and, with ``video``, writes
+    each answered frame (kept by :meth:`keep` when sent) annotated. An error (the server
+    gone, auth, a write error) ends it and is kept in ``failure``."""
 
+    def __init__(self, call: Any, stats: Any, video: _VideoOut | None) -> None:
+        self.call, self.stats, self.video = call, stats, video
+        self.failure: list[BaseException] = []
+        self._kept: OrderedDict[int, Any] = OrderedDict()  # frame id -> image, for --out
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(
+            target=self._run, name="understudy-stream-recv", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def keep(self, frame_id: int, image: Any) -> None:
+        """Remember a sent frame's image for the video (the last 256)."""
+        if self.video is None:
+            return
+        with self._lock:
+            self._kept[frame_id] = image
+            while len(self._kept) > 256:
+                self._kept.popitem(last=False)
+
+    def _run(self) -> None:
+        try:
+            for response in self.call:
+                self.stats.record(response)
+                if self.video is not None:
+                    kind = response.WhichOneof("kind")
+                    with self._lock:
+                        image = self._kept.pop(getattr(response, kind).frame_id, None)
+                    if image is not None:
+                        self.video.write(annotate(image, response))
+        except Exception as e:  # grpc.RpcError (server gone, auth) or a write error
+            self.failure.append(e)
+
+    def finish(self) -> None:
+        """Wait for the last answers (cancel the call after 10 s), then close the video."""
+        self._thread.join(timeout=10.0)
+        if self._thread.is_alive():
+            self.call.cancel()
+        if self.video is not None:
+            self.video.close()
+
+
+def _send_paced(
+    frames: Iterator[Any],
+    fps: float,
+    start: float,
+    duration: float | None,
+    receiver: _Receiver,
+    sent_one: Callable[[int], None],
+) -> int:
+    """Send ``frames`` open loop, frame ``i`` at ``start + i / fps`` (perf_counter s), until
+    they end, ``duration`` passes, the receiver fails or Ctrl-C; ``sent_one(i)`` after each.
+    Returns the number sent."""
+    sent = 0
+    try:
+        for i, image in enumerate(frames):
+            due = start + i / fps
+            if duration is not None and due - start >= duration:
+                break
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            if receiver.failure:
+                break
+            receiver.keep(i, image)
+            receiver.call.send(image, frame_id=i)
+            sent += 1
+            sent_one(i)
+    except KeyboardInterrupt:
+        print("understudy stream: interrupted, finishing", flush=True)
+    return sent
+
+
+def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from runtime.client import DetectorClient
     from runtime.errors import ConfigError, UnderstudyError
+    from runtime.files import write_json_atomic
     from runtime.stream_stats import StreamStats
 
     if args.fps is not None and args.fps <= 0:
@@ -172,74 +253,38 @@ def run(args: argparse.Namespace) -> int:
     token = args.token if args.token is not None else os.environ.get("UNDERSTUDY_TOKEN") or None
     stats = StreamStats()
     video = _VideoOut(args.out, fps) if args.out else None
-    kept: OrderedDict[int, object] = OrderedDict()  # frame id -> image, for --out
-    kept_lock = threading.Lock()
-    failure: list[BaseException] = []
 
     with DetectorClient(args.server, token=token, tls_ca=args.tls_ca) as client:
         call = client.open_stream(
             camera_id=args.camera_id, budget_ms=args.budget_ms, encode=args.encode
         )
-
-        def receive() -> None:
-            try:
-                for response in call:
-                    stats.record(response)
-                    if video is not None:
-                        kind = response.WhichOneof("kind")
-                        with kept_lock:
-                            image = kept.pop(getattr(response, kind).frame_id, None)
-                        if image is not None:
-                            video.write(annotate(image, response))
-            except Exception as e:  # grpc.RpcError (server gone, auth) or a write error
-                failure.append(e)
-
-        receiver = threading.Thread(target=receive, name="understudy-stream-recv", daemon=True)
+        receiver = _Receiver(call, stats, video)
         receiver.start()
         sent = 0
         start = time.perf_counter()
         bar = tqdm(desc=f"stream -> {args.server}", unit="frame", dynamic_ncols=True)
+
+        def sent_one(i: int) -> None:
+            bar.update(1)
+            if i % 10 == 0:
+                bar.set_postfix(stats.live(), refresh=False)
+
         try:
-            for i, image in enumerate(frames):
-                due = start + i / fps
-                if args.duration is not None and due - start >= args.duration:
-                    break
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                if failure:
-                    break
-                if video is not None:
-                    with kept_lock:
-                        kept[i] = image
-                        while len(kept) > 256:
-                            kept.popitem(last=False)
-                call.send(image, frame_id=i)
-                sent += 1
-                bar.update(1)
-                if i % 10 == 0:
-                    bar.set_postfix(stats.live(), refresh=False)
-        except KeyboardInterrupt:
-            print("understudy stream: interrupted, finishing", flush=True)
+            sent = _send_paced(frames, fps, start, args.duration, receiver, sent_one)
         finally:
             bar.close()
             call.close()
-            receiver.join(timeout=10.0)
-            if receiver.is_alive():
-                call.cancel()
-            if video is not None:
-                video.close()
+            receiver.finish()
     elapsed = time.perf_counter() - start
     summary = stats.summary(sent=sent, elapsed_s=elapsed)
     summary["client_dropped"] = call.client_dropped
     print(json.dumps(summary, indent=2))
     if args.json:
-        out = Path(args.json)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        tmp.replace(out)
-    if failure:
-        raise UnderstudyError(f"the stream to {args.server} failed: {_describe(failure[0])}")
+        write_json_atomic(args.json, summary, indent=2)
+    if receiver.failure:
+        raise UnderstudyError(
+            f"the stream to {args.server} failed: {_describe(receiver.failure[0])}"
+        )
     return 0
 
 

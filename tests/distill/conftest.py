@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from distill.data.synth import SynthConfig, generate
+from distill.data.synth import generate
+from distill.data.synth_config import SynthConfig
 
 TINY = SynthConfig(train=8, val=4, unlabelled=6, video_frames=3, video_width=160, video_height=120)
 
@@ -21,7 +22,8 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Path:
     """A nano checkpoint trained for two steps on ``tiny_data`` at 64 px."""
     from distill.config import load
-    from distill.train import TrainConfig, train
+    from distill.train import train
+    from distill.train_config import TrainConfig
 
     cfg = load(
         TrainConfig,

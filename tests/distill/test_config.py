@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from distill.config import load, to_dict
-from distill.train import TrainConfig
+from distill.train_config import TrainConfig
 from runtime.errors import ConfigError
 
 
@@ -44,3 +44,17 @@ def test_bad_configs_name_the_key(
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load(TrainConfig, tmp_path / "nope.yaml")
+
+
+def test_bf16_modes_mean_the_same_for_student_and_teacher() -> None:
+    import torch
+
+    from distill.train_config import bf16_enabled
+
+    cpu = torch.device("cpu")
+    assert bf16_enabled("on", cpu) is True and bf16_enabled("off", cpu) is False
+    cpu_has_bf16 = bool(
+        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
+    assert bf16_enabled("auto", cpu) is cpu_has_bf16
+    assert bf16_enabled("auto") is cpu_has_bf16  # no device: the CPU

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from distill.losses.assigner import task_aligned_assign
-from distill.losses.detection import LossWeights, detection_loss, dfl_loss, giou, split_targets
+from distill.losses.detection import LossWeights, detection_loss, dfl_loss, split_targets
+from distill.losses.iou import giou
 from distill.models.head import HeadOutput, make_anchors
 
 

@@ -17,7 +17,8 @@ from distill.checkpoint import read_checkpoint
 from distill.config import load
 from distill.distillation import METHODS, DistillConfig, distill
 from distill.export import export_onnx
-from distill.train import TrainConfig, train
+from distill.train import train
+from distill.train_config import TrainConfig
 from runtime.pipeline import Detector
 from tests.runtime.test_parity import assert_same_detections
 from tests.runtime.tiny_models import scene

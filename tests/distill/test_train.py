@@ -15,7 +15,8 @@ import torch
 from distill.checkpoint import load_detector, read_checkpoint
 from distill.config import load
 from distill.data.torch_dataset import DetectionDataset
-from distill.train import TrainConfig, train
+from distill.train import train
+from distill.train_config import TrainConfig
 from runtime.cli import main
 from runtime.errors import ModelFileError
 

@@ -19,7 +19,8 @@ import numpy as np
 
 from runtime.client import DetectorClient
 from runtime.model_spec import ModelSpec
-from runtime.server import RunningServer, ServerConfig, build_server
+from runtime.server import RunningServer, build_server
+from runtime.server_config import ServerConfig
 from runtime.types import Detections, StageTimings
 
 CLASS_NAMES = ("person", "car", "dog")

@@ -7,6 +7,7 @@ from runtime.errors import ConfigError, ModelFileError
 from runtime.postprocess import (
     Postprocessor,
     batched_nms,
+    box_iou,
     dfl_decode,
     make_anchors,
     nms_numpy,
@@ -27,6 +28,15 @@ BOXES = np.array(
 )
 SCORES = np.array([0.9, 0.8, 0.7, 0.6, 0.5], np.float32)
 CLASSES = np.array([0, 0, 1, 0, 1], np.int32)
+
+
+def test_box_iou_values() -> None:
+    a = np.array([[0, 0, 10, 10], [0, 0, 0, 0]], np.float32)
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], np.float32)
+    iou = box_iou(a, b)
+    assert iou.shape == (2, 3)
+    np.testing.assert_allclose(iou[0], [1.0, 50 / 150, 0.0])
+    np.testing.assert_allclose(iou[1], [0.0, 0.0, 0.0])  # a degenerate box matches nothing
 
 
 @pytest.mark.parametrize("use_opencv", [True, False])

@@ -7,7 +7,9 @@ import time
 
 import pytest
 
+from runtime.errors import ConfigError
 from runtime.scheduler import Answered, Dropped, Failed, Job, Scheduler
+from runtime.server_config import ServerConfig
 from tests.runtime.serving_fakes import FakeDetector, hold, solid, wait_until
 
 pytestmark = pytest.mark.timeout(30)
@@ -61,7 +63,7 @@ def test_keep_latest_supersedes_waiting_frame(det: FakeDetector) -> None:
 
 
 def test_queue_policy_bounds_and_keeps_order(det: FakeDetector) -> None:
-    sched, rec = Scheduler(det, policy="queue", queue_size=2), Recorder()
+    sched, rec = Scheduler(det, ServerConfig(policy="queue", queue_size=2)), Recorder()
     sched.start()
     lane = sched.open_lane()
     _busy(det, sched, lane, rec)
@@ -75,7 +77,7 @@ def test_queue_policy_bounds_and_keeps_order(det: FakeDetector) -> None:
 
 
 def test_frame_that_waited_past_its_budget_is_dropped(det: FakeDetector) -> None:
-    sched, rec = Scheduler(det, predict_drops=False), Recorder()
+    sched, rec = Scheduler(det, ServerConfig(predict_drops=False)), Recorder()
     sched.start()
     lane_a, lane_b = sched.open_lane(), sched.open_lane()
     _busy(det, sched, lane_a, rec)
@@ -102,7 +104,7 @@ def test_predicted_miss_is_dropped_only_when_the_model_fits_the_budget(det: Fake
 
 
 def test_expected_service_time_is_a_high_quantile_of_recent_calls(det: FakeDetector) -> None:
-    sched = Scheduler(det, service_quantile=0.9)
+    sched = Scheduler(det, ServerConfig(service_quantile=0.9))
     sched.set_service_estimate(5.0)
     assert sched.expected_service_ms == 5.0
     for ms in [10.0] * 90 + [30.0] * 10:  # the window keeps the last 64: 54 x 10, 10 x 30
@@ -111,8 +113,8 @@ def test_expected_service_time_is_a_high_quantile_of_recent_calls(det: FakeDetec
     for ms in [10.0] * 64:
         sched._update_estimate(ms)
     assert sched.expected_service_ms == 10.0
-    with pytest.raises(ValueError):
-        Scheduler(det, service_quantile=0.0)
+    with pytest.raises(ConfigError):
+        Scheduler(det, ServerConfig(service_quantile=0.0))
 
 
 def test_a_stale_estimate_is_measured_again_not_trusted(det: FakeDetector) -> None:
@@ -136,14 +138,14 @@ def test_a_stale_estimate_is_measured_again_not_trusted(det: FakeDetector) -> No
 
 
 def test_margin_keeps_time_for_the_reply(det: FakeDetector) -> None:
-    sched, rec = Scheduler(det, margin_ms=3.0), Recorder()
+    sched, rec = Scheduler(det, ServerConfig(reply_margin_ms=3.0)), Recorder()
     sched.set_service_estimate(20.0)
     now = time.perf_counter()
     # 8 ms waited + 20 ms + 3 ms margin > 30 ms; without the margin it would fit
     job = rec.job(1, budget_ms=30.0, received=now - 0.008)
     reason = sched._budget_drop(job, now)
     assert reason is not None and "3 ms for the reply" in reason
-    assert Scheduler(det)._budget_drop(job, now) is None
+    assert Scheduler(det, ServerConfig(reply_margin_ms=0.0))._budget_drop(job, now) is None
     # a model slower than budget - margin: only the wait (+ margin) counts
     slow = rec.job(2, budget_ms=21.0, received=now - 0.019)  # 19 + 3 > 21
     assert "over its budget" in sched._budget_drop(slow, now)
@@ -151,7 +153,7 @@ def test_margin_keeps_time_for_the_reply(det: FakeDetector) -> None:
 
 def test_micro_batch_across_streams() -> None:
     det = FakeDetector(max_batch=4)
-    sched, rec = Scheduler(det, max_batch=4, max_wait_ms=50.0), Recorder()
+    sched, rec = Scheduler(det, ServerConfig(max_batch=4, max_wait_ms=50.0)), Recorder()
     assert sched.max_batch == 4
     sched.start()
     lanes = [sched.open_lane() for _ in range(4)]
@@ -166,7 +168,7 @@ def test_micro_batch_across_streams() -> None:
 
 
 def test_batch_capped_by_detector() -> None:
-    sched = Scheduler(FakeDetector(max_batch=1), max_batch=8)
+    sched = Scheduler(FakeDetector(max_batch=1), ServerConfig(max_batch=8))
     assert sched.max_batch == 1
 
 
@@ -214,7 +216,7 @@ def test_model_exception_fails_the_batch_and_worker_survives() -> None:
 
 
 def test_bad_settings_rejected() -> None:
-    with pytest.raises(ValueError, match="policy"):
-        Scheduler(FakeDetector(), policy="lifo")
-    with pytest.raises(ValueError):
-        Scheduler(FakeDetector(), queue_size=0)
+    with pytest.raises(ConfigError, match="policy"):
+        Scheduler(FakeDetector(), ServerConfig(policy="lifo"))
+    with pytest.raises(ConfigError, match="queue-size"):
+        Scheduler(FakeDetector(), ServerConfig(queue_size=0))

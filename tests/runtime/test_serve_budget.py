@@ -16,7 +16,8 @@ from runtime.commands.serve import server_config
 from runtime.errors import ConfigError
 from runtime.model_spec import ModelSpec
 from runtime.proto import SERVICE_NAME
-from runtime.server import BUDGET_HEALTH_NAME, ServerConfig, build_server
+from runtime.server import BUDGET_HEALTH_NAME, build_server
+from runtime.server_config import ServerConfig
 from runtime.startup import startup_budget
 from tests.runtime.serving_fakes import FakeDetector, build_constant_onnx, running, solid
 

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 FAKE_SERVE = (
     "import sys; sys.path.insert(0, sys.argv[1]);"
     "from tests.runtime.serving_fakes import FakeDetector;"
-    "from runtime.server import ServerConfig, run_until_signal;"
+    "from runtime.server import run_until_signal;"
+    "from runtime.server_config import ServerConfig;"
     "sys.exit(run_until_signal(FakeDetector(delay_s=0.01), ServerConfig(port=0)))"
 )
 

@@ -10,7 +10,8 @@ import pytest
 from runtime.client import DetectorClient
 from runtime.errors import ConfigError
 from runtime.proto import pb
-from runtime.server import ServerConfig, build_server
+from runtime.server import build_server
+from runtime.server_config import ServerConfig
 from tests.runtime.serving_fakes import FakeDetector, make_self_signed, running, solid
 
 pytestmark = pytest.mark.timeout(30)

@@ -13,7 +13,8 @@ from grpc_health.v1 import health_pb2
 
 from runtime.frames import encode_image
 from runtime.proto import SERVICE_NAME, pb
-from runtime.server import ServerConfig, build_server
+from runtime.server import build_server
+from runtime.server_config import ServerConfig
 from tests.runtime.serving_fakes import (
     FakeDetector,
     hold,

@@ -20,8 +20,9 @@ from runtime.cli import main
 from runtime.client import DetectorClient
 from runtime.errors import ConfigError
 from runtime.model_spec import ModelSpec
-from runtime.server import ServerConfig, build_server
-from runtime.shadow import ShadowConfig, box_iou, match_detections
+from runtime.server import build_server
+from runtime.server_config import ServerConfig, ShadowConfig
+from runtime.shadow import match_detections
 from runtime.shadow_saver import DisagreementSaver
 from runtime.types import Detections, StageTimings
 from tests.runtime.serving_fakes import (
@@ -88,15 +89,6 @@ class FakeTeacher:
 
 
 # ---------------------------------------------------------------------- agreement math
-def test_box_iou_values() -> None:
-    a = np.array([[0, 0, 10, 10], [0, 0, 0, 0]], np.float32)
-    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], np.float32)
-    iou = box_iou(a, b)
-    assert iou.shape == (2, 3)
-    np.testing.assert_allclose(iou[0], [1.0, 50 / 150, 0.0])
-    np.testing.assert_allclose(iou[1], [0.0, 0.0, 0.0])  # a degenerate box matches nothing
-
-
 def test_agreement_on_a_constructed_case() -> None:
     """Hand-counted, classes 0 person, 1 car, 2 dog; the teacher is the reference."""
     teacher = dets(

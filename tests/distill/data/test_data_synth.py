@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from distill.data.synth import SynthConfig, generate, load_synth_config, render_scene
+from distill.data.synth import generate, render_scene
+from distill.data.synth_config import SynthConfig, load_synth_config
 from distill.data.synth_scene import CLASS_NAMES
 from runtime.errors import ConfigError, DataError
 
