@@ -6,6 +6,7 @@ source up front, so a bad path or an unreadable camera is one clear InputError.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.errors import InputError
+from runtime.errors import ConfigError, InputError
+from runtime.files import atomic_path
 from runtime.types import Detections
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -132,26 +134,36 @@ def draw_detections(image: np.ndarray, dets: Detections, class_names: Sequence[s
 
 
 class VideoSink:
-    """Writes annotated frames to ``path`` (mp4v); opened on the first frame."""
+    """Writes frames to a video file, opened on the first frame: mp4v for ``.mp4``, MJPG
+    otherwise (``.avi``). Frames of another size are resized to the first frame's. The
+    file is written under a temp name and renamed into place by :meth:`close`."""
 
-    def __init__(self, path: Path, fps: float):
-        self.path = path
+    def __init__(self, path: str | Path, fps: float):
+        self.path = Path(path)
         self.fps = fps if fps > 0 else 30.0
         self._writer: cv2.VideoWriter | None = None
-        self._tmp = path.with_name(path.stem + ".partial" + path.suffix)
+        self._size: tuple[int, int] | None = None
+        self._file = contextlib.ExitStack()
 
     def write(self, frame: np.ndarray) -> None:
         if self._writer is None:
-            h, w = frame.shape[:2]
+            self._size = (frame.shape[1], frame.shape[0])
+            tmp = self._file.enter_context(atomic_path(self.path))
+            codec = "mp4v" if self.path.suffix.lower() == ".mp4" else "MJPG"
             self._writer = cv2.VideoWriter(
-                str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h)
+                str(tmp), cv2.VideoWriter_fourcc(*codec), self.fps, self._size
             )
             if not self._writer.isOpened():
-                raise InputError(f"{self.path}: OpenCV cannot write an mp4v video here")
+                self._writer = None
+                with self._file:  # leaving with the error removes the temp file
+                    raise ConfigError(f"{self.path}: cannot write a video there (use .mp4 or .avi)")
+        if (frame.shape[1], frame.shape[0]) != self._size:
+            frame = cv2.resize(frame, self._size)
         self._writer.write(frame)
 
     def close(self) -> None:
+        """Finish the file and move it into place (nothing is written without a frame)."""
         if self._writer is not None:
             self._writer.release()
             self._writer = None
-            self._tmp.replace(self.path)
+            self._file.close()

@@ -17,7 +17,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runtime.video import VideoSink
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -127,44 +130,12 @@ def annotate(image, response):  # (H, W, 3) BGR uint8, pb.StreamResponse -> anno
     return out
 
 
-class _VideoOut:
-    """Annotated video written to a temp name and renamed into place on close."""
-
-    def __init__(self, path: str, fps: float) -> None:
-        self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
-        self.fps = fps
-        self.writer = None
-        self.size: tuple[int, int] | None = None
-
-    def write(self, image) -> None:
-        import cv2
-
-        from runtime.errors import ConfigError
-
-        if self.writer is None:
-            self.size = (image.shape[1], image.shape[0])
-            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix == ".mp4" else "MJPG"))
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, self.size)
-            if not self.writer.isOpened():
-                raise ConfigError(f"--out {self.path}: cannot write a video there (use .mp4/.avi)")
-        if (image.shape[1], image.shape[0]) != self.size:
-            image = cv2.resize(image, self.size)
-        self.writer.write(image)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.tmp.replace(self.path)
-
-
 class _Receiver:
     """Reads the answers of ``call`` on a thread into ``stats`` and, with ``video``, writes
     each answered frame (kept by :meth:`keep` when sent) annotated. An error (the server
     gone, auth, a write error) ends it and is kept in ``failure``."""
 
-    def __init__(self, call: Any, stats: Any, video: _VideoOut | None) -> None:
+    def __init__(self, call: Any, stats: Any, video: VideoSink | None) -> None:
         self.call, self.stats, self.video = call, stats, video
         self.failure: list[BaseException] = []
         self._kept: OrderedDict[int, Any] = OrderedDict()  # frame id -> image, for --out
@@ -245,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
     from runtime.errors import ConfigError, UnderstudyError
     from runtime.files import write_json_atomic
     from runtime.stream_stats import StreamStats
+    from runtime.video import VideoSink
 
     if args.fps is not None and args.fps <= 0:
         raise ConfigError(f"--fps must be > 0, got {args.fps}")
@@ -252,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     fps = args.fps or native_fps or 30.0
     token = args.token if args.token is not None else os.environ.get("UNDERSTUDY_TOKEN") or None
     stats = StreamStats()
-    video = _VideoOut(args.out, fps) if args.out else None
+    video = VideoSink(args.out, fps) if args.out else None
 
     with DetectorClient(args.server, token=token, tls_ca=args.tls_ca) as client:
         call = client.open_stream(
