@@ -13,7 +13,6 @@ Layout (plain containers and tensors, so ``torch.load(weights_only=True)`` reads
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import torch
 from distill.models.detector import DecodedDetector, Detector
 from distill.models.presets import PRESETS, Scale, build_detector
 from runtime.errors import ModelFileError
+from runtime.files import atomic_path
 from runtime.model_spec import ModelSpec
 
 FORMAT = "understudy-checkpoint"
@@ -29,15 +29,9 @@ FORMAT = "understudy-checkpoint"
 
 def save_atomic(obj: Any, path: str | Path) -> Path:
     """torch.save to a temp file in the same folder, then rename into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def make_checkpoint(

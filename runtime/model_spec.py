@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.errors import ModelFileError
+from runtime.files import write_json_atomic
 
 PREFIX = "understudy."
 FORMAT_VERSION = 1
@@ -124,11 +125,7 @@ class ModelSpec:
 
     def write_sidecar(self, model_path: str | Path) -> Path:
         """Write ``<model_path>.json`` atomically; returns its path."""
-        path = sidecar_path(model_path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(path)
-        return path
+        return write_json_atomic(sidecar_path(model_path), self.to_dict(), indent=2)
 
     @classmethod
     def read_sidecar(cls, model_path: str | Path) -> ModelSpec:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import ConfigError
+from runtime.files import write_atomic
 from runtime.frames import encode_image
 from runtime.types import Detections
 
@@ -78,8 +79,8 @@ class DisagreementSaver:
         size = len(jpeg) + len(text)
         if size > self.max_bytes:
             return None
-        _write(self.folder / f"{stem}.jpg", jpeg)
-        _write(self.folder / f"{stem}.json", text)
+        write_atomic(self.folder / f"{stem}.jpg", jpeg)
+        write_atomic(self.folder / f"{stem}.json", text)
         self._pairs.append((stem, size))
         self.total_bytes += size
         self._evict()
@@ -104,9 +105,3 @@ class DisagreementSaver:
                 with contextlib.suppress(FileNotFoundError):
                     (self.folder / f"{stem}{suffix}").unlink()
             self.total_bytes -= size
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)

@@ -11,8 +11,8 @@ from pathlib import Path
 from distill.auto.report import AutoReport
 from distill.auto.report_md import markdown
 from distill.auto.screen import frontier_metric
-from distill.auto.store import write_json, write_text
-from runtime.files import atomic_path
+from distill.auto.store import write_json
+from runtime.files import atomic_path, write_atomic
 
 
 def write_report(report: AutoReport, out_dir: str | Path) -> dict[str, Path]:
@@ -21,7 +21,7 @@ def write_report(report: AutoReport, out_dir: str | Path) -> dict[str, Path]:
     paths = {"json": write_json(out / "report.json", report.to_dict())}
     if report.screen:
         paths["png"] = plot_frontier(report, out / "frontier.png")
-    paths["md"] = write_text(out / "report.md", markdown(report))
+    paths["md"] = write_atomic(out / "report.md", markdown(report))
     return paths
 
 

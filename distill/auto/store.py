@@ -5,35 +5,16 @@ to a temp file and renamed into place, so an interrupted run never leaves half a
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from runtime.files import write_atomic
+
 
 def write_json(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as indented JSON atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    """Write a text file atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """Write ``data`` as indented JSON atomically (values JSON lacks, such as paths, as
+    their ``str``)."""
+    return write_atomic(path, json.dumps(data, indent=1, default=str) + "\n")
 
 
 def read_json(path: str | Path) -> Any | None:

@@ -7,13 +7,14 @@ and prints per-stage timing medians.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from runtime.files import write_json_atomic
 
 DETECTIONS_FILE = "detections.json"
 
@@ -72,21 +73,15 @@ def _frame_record(
     }
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    tmp.replace(path)
-
-
 def _write_image(path: Path, image: Any) -> None:
     import cv2
 
     from runtime.errors import InputError
+    from runtime.files import atomic_path
 
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    if not cv2.imwrite(str(tmp), image):
-        raise InputError(f"{path}: cannot write the annotated image")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), image):
+            raise InputError(f"{path}: cannot write the annotated image")
 
 
 def summarize(timings: list[Any], wall_s: float) -> str:
@@ -165,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
             source.close()
             if sink is not None:
                 sink.close()
-        _write_json(
+        write_json_atomic(
             out / DETECTIONS_FILE,
             {
                 "model": str(args.model),

@@ -19,6 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from runtime.files import write_atomic
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROTO_ROOT = REPO_ROOT / "protos"
 PROTO_FILES = ("understudy/v1/detector.proto",)
@@ -65,20 +67,15 @@ def generate(out_dir: str | Path = DEFAULT_OUT, proto_root: str | Path = PROTO_R
     for rel in GENERATED_FILES:
         path = out / rel
         if rel.endswith("__init__.py"):
-            _write(path, INIT_TEXT)
+            write_atomic(path, INIT_TEXT)
             continue
         text = path.read_text()
         for old, new in IMPORT_FIXES:
             text = text.replace(old, new)
-        _write(path, text)
+        write_atomic(path, text)
     return [out / rel for rel in GENERATED_FILES]
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
