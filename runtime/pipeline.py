@@ -28,7 +28,7 @@ from runtime.postprocess import Postprocessor
 from runtime.preprocess import Letterbox, Preprocessor
 from runtime.types import Detections, StageTimings
 
-DEFAULT_MAX_BATCH = 8  # batch cap for dynamic-batch models unless max_batch is given
+PIPELINE_MAX_BATCH = 8  # frames per detect_batch call (preallocated input slots) unless given
 _END = object()
 
 
@@ -97,7 +97,7 @@ class Detector:
     def _setup(
         self, max_batch: int | None, score_threshold: float, iou_threshold: float, max_det: int
     ) -> None:
-        cap = max_batch or DEFAULT_MAX_BATCH
+        cap = max_batch or PIPELINE_MAX_BATCH
         self._max_batch = max(1, min(self._backend.max_batch, cap))
         spec = self._backend.spec
         # Slots 0..max_batch-1 for detect/detect_batch; two more of its own for stream(),
