@@ -11,27 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from distill import export
+from runtime.pipeline import Detector
+from runtime.postprocess import box_iou
+from runtime.types import Detections
 from tests.runtime.tiny_models import scene
-
-pytest.importorskip("torch", reason="the parity test needs torch for the reference backend")
-export = pytest.importorskip(
-    "distill.export",
-    reason="distill.export (the export issue) is not written yet; the lead un-skips this test",
-)
-
-from runtime.pipeline import Detector  # noqa: E402
-from runtime.types import Detections  # noqa: E402
 
 IMG = 128
 FRAMES = [scene(480, 640, seed=1), scene(300, 200, seed=9)]
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
 
 
 def assert_same_detections(
@@ -40,7 +27,7 @@ def assert_same_detections(
     assert len(ref) == len(other), (len(ref), len(other))
     if not len(ref):
         return
-    m = iou_matrix(ref.boxes.astype(np.float64), other.boxes.astype(np.float64))
+    m = box_iou(ref.boxes, other.boxes)
     same_class = ref.class_ids[:, None] == other.class_ids[None, :]
     close_score = np.abs(ref.scores[:, None] - other.scores[None, :]) <= score_tol
     assert np.all(np.any((m >= iou) & same_class & close_score, axis=1))

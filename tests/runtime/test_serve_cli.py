@@ -87,9 +87,6 @@ def test_serve_missing_model_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_real_detector_serve_sigint(tmp_path: Path) -> None:
-    pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("runtime.pipeline")
     from runtime.model_spec import ModelSpec
 
     spec = ModelSpec(
