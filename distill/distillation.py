@@ -318,6 +318,11 @@ def distill_many(
     from runtime.data.dataset import load_split
 
     cfg = cfgs[0]
+    if unlabelled is None and any(c.kd.method == "pseudo" for c in cfgs):
+        raise ConfigError(
+            "--method pseudo teaches only through teacher pseudo-labels on unlabelled frames: "
+            "pass --unlabelled FOLDER (without it the student would train from scratch)"
+        )
     for other in cfgs[1:]:
         diff = [k for k in SHARED_KD_KEYS if getattr(other.kd, k) != getattr(cfg.kd, k)]
         if diff:

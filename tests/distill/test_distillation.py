@@ -188,3 +188,17 @@ def test_cli_distils_several_methods_in_one_run(
     for method in ("logit", "attention"):
         ckpt = read_checkpoint(tmp_path / "m" / method / "model.pt")
         assert ckpt["config"]["kd"]["method"] == method
+
+
+def test_pseudo_without_unlabelled_frames_is_an_error(
+    tmp_path: Path, tiny_data: Path, tiny_checkpoint: Path
+) -> None:
+    with pytest.raises(ConfigError, match=r"--method pseudo .* pass --unlabelled"):
+        distill(
+            kd_cfg("kd.method=pseudo"),
+            str(tiny_checkpoint),
+            str(tiny_data),
+            str(tmp_path),
+            progress=False,
+        )
+    assert not (tmp_path / "model.pt").exists()
