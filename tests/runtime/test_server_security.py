@@ -81,6 +81,42 @@ def test_tls_with_self_signed_cert(cert_pair: tuple[Path, Path]) -> None:
             assert _code(lambda: plain.detect(solid(1))) == grpc.StatusCode.UNAVAILABLE
 
 
+def test_tls_token_refused_without_or_with_a_wrong_token(cert_pair: tuple[Path, Path]) -> None:
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    cert, key = cert_pair
+    config = {"tls_cert": str(cert), "tls_key": str(key), "token": TOKEN}
+    with running(FakeDetector(), client_kw={"tls_ca": str(cert)}, **config) as (srv, anonymous):
+        wrong = DetectorClient(f"127.0.0.1:{srv.port}", tls_ca=str(cert), token="x", timeout=5)
+        for client in (anonymous, wrong):
+            assert _code(lambda c=client: c.detect(solid(1))) == grpc.StatusCode.UNAUTHENTICATED
+            stream = client.stream([solid(1)])
+            assert _code(lambda s=stream: list(s)) == grpc.StatusCode.UNAUTHENTICATED
+            assert client.health() == "SERVING"  # health stays open over TLS too
+            db = ProtoReflectionDescriptorDatabase(client.channel)
+            assert _code(db.get_services) == grpc.StatusCode.UNAUTHENTICATED
+        wrong.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "tls", "warned"),
+    [("0.0.0.0", False, True), ("127.0.0.1", False, False), ("0.0.0.0", True, False)],
+)
+def test_plain_tcp_token_warning(
+    host: str, tls: bool, warned: bool, cert_pair: tuple[Path, Path], caplog
+) -> None:
+    cert, key = cert_pair
+    config = {"host": host, "token": TOKEN}
+    if tls:
+        config |= {"tls_cert": str(cert), "tls_key": str(key)}
+    with caplog.at_level("WARNING", logger="runtime.server"):
+        server = build_server(FakeDetector(), ServerConfig(port=0, **config))
+        server.stop(0.5)
+    assert ("can be sniffed" in caplog.text) == warned
+
+
 def test_message_size_limit() -> None:
     with running(FakeDetector(), max_message_mb=0.01) as (_srv, client):
         assert _code(lambda: client.detect(solid(1, 64, 64), encode="raw")) == (
