@@ -11,7 +11,9 @@ Exported series (latency in seconds, Prometheus convention):
   ``understudy_frames_dropped_total{reason}``, ``understudy_frame_errors_total{code}``;
 - ``understudy_budget_misses_total`` (answered frames whose total exceeded the budget);
 - ``understudy_active_streams``, ``understudy_model_ready`` gauges;
-- ``understudy_batch_size`` histogram (frames per model call).
+- ``understudy_batch_size`` histogram (frames per model call);
+- ``understudy_capture_age_seconds`` histogram (frames' capture time to arrival on the
+  server's clock) and ``understudy_capture_time_future_total``: clock offsets show here.
 
 With a shadow teacher (:class:`ShadowMetrics`, added by ``ServerMetrics.add_shadow``):
 - ``understudy_shadow_true_positives_total{class}``, ``..._false_positives_total{class}``,
@@ -60,6 +62,7 @@ _LATENCY_BUCKETS = (
     2.5,
 )
 _BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32)
+_CAPTURE_AGE_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0)
 _TEACHER_BUCKETS = (*_LATENCY_BUCKETS, 5.0, 10.0, 30.0)
 
 
@@ -102,10 +105,29 @@ class ServerMetrics:
         self.batch_size = Histogram(
             "understudy_batch_size", "Frames per model call", buckets=_BATCH_BUCKETS, registry=r
         )
+        self.capture_age_seconds = Histogram(
+            "understudy_capture_age_seconds",
+            "Frames' capture time to arrival on the server's clock (capture times in the "
+            "future count as 0 here and in understudy_capture_time_future); a floor far "
+            "above the network's latency means the client's clock is behind",
+            buckets=_CAPTURE_AGE_BUCKETS,
+            registry=r,
+        )
+        self.capture_future = Counter(
+            "understudy_capture_time_future",
+            "Frames whose capture time is ahead of the server's clock (its clock is behind)",
+            registry=r,
+        )
         for stage in STAGES:  # make every series visible from the start
             self.stage_seconds.labels(stage=stage)
         self._http: Any = None
         self._http_thread: threading.Thread | None = None
+
+    def observe_capture_age(self, age_s: float) -> None:
+        """Record one frame's capture-to-arrival age (seconds, server clock)."""
+        if age_s < 0:
+            self.capture_future.inc()
+        self.capture_age_seconds.observe(max(age_s, 0.0))
 
     def add_shadow(self, class_names: Sequence[str]) -> ShadowMetrics:
         """Register the shadow teacher's series (once per server)."""

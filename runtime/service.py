@@ -152,19 +152,22 @@ class DetectorServicer(pb_grpc.DetectorServicer):
         meta = frame_meta(frame, decoded.width, decoded.height, budget, decoded.scale)
         return decoded.image, meta, decode_ms
 
-    def arrival_age_ms(self, frame: pb.Frame, received: float) -> float:
-        """With ``deadline_from="capture"``: how old the frame was when it arrived (its
-        capture time on the server's clock; 0 for frames without one, and for capture
-        times in the future or over MAX_CAPTURE_AGE_S old, i.e. unsynchronized clocks)."""
-        if self.config.deadline_from != "capture":
-            return 0.0
+    def capture_ages(self, frame: pb.Frame, received: float) -> tuple[float, float]:
+        """(capture_age_ms, budget_age_ms) of a frame: how old it was when it arrived (its
+        capture time on the server's clock; 0 without one, negative for one in the
+        future; recorded in the metrics), and the part of that age its budget counts:
+        the same with ``deadline_from="capture"``, else 0, and 0 for capture times in the
+        future or over MAX_CAPTURE_AGE_S old, i.e. clocks that are not synchronized."""
         ts = frame.capture_time
         if not (ts.seconds or ts.nanos):
-            return 0.0
+            return 0.0, 0.0
         now_ns = time.time_ns() - int((time.perf_counter() - received) * 1e9)
         age_s = (now_ns - (ts.seconds * 1_000_000_000 + ts.nanos)) / 1e9
+        self.metrics.observe_capture_age(age_s)
+        if self.config.deadline_from != "capture":
+            return age_s * 1000.0, 0.0
         if 0.0 <= age_s <= MAX_CAPTURE_AGE_S:
-            return age_s * 1000.0
+            return age_s * 1000.0, age_s * 1000.0
         if not self._warned_clock:
             self._warned_clock = True
             log.warning(
@@ -173,7 +176,7 @@ class DetectorServicer(pb_grpc.DetectorServicer):
                 frame.frame_id,
                 -age_s,
             )
-        return 0.0
+        return age_s * 1000.0, 0.0
 
     def detect_response(self, meta: FrameMeta, answer: Answered) -> pb.DetectResponse:
         """Build the answer for one frame and record its metrics."""
@@ -187,6 +190,7 @@ class DetectorServicer(pb_grpc.DetectorServicer):
             image_width=meta.width,
             image_height=meta.height,
             batch_size=answer.batch_size,
+            capture_age_ms=meta.capture_age_ms,
             timings=pb.StageTimings(
                 queue_ms=t.queue_ms,
                 decode_ms=t.decode_ms,
@@ -264,9 +268,8 @@ class DetectorServicer(pb_grpc.DetectorServicer):
         except InputError as e:
             self.metrics.errors.labels(code="INVALID_ARGUMENT").inc()
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        age_ms = self.arrival_age_ms(request, received)
-        if age_ms:
-            meta = dataclasses.replace(meta, pre_arrival_ms=age_ms)
+        capture_age_ms, age_ms = self.capture_ages(request, received)
+        meta = dataclasses.replace(meta, pre_arrival_ms=age_ms, capture_age_ms=capture_age_ms)
         slot = _Slot()
         job = Job(
             image,
@@ -318,7 +321,7 @@ class DetectorServicer(pb_grpc.DetectorServicer):
                     convert=self.stream_response,
                     count_received=self.metrics.received.labels(rpc="stream").inc,
                     max_outstanding=self.config.max_outstanding,
-                    arrival_age_ms=self.arrival_age_ms,
+                    capture_ages=self.capture_ages,
                 )
                 self._sessions.add(session)
         if full and self._stopping:

@@ -45,6 +45,7 @@ class FrameMeta:
     budget_ms: float
     scale: int = 1  # the image was decoded at 1/scale (boxes are scaled back)
     pre_arrival_ms: float = 0.0  # capture to arrival, when budgets count from capture
+    capture_age_ms: float = 0.0  # capture to arrival on the server's clock, as measured
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,10 @@ class StreamSession:
         convert: Callable[[FrameMeta, Outcome | Rejected], pb.StreamResponse],
         count_received: Callable[[], None],
         max_outstanding: int = 32,
-        arrival_age_ms: Callable[[pb.Frame, float], float] | None = None,
+        capture_ages: Callable[[pb.Frame, float], tuple[float, float]] | None = None,
     ) -> None:
         self._scheduler = scheduler
-        self._age = arrival_age_ms or (lambda frame, received: 0.0)
+        self._age = capture_ages or (lambda frame, received: (0.0, 0.0))
         self._prepare = prepare  # frame -> (image, meta, decode_ms); raises InputError
         self._convert = convert
         self._count_received = count_received
@@ -132,9 +133,8 @@ class StreamSession:
         except InputError as e:
             self._complete(seq, frame_meta(frame, 0, 0, 0.0), Rejected("INVALID_ARGUMENT", str(e)))
             return
-        age_ms = self._age(frame, received)
-        if age_ms:
-            meta = dataclasses.replace(meta, pre_arrival_ms=age_ms)
+        capture_age_ms, age_ms = self._age(frame, received)
+        meta = dataclasses.replace(meta, pre_arrival_ms=age_ms, capture_age_ms=capture_age_ms)
         job = Job(
             image=image,
             budget_ms=meta.budget_ms,

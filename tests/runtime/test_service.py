@@ -398,3 +398,26 @@ def test_budgets_can_count_from_capture_time() -> None:
     with running(FakeDetector()) as (_srv, client):  # default: from arrival
         stale = client.detect(solid(1), budget_ms=2000, encode="raw", capture_time_ns=old)
         assert stale.budget_met
+
+
+def test_capture_age_is_reported_so_clock_offsets_show() -> None:
+    from tests.runtime.serving_fakes import metric
+
+    behind = time.time_ns() - 3_000_000_000  # a client clock 3 s behind the server's
+    ahead = time.time_ns() + 60_000_000_000
+    with running(FakeDetector()) as (srv, client):
+        r = client.detect(solid(1), budget_ms=2000, encode="raw", capture_time_ns=behind)
+        assert 3000 <= r.capture_age_ms < 3000 + 5000  # the offset, plus this call's time
+        assert r.budget_met  # counted from arrival (the default), so the answer still comes
+        call = client.open_stream(budget_ms=2000, encode="raw")
+        call.send(solid(2), frame_id=0, capture_time_ns=behind)
+        call.close()
+        assert next(iter(call)).result.capture_age_ms >= 3000
+        future = client.detect(solid(1), budget_ms=2000, encode="raw", capture_time_ns=ahead)
+        assert future.capture_age_ms < -50_000
+        now = client.detect(solid(1), encode="raw")  # the client stamps it now by default
+        assert 0 <= now.capture_age_ms < 1000
+        count = metric(srv, "understudy_capture_age_seconds_count")
+        over_2s = count - metric(srv, "understudy_capture_age_seconds_bucket", {"le": "2.5"})
+        assert count == 4 and over_2s == 2  # the two 3 s old frames
+        assert metric(srv, "understudy_capture_time_future_total") == 1

@@ -114,7 +114,7 @@ class StageTimings(_message.Message):
     def __init__(self, queue_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., preprocess_ms: _Optional[float] = ..., infer_ms: _Optional[float] = ..., postprocess_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
 
 class DetectResponse(_message.Message):
-    __slots__ = ("frame_id", "camera_id", "capture_time", "detections", "timings", "budget_ms", "budget_met", "image_width", "image_height", "batch_size")
+    __slots__ = ("frame_id", "camera_id", "capture_time", "detections", "timings", "budget_ms", "budget_met", "image_width", "image_height", "batch_size", "capture_age_ms")
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
     CAPTURE_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +125,7 @@ class DetectResponse(_message.Message):
     IMAGE_WIDTH_FIELD_NUMBER: _ClassVar[int]
     IMAGE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_AGE_MS_FIELD_NUMBER: _ClassVar[int]
     frame_id: int
     camera_id: str
     capture_time: _timestamp_pb2.Timestamp
@@ -135,7 +136,8 @@ class DetectResponse(_message.Message):
     image_width: int
     image_height: int
     batch_size: int
-    def __init__(self, frame_id: _Optional[int] = ..., camera_id: _Optional[str] = ..., capture_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., budget_ms: _Optional[float] = ..., budget_met: _Optional[bool] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., batch_size: _Optional[int] = ...) -> None: ...
+    capture_age_ms: float
+    def __init__(self, frame_id: _Optional[int] = ..., camera_id: _Optional[str] = ..., capture_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., budget_ms: _Optional[float] = ..., budget_met: _Optional[bool] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., batch_size: _Optional[int] = ..., capture_age_ms: _Optional[float] = ...) -> None: ...
 
 class DropNotice(_message.Message):
     __slots__ = ("frame_id", "reason", "detail", "camera_id", "queue_ms")
