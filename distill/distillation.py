@@ -327,7 +327,7 @@ def distill_many(
         diff = [k for k in SHARED_KD_KEYS if getattr(other.kd, k) != getattr(cfg.kd, k)]
         if diff:
             raise ConfigError(f"students distilled together must share kd.{', kd.'.join(diff)}")
-    names = load_split(data, "val").class_names
+    names = load_split(data, "val", skip_bad=cfg.skip_bad).class_names
     _, _, device = ddp.setup()  # this process's GPU under torchrun, else cuda / cpu
     teacher = open_teacher(
         teacher_path,
@@ -340,7 +340,7 @@ def distill_many(
         teacher.dense = teacher.input_hw == (cfg.img_size, cfg.img_size) and any(
             "logit" in c.kd.terms for c in cfgs
         )
-    frames = UnlabelledFrames(unlabelled, cfg.img_size) if unlabelled else None
+    frames = UnlabelledFrames(unlabelled, cfg.img_size, cfg.skip_bad) if unlabelled else None
     distillers = [
         Distiller(
             c.kd,
@@ -362,4 +362,5 @@ def distill_many(
         distillers=distillers,
         teacher_path=str(teacher_path),
         progress=progress,
+        skipped={"unlabelled": frames.skipped} if frames is not None else None,
     )

@@ -23,6 +23,8 @@ from distill.optim import lr_at, seed_everything
 from distill.train_config import TrainConfig, bf16_enabled
 from distill.trainee import EpochEnd, KDPlugin, Trainee, tensorboard_writer
 from runtime.data.dataset import load_split
+from runtime.data.records import DatasetSplit, Skipped
+from runtime.data.verify import SKIP_REPORT, drop_undecodable, log_skipped, write_skip_report
 from runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ SHARED_KEYS = (
     "max_steps",
     "workers",
     "cache",
+    "skip_bad",
     "aug",
     "bf16",
 )
@@ -103,6 +106,7 @@ def train_many(
     distillers: list[KDPlugin | None] | None = None,
     teacher_path: str = "",
     progress: bool = True,
+    skipped: dict[str, tuple[Skipped, ...]] | None = None,
 ) -> list[Path]:
     """Train several models on the same batches in one loop; returns their model.pt paths.
 
@@ -112,6 +116,7 @@ def train_many(
     one teacher pass instead of one per method. The first distiller prepares each batch
     (its unlabelled frames, pseudo-labels and teacher outputs, with features if any run
     needs them); the configs must agree on the keys in ``SHARED_KEYS``.
+    ``skipped``: damaged inputs left out elsewhere (unlabelled frames), see :func:`load_data`.
     """
     distillers = list(distillers) if distillers is not None else [None] * len(cfgs)
     if not cfgs or len(cfgs) != len(out_dirs) or len(cfgs) != len(distillers):
@@ -120,13 +125,10 @@ def train_many(
     cfg0 = cfgs[0]
     rank, world, device = ddp.setup()
     seed_everything(cfg0.seed + rank)
-    train_split, _ = subset_records(load_split(data, "train"), cfg0.labelled_fraction, cfg0.seed)
-    val_split = load_split(data, "val")
+    train_split, val_split = load_data(data, cfg0, out_dirs, rank, progress, skipped)
     names = train_split.class_names
     runs = _trainees(cfgs, out_dirs, distillers, names, device, rank, world)
-    dataset = DetectionDataset(
-        train_split, cfg0.img_size, augment=True, aug=cfg0.aug, cache=cfg0.cache, seed=cfg0.seed
-    )
+    dataset = training_dataset(train_split, cfg0)
     batch = _batch_size(cfg0, distillers, len(dataset))
     start_epoch, step = _resume(runs) if resume else (0, 0)
     loop = _Loop(
@@ -174,6 +176,51 @@ def train_many(
         if r.writer is not None:
             r.writer.close()
     return [r.out_dir / "model.pt" for r in runs]
+
+
+def load_data(
+    data: str | Path,
+    cfg: TrainConfig,
+    out_dirs: list[str | Path],
+    rank: int,
+    progress: bool,
+    skipped: dict[str, tuple[Skipped, ...]] | None = None,
+) -> tuple[DatasetSplit, DatasetSplit]:
+    """The train split (``cfg.labelled_fraction`` of it) and the val split of ``data``.
+
+    With ``cfg.skip_bad``, damaged images and label lines are left out when loading and
+    every image is decoded once (in parallel) so that undecodable ones are left out too,
+    before any training. Process 0 logs each once and writes the report (those and
+    ``skipped``, e.g. unlabelled frames) to ``<out_dir>/skipped.json`` of every run.
+    """
+    train_split = load_split(data, "train", skip_bad=cfg.skip_bad)
+    val_split = load_split(data, "val", skip_bad=cfg.skip_bad)
+    if cfg.skip_bad:
+        progress = progress and rank == 0
+        train_split = drop_undecodable(train_split, True, progress)
+        val_split = drop_undecodable(val_split, True, progress)
+        found = {"train": train_split.skipped, "val": val_split.skipped, **(skipped or {})}
+        if rank == 0:
+            log_skipped(found)
+        for out in out_dirs if rank == 0 else []:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            report = write_skip_report(Path(out) / SKIP_REPORT, data, found)
+            log.info("damaged inputs listed in %s", report)
+    train_split, _ = subset_records(train_split, cfg.labelled_fraction, cfg.seed)
+    return train_split, val_split
+
+
+def training_dataset(split: DatasetSplit, cfg: TrainConfig) -> DetectionDataset:
+    """The augmented training samples of ``split`` as ``cfg`` sets them up."""
+    return DetectionDataset(
+        split,
+        cfg.img_size,
+        augment=True,
+        aug=cfg.aug,
+        cache=cfg.cache,
+        seed=cfg.seed,
+        skip_bad=cfg.skip_bad,
+    )
 
 
 def _trainees(

@@ -41,6 +41,7 @@ class TrainConfig:
     max_steps: int = 0  # stop after N optimizer steps (tests, smoke runs); 0 = no limit
     workers: int = 0
     cache: bool = True
+    skip_bad: bool = False  # leave out damaged images and label lines (--skip-bad)
     loss: LossWeights = field(default_factory=LossWeights)
     aug: AugmentConfig = field(default_factory=AugmentConfig)
 

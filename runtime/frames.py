@@ -24,6 +24,7 @@ from runtime.proto import pb
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
 JPEG_MAGIC = b"\xff\xd8\xff"
+JPEG_TAIL_BYTES = 1024  # where jpeg_complete looks for the end-of-image marker
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Start-of-frame markers carry the image size: C0..CF except DHT (C4), JPG (C8), DAC (CC).
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -114,6 +115,15 @@ def png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
+def jpeg_complete(data: bytes) -> bool:
+    """Whether JPEG bytes end with the end-of-image marker (FF D9), zero padding allowed.
+
+    Only the last ``JPEG_TAIL_BYTES`` bytes are looked at, so the tail of a file is enough.
+    A truncated JPEG lacks the marker; libjpeg would decode it with the rest filled grey.
+    """
+    return data[-JPEG_TAIL_BYTES:].rstrip(b"\x00").endswith(b"\xff\xd9")
+
+
 def read_header(data: bytes, format_hint: str | None = None) -> ImageHeader:
     """Identify a JPEG/PNG and read its size from the header. Raises InputError."""
     fmt = sniff_format(data)
@@ -126,7 +136,7 @@ def read_header(data: bytes, format_hint: str | None = None) -> ImageHeader:
         raise InputError(f"encoded.format says {format_hint.upper()} but the data is {fmt.upper()}")
     if fmt == "jpeg":
         width, height = jpeg_size(data)
-        if not data[-1024:].rstrip(b"\x00").endswith(b"\xff\xd9"):
+        if not jpeg_complete(data):
             raise InputError(
                 f"corrupt or truncated JPEG ({len(data)} bytes): it does not end with the "
                 "end-of-image marker; send the complete file"

@@ -2,7 +2,7 @@
 
     understudy data synth --out DIR --seed S [--config YAML] [--train N --val N
                           --unlabelled N --video-frames N]
-    understudy data check DATA [--split train val] [--decode]
+    understudy data check DATA [--split train val] [--no-decode] [--skip-bad]
 
 Torch-free at import; the handlers import the data modules lazily.
 """
@@ -10,6 +10,7 @@ Torch-free at import; the handlers import the data modules lazily.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -38,8 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     c = sub.add_parser(
         "check",
-        help="load a dataset, print objects per class and any warnings",
-        description="DATA is a dataset YAML, a directory with data.yaml, or a COCO JSON file.",
+        help="load a dataset, decode every image, print objects per class and any damage",
+        description="DATA is a dataset YAML (an Ultralytics data.yaml works), a directory "
+        "with data.yaml, or a COCO JSON file. Every image is decoded (in parallel); each "
+        "damaged input is named on one line and the exit status is 2, or with --skip-bad "
+        "they are listed in a report beside DATA and the exit status is 0.",
     )
     c.add_argument("data", type=Path, help="dataset YAML, directory with data.yaml, or COCO JSON")
     c.add_argument(
@@ -48,8 +52,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=SPLITS,
         help="splits to check (default: train and val; for a COCO JSON the split in its name)",
     )
-    c.add_argument("--decode", action="store_true", help="also decode every image (slower)")
+    c.add_argument(
+        "--no-decode",
+        action="store_true",
+        help="read image headers only (faster; a truncated JPEG is still found)",
+    )
+    add_skip_bad_arg(c, "list them in <DATA name>.skipped.json beside DATA and exit 0")
     c.set_defaults(func=run_check)
+
+
+def add_skip_bad_arg(p: argparse.ArgumentParser, where: str) -> None:
+    """``--skip-bad``: the same flag on data check, train, distill and eval."""
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out damaged images and images with a bad label line (each named once), "
+        f"instead of stopping at the first; {where}",
+    )
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -82,24 +101,49 @@ def default_splits(data: Path) -> tuple[str, ...]:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from runtime.data.dataset import load_split
-    from runtime.data.records import decode_image
+    from runtime.data.verify import report_beside, skip_summary, write_skip_report
 
+    skipped, failures = {}, []
     for split_name in args.split or default_splits(args.data):
-        split = load_split(args.data, split_name)
-        counts = split.class_counts()
-        empty = sum(1 for r in split.records if r.num_objects == 0)
-        print(
-            f"{split_name}: {len(split)} images, {int(counts.sum())} objects, "
-            f"{empty} images without objects  ({split.source})"
-        )
-        width = max(len(n) for n in split.class_names)
-        for k, (name, n) in enumerate(zip(split.class_names, counts.tolist())):
-            print(f"  {k:3d} {name:<{width}} {n:8d}")
-        if args.decode:
-            for r in split.records:
-                decode_image(r.path, expect_hw=(r.height, r.width))
-            print(f"  all {len(split)} images decode")
-        for line in split.warnings:
-            print(f"  warning: {line}")
-    return 0
+        split, failed = _check_split(args, split_name)
+        skipped[split_name] = split.skipped
+        failures += failed
+    if args.skip_bad:
+        report = write_skip_report(report_beside(args.data), args.data, skipped)
+        print(f"{skip_summary(skipped)}; listed in {report}")
+    for _, error in failures:
+        print(f"understudy data: error: {error}", file=sys.stderr)
+    return 2 if failures else 0
+
+
+def _check_split(args: argparse.Namespace, split_name: str) -> tuple:
+    """Load (and decode) one split and print its report; returns the split (without the
+    images --skip-bad left out) and the images that do not decode (without --skip-bad)."""
+    from runtime.data.dataset import load_split
+    from runtime.data.verify import drop_undecodable, undecodable
+
+    split = load_split(args.data, split_name, skip_bad=args.skip_bad)
+    failed = []
+    if not args.no_decode:
+        if args.skip_bad:
+            split = drop_undecodable(split, skip_bad=True)
+        else:
+            failed = undecodable(split.records, desc=f"decode {split_name}")
+    counts = split.class_counts()
+    empty = sum(1 for r in split.records if r.num_objects == 0)
+    print(
+        f"{split_name}: {len(split)} images, {int(counts.sum())} objects, "
+        f"{empty} images without objects  ({split.source})"
+    )
+    width = max(len(n) for n in split.class_names)
+    for k, (name, n) in enumerate(zip(split.class_names, counts.tolist())):
+        print(f"  {k:3d} {name:<{width}} {n:8d}")
+    if failed:
+        print(f"  {len(failed)} of {len(split)} images do not decode (named below)")
+    elif not args.no_decode:
+        print(f"  all {len(split)} images decode")
+    for line in split.warnings:
+        print(f"  warning: {line}")
+    for s in split.skipped:
+        print(f"  skipped: {s.problem}")
+    return split, failed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from distill.commands.train import add_common_training_args, overrides
+from distill.commands.train import add_common_training_args, overrides, print_skip_report
 
 METHODS = ("hybrid", "logit", "ld", "feature", "cwd", "attention", "pseudo")
 
@@ -58,4 +58,5 @@ def run(args: argparse.Namespace) -> int:
     )
     for path in paths:
         print(f"wrote {path}")
+    print_skip_report(cfgs[0], outs[0])
     return 0

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from distill.commands.data import add_skip_bad_arg
 
 
 def add_common_training_args(p: argparse.ArgumentParser) -> None:
@@ -24,10 +27,13 @@ def add_common_training_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if present")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    add_skip_bad_arg(p, "they are listed in OUT/skipped.json (the config key skip_bad)")
 
 
 def overrides(args: argparse.Namespace, extra: dict[str, object]) -> list[str]:
     items = [f"{k}={v}" for k, v in extra.items() if v is not None]
+    if args.skip_bad:
+        items.append("skip_bad=true")
     for key in ("epochs", "img_size", "batch_size", "seed"):
         value = getattr(args, key, None)
         if value is not None:
@@ -51,4 +57,14 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or f"runs/{cfg.model}"
     path = train(cfg, args.data, out, resume=args.resume, progress=not args.no_progress)
     print(f"wrote {path}")
+    print_skip_report(cfg, out)
     return 0
+
+
+def print_skip_report(cfg, out: str) -> None:
+    """With ``skip_bad``: one line, how many damaged inputs were left out and where they
+    are listed."""
+    from runtime.data.verify import SKIP_REPORT, report_summary
+
+    if cfg.skip_bad:
+        print(report_summary(Path(out) / SKIP_REPORT))

@@ -8,6 +8,11 @@ Randomness: sample ``i`` in epoch ``e`` uses ``numpy.random.default_rng([seed, e
 so results do not depend on the number of workers or their order. Call
 :meth:`DetectionDataset.set_epoch` before each epoch (with ``persistent_workers=False``,
 the default, workers see the new epoch).
+
+``skip_bad``: a sample whose image fails to decode is ``None`` (with a warning) instead of
+a :class:`DataError` that would end the DataLoader worker; :func:`collate` and
+:func:`collate_frames` leave it out of the batch. (Runs with ``--skip-bad`` decode every
+image before training, so this only catches files damaged while a run reads them.)
 """
 
 from __future__ import annotations
@@ -22,7 +27,14 @@ import torch
 from torch.utils.data import Dataset
 
 from distill.data.transforms import AugmentConfig, Sample, boxes_to_net, letterbox, train_sample
-from runtime.data.records import DatasetSplit, decode_image, list_images
+from runtime.data.records import (
+    BadInputs,
+    DatasetSplit,
+    Skipped,
+    decode_image,
+    list_images,
+    read_image_size,
+)
 from runtime.errors import DataError
 from runtime.preprocess import Letterbox
 
@@ -86,6 +98,8 @@ class DetectionDataset(Dataset):
             shrunk to long side <= S (a 2000-image 320x240 set at S=320 is ~460 MB;
             at S=256 ~300 MB). Decoding errors then surface here, as DataError.
         seed: base seed of the augmentation.
+        skip_bad: a sample whose image fails to decode is None (logged) rather than an
+            error (see the module docstring).
     """
 
     def __init__(
@@ -96,6 +110,7 @@ class DetectionDataset(Dataset):
         aug: AugmentConfig | None = None,
         cache: bool = True,
         seed: int = 0,
+        skip_bad: bool = False,
     ) -> None:
         if not split.records:
             raise DataError(f"{split.source}: the split has no images")
@@ -106,6 +121,7 @@ class DetectionDataset(Dataset):
         self.augment = augment
         self.aug = aug or AugmentConfig()
         self.seed = int(seed)
+        self.skip_bad = skip_bad
         self.epoch = 0
         self._cache: list[np.ndarray] | None = None
         if cache:
@@ -132,7 +148,17 @@ class DetectionDataset(Dataset):
         boxes = r.boxes * np.array([sx, sy, sx, sy], dtype=np.float32)
         return img, boxes, r.classes
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, FrameMeta]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, FrameMeta] | None:
+        if not self.skip_bad:
+            return self.sample(i)
+        try:
+            return self.sample(i)
+        except DataError as e:
+            log.warning("left out of this batch: %s", e)
+            return None
+
+    def sample(self, i: int) -> tuple[torch.Tensor, torch.Tensor, FrameMeta]:
+        """Sample ``i`` (see the class docstring); DataError when an image fails to decode."""
         r = self.records[i]
         s = self.img_size
         lb = Letterbox.fit((r.height, r.width), (s, s))
@@ -149,11 +175,23 @@ class DetectionDataset(Dataset):
         return to_tensor(img), torch.from_numpy(targets.astype(np.float32)), meta
 
 
+def _present(batch: list) -> list:
+    """The samples of ``batch`` that are not None (left out under ``skip_bad``)."""
+    kept = [b for b in batch if b is not None]
+    if not kept:
+        raise DataError(
+            f"none of the {len(batch)} images of a batch could be decoded (named in the "
+            "warnings above); replace or remove them"
+        )
+    return kept
+
+
 def collate(
-    batch: list[tuple[torch.Tensor, torch.Tensor, FrameMeta]],
+    batch: list[tuple[torch.Tensor, torch.Tensor, FrameMeta] | None],
 ) -> tuple[torch.Tensor, torch.Tensor, list[FrameMeta]]:
     """Stack samples: images (B, 3, S, S), targets (M, 6) ``[batch_idx, cls, x1, y1, x2, y2]``
-    in network-input pixels, metas (list of B)."""
+    in network-input pixels, metas (list of B). None samples are left out."""
+    batch = _present(batch)
     images = torch.stack([b[0] for b in batch])
     targets = [
         torch.cat([torch.full((t.shape[0], 1), float(k)), t], dim=1)
@@ -167,20 +205,45 @@ class UnlabelledFrames(Dataset):
 
     ``__getitem__(i)`` -> (image (3, S, S) float32 RGB [0, 1], :class:`FrameMeta`), the
     same letterbox as :class:`DetectionDataset` without augmentation. Images are listed
-    by suffix in file-name order; image ids are 1-based positions.
+    by suffix in file-name order; image ids are 1-based positions. Every image's header
+    is read here (a truncated JPEG is found before training): the first damaged one is a
+    DataError, or with ``skip_bad`` each is left out and listed in ``skipped``.
     """
 
-    def __init__(self, folder: str | Path, img_size: int) -> None:
+    def __init__(self, folder: str | Path, img_size: int, skip_bad: bool = False) -> None:
         self.folder = Path(folder)
-        self.paths = list_images(self.folder)
-        if not self.paths:
+        paths = list_images(self.folder)
+        if not paths:
             raise DataError(f"{self.folder}: no images found (looked for .jpg/.png/... files)")
+        bad = BadInputs(skip_bad)
+        self.paths: list[Path] = []
+        for path in paths:
+            try:
+                read_image_size(path)
+            except DataError as e:
+                bad.skip(e, path, image=path)
+                continue
+            self.paths.append(path)
+        if not self.paths:
+            raise DataError(f"{self.folder}: none of its {len(paths)} images can be read")
+        self.skipped: tuple[Skipped, ...] = tuple(bad.items)
         self.img_size = int(img_size)
+        self.skip_bad = skip_bad
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, FrameMeta]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, FrameMeta] | None:
+        if not self.skip_bad:
+            return self.sample(i)
+        try:
+            return self.sample(i)
+        except DataError as e:
+            log.warning("left out of this batch: %s", e)
+            return None
+
+    def sample(self, i: int) -> tuple[torch.Tensor, FrameMeta]:
+        """Frame ``i`` (see the class docstring); DataError when it fails to decode."""
         path = self.paths[i]
         img = decode_image(path)
         h, w = img.shape[:2]
@@ -189,7 +252,9 @@ class UnlabelledFrames(Dataset):
 
 
 def collate_frames(
-    batch: list[tuple[torch.Tensor, FrameMeta]],
+    batch: list[tuple[torch.Tensor, FrameMeta] | None],
 ) -> tuple[torch.Tensor, list[FrameMeta]]:
-    """Stack unlabelled frames: images (B, 3, S, S), metas (list of B)."""
+    """Stack unlabelled frames: images (B, 3, S, S), metas (list of B). None frames are
+    left out."""
+    batch = _present(batch)
     return torch.stack([b[0] for b in batch]), [b[1] for b in batch]

@@ -12,6 +12,12 @@ Validation policy (the JSON file and ``images[i]`` / ``annotations[i]`` in every
 - an image file that is missing, unreadable, or whose header size differs from the JSON
   ``width``/``height``: DataError;
 - degenerate and out-of-image boxes: see :func:`runtime.data.records.check_box`.
+
+With ``skip_bad`` the DataErrors of single entries (an image entry or its file, an
+annotation) are recorded (``DatasetSplit.skipped``) instead and loading goes on: the image
+is left out, with all its annotations (a partly labelled image would teach that its
+unlabelled objects are background). Errors of the file as a whole (not JSON, no
+``categories``) still stop the load.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from runtime.data.records import (
+    BadInputs,
     DatasetSplit,
     ImageRecord,
     WarningCounter,
@@ -80,6 +87,7 @@ def load_coco_split(
     images_dir: str | Path,
     class_names: tuple[str, ...] | None = None,
     source: str | None = None,
+    skip_bad: bool = False,
 ) -> DatasetSplit:
     """Load one split from a COCO annotation file.
 
@@ -89,6 +97,8 @@ def load_coco_split(
         class_names: if given (from a dataset YAML), must equal the category names in
             increasing id order.
         source: what to call the dataset in messages (default: the JSON path).
+        skip_bad: record damaged entries and images in ``skipped`` and leave their images
+            out, instead of stopping at the first (see the module docstring).
 
     Returns:
         A :class:`DatasetSplit` with records in increasing image-id order.
@@ -103,41 +113,60 @@ def load_coco_split(
             f"{path}: category names {list(names)} (in id order) differ from the dataset "
             f"YAML names {list(class_names)}; make them the same or drop 'names' from the YAML"
         )
-    images = parse_images(data, path, images_dir)
+    bad = BadInputs(skip_bad)
+    images, left_out = parse_images(data, path, images_dir, bad)
     warnings = WarningCounter()
-    per_image = parse_annotations(data, path, images, cat_index, warnings)
+    per_image = parse_annotations(data, path, images, cat_index, warnings, bad, left_out)
     records = [
         ImageRecord(file, boxes_array(b), np.asarray(c, dtype=np.int64), iid, w, h)
         for iid, (file, w, h) in sorted(images.items())
+        if iid not in left_out
         for b, c in [per_image[iid]]
     ]
     lines = warnings.lines()
     for line in lines:
         log.warning("%s: %s", source or path, line)
-    return DatasetSplit(records, names, str(source or path), lines)
+    return DatasetSplit(records, names, str(source or path), lines, tuple(bad.items))
 
 
-def parse_images(data: dict, path: Path, images_dir: Path) -> dict[int, tuple[Path, int, int]]:
+def parse_images(
+    data: dict, path: Path, images_dir: Path, bad: BadInputs | None = None
+) -> tuple[dict[int, tuple[Path, int, int]], set[int]]:
     """Image id -> (image file, width, height); each file's header size must match the
-    JSON ``width``/``height`` where given."""
+    JSON ``width``/``height`` where given. Also the ids of the images ``bad`` left out."""
+    bad = bad or BadInputs()
     if not isinstance(data.get("images"), list):
         raise DataError(f"{path}: 'images' is missing or not a list")
     images: dict[int, tuple[Path, int, int]] = {}
+    left_out: set[int] = set()
     for i, im in enumerate(data["images"]):
         where = f"{path}: images[{i}]"
-        iid = _int_field(im, "id", where)
-        if iid in images:
-            raise DataError(f"{where}: duplicate image id {iid}")
-        if not isinstance(im.get("file_name"), str):
-            raise DataError(f"{where}: missing 'file_name'")
-        file = images_dir / im["file_name"]
-        w, h = read_image_size(file)
-        if "width" in im or "height" in im:
-            jw, jh = _int_field(im, "width", where), _int_field(im, "height", where)
-            if (jw, jh) != (w, h):
-                raise DataError(f"{where}: JSON size {jw}x{jh} but {file} is {w}x{h}")
-        images[iid] = (file, w, h)
-    return images
+        try:
+            iid = _int_field(im, "id", where)
+            if iid in images or iid in left_out:
+                raise DataError(f"{where}: duplicate image id {iid}")
+        except DataError as e:
+            bad.skip(e, path)
+            continue
+        file = images_dir / im["file_name"] if isinstance(im.get("file_name"), str) else None
+        try:
+            images[iid] = _image_entry(im, where, file)
+        except DataError as e:
+            bad.skip(e, file or path, image=file)
+            left_out.add(iid)
+    return images, left_out
+
+
+def _image_entry(im: dict, where: str, file: Path | None) -> tuple[Path, int, int]:
+    """(file, width, height) of one ``images`` entry, its file's header read."""
+    if file is None:
+        raise DataError(f"{where}: missing 'file_name'")
+    w, h = read_image_size(file)
+    if "width" in im or "height" in im:
+        jw, jh = _int_field(im, "width", where), _int_field(im, "height", where)
+        if (jw, jh) != (w, h):
+            raise DataError(f"{where}: JSON size {jw}x{jh} but {file} is {w}x{h}")
+    return file, w, h
 
 
 def parse_annotations(
@@ -146,9 +175,17 @@ def parse_annotations(
     images: dict[int, tuple[Path, int, int]],
     cat_index: dict[int, int],
     warnings: WarningCounter,
+    bad: BadInputs | None = None,
+    left_out: set[int] | None = None,
 ) -> dict[int, tuple[list[tuple[float, float, float, float]], list[int]]]:
     """Image id -> (xyxy boxes in original-image pixels, class indices), every image of
-    ``images`` included; crowd annotations are skipped and counted in the log."""
+    ``images`` included; crowd annotations are skipped and counted in the log.
+
+    Annotations of the images in ``left_out`` are passed over; an annotation that ``bad``
+    skips adds its image to ``left_out``.
+    """
+    bad = bad or BadInputs()
+    left_out = left_out if left_out is not None else set()
     anns = data.get("annotations", [])
     if not isinstance(anns, list):
         raise DataError(f"{path}: 'annotations' is not a list")
@@ -158,25 +195,50 @@ def parse_annotations(
         where = f"{path}: annotations[{i}]"
         if isinstance(ann, dict) and "id" in ann:
             where += f" (id {ann['id']})"
-        iid = _int_field(ann, "image_id", where)
-        cid = _int_field(ann, "category_id", where)
-        if iid not in images:
-            raise DataError(f"{where}: image_id {iid} is not in 'images'")
-        if cid not in cat_index:
-            raise DataError(
-                f"{where}: category_id {cid} is not one of the categories {sorted(cat_index)}"
-            )
-        if ann.get("iscrowd", 0):
-            crowd += 1
+        iid = ann.get("image_id") if isinstance(ann, dict) else None
+        iid = iid if isinstance(iid, int | float) else None  # a usable key, checked below
+        if iid in left_out:
             continue
-        _, w, h = images[iid]
-        checked = check_box(_xyxy(ann.get("bbox"), where), w, h, where, warnings, hint=COCO_HINT)
-        if checked is not None:
-            per_image[iid][0].append(checked)
-            per_image[iid][1].append(cat_index[cid])
+        try:
+            parsed = _annotation(ann, where, images, cat_index, warnings)
+        except DataError as e:
+            known = iid in images
+            bad.skip(e, path, image=images[iid][0] if known else None)
+            if known:
+                left_out.add(iid)
+            continue
+        if parsed is None:
+            crowd += 1
+        elif parsed[1] is not None:
+            per_image[parsed[0]][0].append(parsed[1])
+            per_image[parsed[0]][1].append(parsed[2])
     if crowd:
         log.info("%s: skipped %d iscrowd annotation(s)", path, crowd)
     return per_image
+
+
+def _annotation(
+    ann: Any,
+    where: str,
+    images: dict[int, tuple[Path, int, int]],
+    cat_index: dict[int, int],
+    warnings: WarningCounter,
+) -> tuple[int, tuple[float, float, float, float] | None, int] | None:
+    """(image id, checked xyxy box or None when degenerate, class index) of one
+    annotation; None for a crowd annotation."""
+    iid = _int_field(ann, "image_id", where)
+    cid = _int_field(ann, "category_id", where)
+    if iid not in images:
+        raise DataError(f"{where}: image_id {iid} is not in 'images'")
+    if cid not in cat_index:
+        raise DataError(
+            f"{where}: category_id {cid} is not one of the categories {sorted(cat_index)}"
+        )
+    if ann.get("iscrowd", 0):
+        return None
+    _, w, h = images[iid]
+    checked = check_box(_xyxy(ann.get("bbox"), where), w, h, where, warnings, hint=COCO_HINT)
+    return iid, checked, cat_index[cid]
 
 
 def _xyxy(bbox: Any, where: str) -> tuple[float, float, float, float]:

@@ -7,14 +7,18 @@
        format: yolo            # or coco; default yolo (an Ultralytics data.yaml works)
        path: .                 # optional root, relative to the YAML's folder
        names: [disc, ring]     # class names (list, or {0: disc, 1: ring}); optional for coco
-       nc: 2                   # optional; must equal len(names)
-       train: images/train     # yolo: an images directory relative to the root
+       nc: 2                   # optional; must equal len(names) (alone: names class_0...)
+       train: images/train     # yolo: an images folder relative to the root, a .txt list
+                               # of image paths, or a list of those (as Ultralytics reads it)
        val:                    # coco: annotation file + images directory, relative to root
          annotations: annotations/instances_val.json
          images: images/val
 
-   Allowed top-level keys: format, path, names, nc, train, val, test. Any other key (or
-   sub-key of a coco split entry) is a :class:`ConfigError` naming it.
+   Keys read: format, path, names, nc, train, val, test. Other top-level keys (an
+   Ultralytics ``download:``, a Roboflow ``roboflow:``) are logged once and ignored; an
+   unknown sub-key of a coco split entry is a :class:`ConfigError` naming it. A yolo entry
+   ``../x`` that does not exist is looked up as ``x`` in the root, as Ultralytics does (the
+   ``train: ../train/images`` of Roboflow exports).
 2. a directory holding ``data.yaml`` (as written by ``understudy data synth``);
 3. a COCO JSON file: the annotations of ``split``; its images directory is the first
    existing one of ``<json dir>/../images/<split>``, ``<json dir>/../<split>``,
@@ -28,6 +32,8 @@ start at 1 (pycocotools treats id 0 as "unmatched"); ``iscrowd`` is 0.
 
 from __future__ import annotations
 
+import logging
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +44,22 @@ from runtime.data.records import DatasetSplit
 from runtime.data.yolo import load_yolo_split
 from runtime.errors import ConfigError, DataError
 
+log = logging.getLogger(__name__)
+
 DATA_KEYS = ("format", "path", "names", "nc", "train", "val", "test")
 SPLIT_KEYS = ("train", "val", "test")
 COCO_SPLIT_KEYS = ("annotations", "images")
 
 
-def load_split(data: str | Path, split: str) -> DatasetSplit:
+def load_split(data: str | Path, split: str, skip_bad: bool = False) -> DatasetSplit:
     """Load split ``split`` ("train", "val", "test") of the dataset at ``data``.
+
+    With ``skip_bad``, damaged images and label lines (or COCO entries) are recorded in the
+    split's ``skipped`` and their images left out, instead of stopping at the first one.
 
     Raises:
         DataError: the path or the data it names is missing or malformed.
-        ConfigError: the dataset YAML has an unknown key or a bad value.
+        ConfigError: the dataset YAML has a bad value or a bad coco sub-key.
     """
     p = Path(data)
     if p.is_dir():
@@ -57,13 +68,13 @@ def load_split(data: str | Path, split: str) -> DatasetSplit:
             raise DataError(
                 f"{p}: directory has no data.yaml; pass a dataset YAML or a COCO JSON file"
             )
-        return _load_from_yaml(yaml_path, split)
+        return _load_from_yaml(yaml_path, split, skip_bad)
     if not p.exists():
         raise DataError(f"{p}: dataset not found")
     if p.suffix.lower() == ".json":
-        return load_coco_split(p, coco_images_dir(p, split), source=str(p))
+        return load_coco_split(p, coco_images_dir(p, split), source=str(p), skip_bad=skip_bad)
     if p.suffix.lower() in (".yaml", ".yml"):
-        return _load_from_yaml(p, split)
+        return _load_from_yaml(p, split, skip_bad)
     raise DataError(f"{p}: expected a dataset YAML, a directory with data.yaml, or a COCO JSON")
 
 
@@ -87,21 +98,33 @@ def coco_images_dir(json_path: Path, split: str) -> Path:
 
 
 def read_data_yaml(path: Path) -> dict[str, Any]:
-    """Parse and check a dataset YAML's keys (values are checked when a split is loaded)."""
+    """Parse a dataset YAML: the keys this project reads (values are checked when a split
+    is loaded); other keys are logged once and dropped, as Ultralytics ignores them."""
     try:
         cfg = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from e
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: expected a mapping with 'names', 'train', 'val'")
-    for key in cfg:
-        if key not in DATA_KEYS:
-            raise ConfigError(f"{path}: unknown key {key!r} (allowed: {', '.join(DATA_KEYS)})")
+    ignored = tuple(str(k) for k in cfg if k not in DATA_KEYS)
+    if ignored:
+        _warn_ignored(str(path), ignored)
+        cfg = {k: v for k, v in cfg.items() if k in DATA_KEYS}
     fmt = cfg.get("format", "yolo")
     if fmt not in ("yolo", "coco"):
         raise ConfigError(f"{path}: 'format' must be 'yolo' or 'coco', got {fmt!r}")
     cfg["format"] = fmt
     return cfg
+
+
+@cache  # once per file and process, however many splits are loaded from it
+def _warn_ignored(path: str, keys: tuple[str, ...]) -> None:
+    log.warning(
+        "%s: ignoring key(s) %s (not read here; the keys read are %s)",
+        path,
+        ", ".join(repr(k) for k in keys),
+        ", ".join(DATA_KEYS),
+    )
 
 
 def parse_names(value: Any, path: Path) -> tuple[str, ...]:
@@ -116,26 +139,25 @@ def parse_names(value: Any, path: Path) -> tuple[str, ...]:
     raise ConfigError(f"{path}: 'names' must be a non-empty list of class names")
 
 
-def _load_from_yaml(path: Path, split: str) -> DatasetSplit:
+def _load_from_yaml(path: Path, split: str, skip_bad: bool) -> DatasetSplit:
     cfg = read_data_yaml(path)
     root = path.parent / str(cfg.get("path", "."))
     names = parse_names(cfg["names"], path) if "names" in cfg else None
     if names is not None and "nc" in cfg and cfg["nc"] != len(names):
         raise ConfigError(f"{path}: 'nc' is {cfg['nc']} but 'names' lists {len(names)} classes")
+    if names is None and isinstance(cfg.get("nc"), int) and cfg["nc"] > 0:
+        names = tuple(f"class_{k}" for k in range(cfg["nc"]))  # as Ultralytics names them
     if split not in SPLIT_KEYS:
         raise ConfigError(f"split {split!r} is not one of {SPLIT_KEYS}")
     if split not in cfg:
         raise ConfigError(f"{path}: no {split!r} entry; add '{split}:' naming the split's data")
     entry = cfg[split]
+    source = f"{path} [{split}]"
     if cfg["format"] == "yolo":
         if names is None:
             raise ConfigError(f"{path}: 'names' is required for format yolo")
-        if not isinstance(entry, str):
-            raise ConfigError(f"{path}: {split!r} must be one images directory (format yolo)")
-        images = root / entry
-        if images.suffix == ".txt":
-            raise ConfigError(f"{path}: {split!r}: image list files are not supported; give a dir")
-        return load_yolo_split(images, names, source=f"{path} [{split}]")
+        images = yolo_entry_paths(entry, root, path, split)
+        return load_yolo_split(images, names, source=source, skip_bad=skip_bad)
     if not isinstance(entry, dict):
         raise ConfigError(
             f"{path}: {split!r} must be a mapping with 'annotations' and 'images' (format coco)"
@@ -147,8 +169,27 @@ def _load_from_yaml(path: Path, split: str) -> DatasetSplit:
         if not isinstance(entry.get(key), str):
             raise ConfigError(f"{path}: '{split}.{key}' must be a path")
     return load_coco_split(
-        root / entry["annotations"], root / entry["images"], names, source=f"{path} [{split}]"
+        root / entry["annotations"], root / entry["images"], names, source, skip_bad
     )
+
+
+def yolo_entry_paths(entry: Any, root: Path, path: Path, split: str) -> list[Path]:
+    """The folders and ``.txt`` image lists named by a yolo split entry (a string or a
+    list of strings), relative to ``root``; ``../x`` that does not exist falls back to
+    ``x`` in the root, as Ultralytics resolves it."""
+    items = entry if isinstance(entry, list) else [entry]
+    if not items or not all(isinstance(e, str) and e for e in items):
+        raise ConfigError(
+            f"{path}: {split!r} must be an images folder, a .txt list of image paths, or a "
+            "list of those (format yolo)"
+        )
+    out = []
+    for item in items:
+        p = root / item
+        if not p.exists() and item.startswith("../") and (root / item[3:]).exists():
+            p = root / item[3:]
+        out.append(p)
+    return out
 
 
 def to_coco_dict(split: DatasetSplit) -> dict[str, Any]:

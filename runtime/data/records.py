@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.errors import DataError
+from runtime.frames import JPEG_MAGIC, JPEG_TAIL_BYTES, jpeg_complete
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -65,12 +66,15 @@ class DatasetSplit:
         source: what was loaded (file or directory), for messages.
         warnings: one line per kind of skipped/repaired input, each with a count and the
             first file:line where it happened (already logged once at load time).
+        skipped: damaged inputs left out because the split was loaded with ``skip_bad``
+            (see :class:`BadInputs`); empty otherwise.
     """
 
     records: list[ImageRecord]
     class_names: tuple[str, ...]
     source: str
     warnings: tuple[str, ...] = field(default=())
+    skipped: tuple[Skipped, ...] = field(default=())
 
     @property
     def num_classes(self) -> int:
@@ -85,6 +89,47 @@ class DatasetSplit:
         for r in self.records:
             counts += np.bincount(r.classes, minlength=self.num_classes)
         return counts
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """One damaged input left out under ``--skip-bad``.
+
+    Attributes:
+        file: the damaged file (an image, a label file, an annotation or image-list file).
+        line: 1-based line of ``file`` at fault (label and image-list files), else None.
+        problem: the one-line message that stops a run without ``--skip-bad``.
+        image: the image left out because of it (None when no image is lost, e.g. a label
+            file without an image).
+    """
+
+    file: str
+    line: int | None
+    problem: str
+    image: str | None
+
+    def to_dict(self) -> dict[str, str | int | None]:
+        return {"file": self.file, "line": self.line, "problem": self.problem, "image": self.image}
+
+
+class BadInputs:
+    """What a loader does with a damaged input (an undecodable image, a bad label line):
+    without ``skip_bad`` the first one stops the load with its one-line :class:`DataError`;
+    with it each one is recorded once as a :class:`Skipped` and loading goes on."""
+
+    def __init__(self, skip_bad: bool = False) -> None:
+        self.skip_bad = skip_bad
+        self.items: list[Skipped] = []
+
+    def skip(
+        self, error: DataError, file: Path | str, line: int | None = None, image: Path | None = None
+    ) -> None:
+        """Record ``error`` (about ``file``, ``line``; ``image`` is left out) or raise it."""
+        if not self.skip_bad:
+            raise error
+        self.items.append(
+            Skipped(str(file), line, str(error), None if image is None else str(image))
+        )
 
 
 class WarningCounter:
@@ -105,30 +150,47 @@ class WarningCounter:
 
 
 def read_image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the image header, without decoding the pixels.
+    """(width, height) from the image header, without decoding the pixels. A JPEG must
+    also end with its end-of-image marker (its last bytes are read): a truncated JPEG is
+    refused here, before any training.
 
     Raises:
-        DataError: the file is missing or is not a readable image.
+        DataError: the file is missing, empty, not a readable image, or a truncated JPEG.
     """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
             w, h = im.size
+            is_jpeg = im.format == "JPEG"
     except FileNotFoundError as e:
         raise DataError(f"{path}: image file not found") from e
     except (UnidentifiedImageError, OSError, ValueError) as e:
+        if path.is_file() and path.stat().st_size == 0:
+            raise DataError(f"{path}: image file is empty; replace or remove it") from e
         raise DataError(f"{path}: not a readable image ({e}); replace or remove it") from e
     if w <= 0 or h <= 0:
         raise DataError(f"{path}: image has size {w}x{h}")
+    if is_jpeg:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - JPEG_TAIL_BYTES))
+            if not jpeg_complete(f.read()):
+                raise DataError(_TRUNCATED.format(path=path))
     return int(w), int(h)
+
+
+_TRUNCATED = (
+    "{path}: truncated or corrupt JPEG (it does not end with the end-of-image marker); "
+    "replace or remove it"
+)
 
 
 def decode_image(path: Path, expect_hw: tuple[int, int] | None = None) -> np.ndarray:
     """Decode an image file to (H, W, 3) uint8 RGB.
 
     Raises:
-        DataError: the file is missing, cannot be decoded, or its size is not ``expect_hw``.
+        DataError: the file is missing, empty, a truncated JPEG, cannot be decoded, or its
+            size is not ``expect_hw``.
     """
     import cv2
 
@@ -136,8 +198,12 @@ def decode_image(path: Path, expect_hw: tuple[int, int] | None = None) -> np.nda
         data = np.fromfile(path, dtype=np.uint8)
     except FileNotFoundError as e:
         raise DataError(f"{path}: image file not found") from e
+    if not data.size:
+        raise DataError(f"{path}: image file is empty; replace or remove it")
+    if data[:3].tobytes() == JPEG_MAGIC and not jpeg_complete(data.tobytes()[-JPEG_TAIL_BYTES:]):
+        raise DataError(_TRUNCATED.format(path=path))  # libjpeg would fill the rest grey
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION  # pixels as stored, like labels
-    img = cv2.imdecode(data, flags) if data.size else None
+    img = cv2.imdecode(data, flags)
     if img is None:
         raise DataError(f"{path}: image cannot be decoded (corrupt or not an image); replace it")
     if expect_hw is not None and img.shape[:2] != tuple(expect_hw):
@@ -148,15 +214,17 @@ def decode_image(path: Path, expect_hw: tuple[int, int] | None = None) -> np.nda
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder`` (by suffix), sorted by name.
+def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+    """Image files inside ``folder`` (by suffix; in its sub-folders too if ``recursive``),
+    sorted by path.
 
     Raises:
         DataError: the folder does not exist.
     """
     if not folder.is_dir():
         raise DataError(f"{folder}: image directory not found")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 CLIP_TOLERANCE_PX = 1.0

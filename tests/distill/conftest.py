@@ -31,3 +31,24 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -
         ["model=nano", "img_size=64", "epochs=1", "batch_size=4", "max_steps=2", "bf16=off"],
     )
     return train(cfg, tiny_data, tmp_path_factory.mktemp("ckpt"), progress=False)
+
+
+@pytest.fixture
+def damaged_data(tmp_path: Path, tiny_data: Path) -> Path:
+    """A copy of ``tiny_data`` with five damaged inputs: a truncated JPEG (train 000001),
+    a label line with a class out of range (train 000002.txt:1), a val image that is not an
+    image (val 000000), a label line of 3 fields (val 000001.txt:1) and an empty unlabelled
+    frame (unlabelled 000003)."""
+    import shutil
+
+    ds = tmp_path / "damaged"
+    shutil.copytree(tiny_data, ds, ignore=shutil.ignore_patterns("video*", "annotations"))
+    jpg = ds / "images" / "train" / "000001.jpg"
+    jpg.write_bytes(jpg.read_bytes()[:-500])
+    label = ds / "labels" / "train" / "000002.txt"
+    label.write_text("9 0.5 0.5 0.1 0.1\n" + label.read_text())
+    (ds / "images" / "val" / "000000.jpg").write_bytes(b"not an image")
+    label = ds / "labels" / "val" / "000001.txt"
+    label.write_text("0 0.5 0.5\n" + label.read_text())
+    (ds / "unlabelled" / "000003.jpg").write_bytes(b"")
+    return ds

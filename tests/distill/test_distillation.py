@@ -202,3 +202,28 @@ def test_pseudo_without_unlabelled_frames_is_an_error(
             progress=False,
         )
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_cli_distil_skip_bad_leaves_out_damaged_images_labels_and_frames(
+    tmp_path: Path, damaged_data: Path, tiny_checkpoint: Path, capsys
+) -> None:
+    from runtime.cli import main
+
+    out = tmp_path / "student"
+    tiny = "--img-size 64 --batch-size 4 --epochs 1 --no-progress --set max_steps=1 "
+    tiny += "--set bf16=off --set kd.teacher_bf16=off"
+    args = ["distill", "--teacher", str(tiny_checkpoint), "--data", str(damaged_data)]
+    args += ["--unlabelled", str(damaged_data / "unlabelled"), "--out", str(out), *tiny.split()]
+    assert main(args) == 2  # without --skip-bad: the first problem, in one line
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "000000.jpg: not a readable image" in err[0]
+    assert main([*args, "--skip-bad"]) == 0
+    assert "5 damaged input(s) skipped (5 image(s) left out)" in capsys.readouterr().out
+    items = json.loads((out / "skipped.json").read_text())["items"]
+    assert [(i["split"], Path(i["file"]).name, i["line"]) for i in items] == [
+        ("train", "000001.jpg", None),
+        ("train", "000002.txt", 1),
+        ("val", "000000.jpg", None),
+        ("val", "000001.txt", 1),
+        ("unlabelled", "000003.jpg", None),
+    ]

@@ -149,3 +149,43 @@ def test_width_and_depth_override_the_preset(tmp_path: Path, tiny_data: Path) ->
     assert info["preset"] == "w0.125-d0.67" and info["scale"]["width"] == 0.125
     with pytest.raises(ConfigError, match="width, depth and max_channels"):
         load(TrainConfig, None, ["width=-1"])
+
+
+def test_skip_bad_train_and_eval_leave_out_damage_and_list_it(
+    tmp_path: Path, damaged_data: Path, tiny_checkpoint: Path, capsys
+) -> None:
+    out = tmp_path / "run"
+    tiny = "--model nano --img-size 64 --batch-size 4 --epochs 1 --no-progress "
+    tiny += "--set max_steps=1 --set bf16=off"
+    args = ["train", "--data", str(damaged_data), "--out", str(out), *tiny.split()]
+    assert main(args) == 2  # without --skip-bad the first problem stops the run, in one line
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "000001.jpg: truncated or corrupt JPEG" in err[0]
+    assert main([*args, "--skip-bad"]) == 0
+    report = out / "skipped.json"
+    assert f"4 damaged input(s) skipped (4 image(s) left out); listed in {report}" in (
+        capsys.readouterr().out
+    )
+    items = json.loads(report.read_text())["items"]
+    assert [(i["split"], Path(i["file"]).name, i["line"]) for i in items] == [
+        ("train", "000001.jpg", None),
+        ("train", "000002.txt", 1),
+        ("val", "000000.jpg", None),
+        ("val", "000001.txt", 1),
+    ]
+    assert read_checkpoint(out / "model.pt")["config"]["skip_bad"] is True
+
+    args = ["eval", "--model", str(tiny_checkpoint), "--data", str(damaged_data)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "000000.jpg: not a readable image" in err[0]
+    assert main([*args, "--skip-bad"]) == 0
+    report = damaged_data / "data.skipped.json"
+    captured = capsys.readouterr()
+    assert f"2 damaged input(s) skipped (2 image(s) left out); listed in {report}" in captured.out
+    assert "mAP" in captured.out
+    items = json.loads(report.read_text())["items"]
+    assert [(i["split"], Path(i["image"]).name, i["line"]) for i in items] == [
+        ("val", "000000.jpg", None),
+        ("val", "000001.jpg", 1),
+    ]

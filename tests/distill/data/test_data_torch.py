@@ -103,3 +103,39 @@ def test_unlabelled_frames(tiny_synth: Path, tmp_path: Path) -> None:
         UnlabelledFrames(tmp_path, 256)
     with pytest.raises(DataError, match="not found"):
         UnlabelledFrames(tmp_path / "missing", 256)
+
+
+def test_skip_bad_drops_an_image_damaged_mid_run_from_its_batch(
+    tiny_synth: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    copy = tmp_path / "ds"
+    shutil.copytree(tiny_synth, copy)
+    split = load_split(copy, "train")
+    ds = DetectionDataset(split, 64, augment=True, cache=False, skip_bad=True)
+    bad = split.records[2].path
+    bad.write_bytes(bad.read_bytes()[:-100])  # damaged after loading, while training
+    ds.aug = AugmentConfig(mosaic=0.0)
+    loader = DataLoader(ds, batch_size=3, collate_fn=collate, num_workers=1)
+    assert [images.shape[0] for images, _, _ in loader] == [2, 3]  # the worker lives on
+    with caplog.at_level("WARNING"):
+        assert ds[2] is None
+    assert f"left out of this batch: {bad}: truncated" in caplog.text
+    with pytest.raises(DataError, match=rf"{bad.name}: truncated"):
+        DetectionDataset(split, 64, augment=False, cache=False)[2]  # without: an error
+    with pytest.raises(DataError, match="none of the 1 images of a batch"):
+        collate([None])
+
+
+def test_unlabelled_frames_skip_bad(tiny_synth: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    shutil.copytree(tiny_synth / "unlabelled", folder)
+    (folder / "000001.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match=r"000001\.jpg: image file is empty"):
+        UnlabelledFrames(folder, 64)  # found before any training
+    frames = UnlabelledFrames(folder, 64, skip_bad=True)
+    assert [p.name for p in frames.paths] == ["000000.jpg", "000002.jpg"]
+    assert [s.image for s in frames.skipped] == [str(folder / "000001.jpg")]
+    (folder / "000002.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    assert frames[1] is None
+    batch, metas = collate_frames([frames[0], frames[1]])
+    assert batch.shape[0] == 1 and len(metas) == 1

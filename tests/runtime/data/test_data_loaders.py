@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -66,12 +67,8 @@ def _yaml(tmp_path: Path, text: str) -> Path:
     return p
 
 
-def test_yaml_rejects_unknown_keys_and_bad_entries(tiny_synth: Path, tmp_path: Path) -> None:
+def test_yaml_rejects_bad_entries(tiny_synth: Path, tmp_path: Path) -> None:
     root = f"path: {tiny_synth}\n"
-    with pytest.raises(ConfigError, match="'download'"):
-        load_split(
-            _yaml(tmp_path, root + "names: [a]\ntrain: images/train\ndownload: x\n"), "train"
-        )
     with pytest.raises(ConfigError, match=r"'val\.labels'"):
         load_split(
             _yaml(
@@ -89,6 +86,93 @@ def test_yaml_rejects_unknown_keys_and_bad_entries(tiny_synth: Path, tmp_path: P
         load_split(tmp_path / "nothing.yaml", "val")
     with pytest.raises(DataError, match=r"no data\.yaml"):
         load_split(tmp_path, "val")
+    with pytest.raises(DataError, match=r"images/nope: image directory not found"):
+        load_split(_yaml(tmp_path, root + "names: [a]\nval: [images/val, images/nope]\n"), "val")
+    with pytest.raises(DataError, match=r"nope\.txt: image list file not found"):
+        load_split(_yaml(tmp_path, root + "names: [a]\nval: nope.txt\n"), "val")
+    with pytest.raises(ConfigError, match="'val' must be an images folder"):
+        load_split(_yaml(tmp_path, root + "names: [a]\nval: {x: 1}\n"), "val")
+
+
+ULTRALYTICS_YAML = """\
+# as Ultralytics ships them: keys this project does not read, class names as a mapping
+path: {root}
+train: {train}
+val: {val}
+names:
+{names}
+download: https://example.com/ds.zip
+roboflow:
+  workspace: w
+  version: 1
+"""
+
+
+def _ultralytics(tmp_path: Path, root: Path, train: str, val: str = "images/val") -> Path:
+    names = "\n".join(f"  {k}: {n}" for k, n in enumerate(CLASS_NAMES))
+    return _yaml(tmp_path, ULTRALYTICS_YAML.format(root=root, train=train, val=val, names=names))
+
+
+def test_ultralytics_yaml_extra_keys_are_warned_once_and_ignored(
+    tiny_synth: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _ultralytics(tmp_path, tiny_synth, "images/train")
+    with caplog.at_level(logging.WARNING):
+        train, val = load_split(path, "train"), load_split(path, "val")
+    _same_records(train, load_split(tiny_synth, "train"))
+    assert len(val) == 4
+    ignored = [r.getMessage() for r in caplog.records if "ignoring" in r.getMessage()]
+    assert len(ignored) == 1 and "'download', 'roboflow'" in ignored[0]
+
+
+def test_ultralytics_train_as_list_of_folders(tiny_synth: Path, tmp_path: Path) -> None:
+    split = load_split(_ultralytics(tmp_path, tiny_synth, "[images/train, images/val]"), "train")
+    both = load_split(tiny_synth, "train").records + load_split(tiny_synth, "val").records
+    assert sorted(r.path for r in split.records) == sorted(r.path for r in both)
+    assert [r.image_id for r in split.records] == list(range(1, 11))
+    val_labels = {r.path: r.boxes for r in load_split(tiny_synth, "val").records}
+    for r in split.records:  # labels found by the images -> labels rule, per image
+        if r.path in val_labels:
+            np.testing.assert_array_equal(r.boxes, val_labels[r.path])
+
+
+def test_ultralytics_train_as_txt_list_of_images(tiny_synth: Path, tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_synth / "images", root / "images")
+    shutil.copytree(tiny_synth / "labels", root / "labels")
+    picked = ["000001.jpg", "000004.jpg"]
+    lines = [f"./images/train/{picked[0]}", "", str(root / "images/train" / picked[1])]
+    (root / "train.txt").write_text("\n".join(lines) + "\nnotes.md\n")
+    yaml_dir = tmp_path / "configs"
+    yaml_dir.mkdir()
+    split = load_split(_ultralytics(yaml_dir, Path("../ds"), "train.txt"), "train")
+    assert [r.path.name for r in split.records] == picked
+    full = {r.path.name: r for r in load_split(tiny_synth, "train").records}
+    for r in split.records:
+        np.testing.assert_array_equal(r.boxes, full[r.path.name].boxes)
+    assert any("not an image" in w and "train.txt:4" in w for w in split.warnings)
+
+
+def test_roboflow_dotdot_paths_resolve_in_the_root(tiny_synth: Path, tmp_path: Path) -> None:
+    # Roboflow exports: data.yaml in the dataset folder says 'train: ../train/images'
+    root = tmp_path / "export"
+    shutil.copytree(tiny_synth / "images" / "train", root / "train" / "images")
+    shutil.copytree(tiny_synth / "labels" / "train", root / "train" / "labels")
+    (root / "data.yaml").write_text(
+        "train: ../train/images\nval: ../train/images\nnc: 8\n"
+        f"names: {list(CLASS_NAMES)}\nroboflow: {{workspace: w}}\n"
+    )
+    split = load_split(root, "train")
+    assert split.records[0].path == root / "train" / "images" / "000000.jpg"
+    original = load_split(tiny_synth, "train").records
+    assert [r.path.name for r in split.records] == [r.path.name for r in original]
+    for r, o in zip(split.records, original):
+        np.testing.assert_array_equal(r.boxes, o.boxes)
+
+
+def test_nc_alone_names_the_classes(tiny_synth: Path, tmp_path: Path) -> None:
+    split = load_split(_yaml(tmp_path, f"path: {tiny_synth}\nnc: 8\nval: images/val\n"), "val")
+    assert split.class_names == tuple(f"class_{k}" for k in range(8))
 
 
 def test_yaml_names_as_dict_and_path_key(tiny_synth: Path, tmp_path: Path) -> None:

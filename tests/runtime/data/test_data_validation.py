@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from runtime.data.coco import load_coco_split
+from runtime.data.records import decode_image
 from runtime.data.yolo import load_yolo_split
 from runtime.errors import DataError
 
@@ -160,3 +161,87 @@ def test_coco_image_problems(tmp_path: Path) -> None:
     bad_json.write_text('{"images": [\n  {"id": 1,,}\n]}')
     with pytest.raises(DataError, match=r"bad\.json:2: not valid JSON"):
         load_coco_split(bad_json, tmp_path / "img")
+
+
+# ---- damaged images, and skipping damage (--skip-bad) --------------------------------
+
+
+def _truncate(path: Path) -> None:
+    """Cut the end of the file (a plain 64x48 JPEG is mostly header: keep that whole)."""
+    path.write_bytes(path.read_bytes()[:-10])
+
+
+def test_truncated_and_empty_images_are_named_when_loading(tmp_path: Path) -> None:
+    images = _yolo(tmp_path, {"x": "0 0.5 0.5 0.2 0.2\n"})
+    _truncate(images / "x.jpg")
+    with pytest.raises(DataError, match=r"x\.jpg: truncated or corrupt JPEG"):
+        load_yolo_split(images, NAMES)
+    with pytest.raises(DataError, match=r"x\.jpg: truncated or corrupt JPEG"):
+        decode_image(images / "x.jpg")
+    (images / "x.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match=r"x\.jpg: image file is empty"):
+        load_yolo_split(images, NAMES)
+
+
+def test_decode_image_refuses_a_jpeg_without_end_marker_even_if_it_decodes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "x.jpg"
+    _image(path)
+    path.write_bytes(path.read_bytes()[:-2])  # only the end-of-image marker is missing
+    with pytest.raises(DataError, match="does not end with the end-of-image marker"):
+        decode_image(path)
+
+
+def test_yolo_skip_bad_leaves_out_damaged_images_and_names_each_problem(tmp_path: Path) -> None:
+    labels = {
+        "a": "0 0.5 0.5 0.2 0.2\n",
+        "b": "0 0.5 0.5 0.2 0.2\n1 0.5 0.5 0.2\n7 0.5 0.5 0.1 0.1\n",  # lines 2 and 3 bad
+        "c": "1 0.5 0.5 0.2 0.2\n",
+        "d": "",
+    }
+    images = _yolo(tmp_path, labels)
+    _truncate(images / "c.jpg")
+    (images / "d.jpg").write_bytes(b"not an image at all")
+    (tmp_path / "labels" / "train" / "ghost.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    with pytest.raises(DataError, match=r"ghost\.txt: no image"):  # without: the first stops
+        load_yolo_split(images, NAMES)
+    split = load_yolo_split(images, NAMES, skip_bad=True)
+    assert [r.path.name for r in split.records] == ["a.jpg"]
+    assert split.records[0].image_id == 1
+    got = [(Path(s.file).name, s.line, s.image and Path(s.image).name) for s in split.skipped]
+    assert got == [
+        ("ghost.txt", None, None),
+        ("b.txt", 2, "b.jpg"),
+        ("b.txt", 3, "b.jpg"),
+        ("c.jpg", None, "c.jpg"),
+        ("d.jpg", None, "d.jpg"),
+    ]
+    assert "b.txt:3: class id 7 out of range" in split.skipped[2].problem
+    assert "truncated" in split.skipped[3].problem
+
+
+def test_coco_skip_bad_leaves_out_images_of_damaged_entries(tmp_path: Path) -> None:
+    images = [
+        {"id": 5, "file_name": "p.jpg", "width": 64, "height": 48},
+        {"id": 6, "file_name": "q.jpg", "width": 64, "height": 48},
+        {"id": 7, "file_name": "r.jpg", "width": 64, "height": 48},
+    ]
+    _image(tmp_path / "img" / "q.jpg")
+    _image(tmp_path / "img" / "r.jpg")
+    _truncate(tmp_path / "img" / "r.jpg")
+    anns = [
+        _ann(1, [4, 4, 10, 20]),
+        {"id": 2, "image_id": 6, "category_id": 9, "bbox": [1, 1, 5, 5]},  # unknown category
+        {"id": 3, "image_id": 6, "category_id": 3, "bbox": [1, 1, 5, 5]},
+        {"id": 4, "image_id": 7, "category_id": 3, "bbox": [1, 1, 5, 5]},
+        {"id": 5, "image_id": 99, "category_id": 3, "bbox": [1, 1, 5, 5]},  # unknown image
+    ]
+    path = _coco(tmp_path, anns, images)
+    with pytest.raises(DataError, match=r"r\.jpg: truncated"):
+        load_coco_split(path, tmp_path / "img")
+    split = load_coco_split(path, tmp_path / "img", skip_bad=True)
+    assert [r.image_id for r in split.records] == [5]
+    got = [(Path(s.file).name, s.image and Path(s.image).name) for s in split.skipped]
+    assert got == [("r.jpg", "r.jpg"), ("ann.json", "q.jpg"), ("ann.json", None)]
+    assert r"annotations[1] (id 2): category_id 9" in split.skipped[1].problem
