@@ -2,7 +2,10 @@
 
 ``FakeDetector`` has the ``runtime.pipeline.Detector`` API without a model: every image
 gets one box covering its top-left quarter, with class ``image[0, 0] % num_classes`` and
-score ``0.5``; ``detect_batch`` sleeps ``delay_s`` per call (to make the model "busy").
+score ``0.5``; ``detect_batch`` sleeps ``delay_s`` per call (to make the model "busy"),
+or ``delays[tag]`` when a frame of the call is tagged ``tag`` (its ``[0, 0]`` pixel);
+``ballast_mb`` MiB of memory are allocated and written when it is created (a model of a
+known resident size).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class FakeDetector:
         max_batch: int = 1,
         warmup_gate: threading.Event | None = None,
         fail_value: int | None = None,
+        delays: dict[int, float] | None = None,
+        ballast_mb: float = 0.0,
     ) -> None:
         self.spec = ModelSpec(
             class_names=CLASS_NAMES, input_size=(32, 32), model_hash="fakehash", preset="fake"
@@ -44,6 +49,9 @@ class FakeDetector:
         self.precision = "fp32"
         self.max_batch = max_batch
         self.delay_s = delay_s
+        self.delays = dict(delays or {})  # frame tag -> seconds a call with it takes
+        # np.ones writes every page (np.zeros would map untouched, non-resident pages)
+        self.ballast = np.ones(int(ballast_mb * 2**20), np.uint8)
         self.warmup_gate = warmup_gate
         self.fail_value = fail_value  # images whose [0, 0] pixel equals this raise
         self.gate: threading.Event | None = None  # when set, model calls wait for it
@@ -65,8 +73,12 @@ class FakeDetector:
         self.started.set()
         if self.gate is not None:
             self.gate.wait(10)
-        if self.delay_s:
-            time.sleep(self.delay_s)
+        delay = max(
+            (self.delays.get(int(image.reshape(-1)[0]), self.delay_s) for image in images),
+            default=self.delay_s,
+        )
+        if delay:
+            time.sleep(delay)
         self.batches.append(len(images))
         out = []
         for image in images:

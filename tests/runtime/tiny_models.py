@@ -120,9 +120,18 @@ def build_conv_model(
     return _save(_model(nodes, inputs, outputs, inits), path, spec if with_metadata else None)
 
 
-def build_fixed_model(path: Path, spec: ModelSpec, boxes: np.ndarray, scores: np.ndarray) -> Path:
+def build_fixed_model(
+    path: Path,
+    spec: ModelSpec,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    ballast_mb: float = 0.0,
+) -> Path:
     """A ``decoded_xyxy`` model whose outputs are ``boxes`` (A, 4) and ``scores`` (A, C)
-    for every image (broadcast over a dynamic batch)."""
+    for every image (broadcast over a dynamic batch). With ``ballast_mb`` it also holds a
+    weight of that many MiB (float32): every run gathers one element of it at an index
+    computed from the image, so no graph optimization can fold it away and the backend
+    keeps all of it resident (a model of a known size)."""
     a, c = scores.shape
     h, w = spec.input_size
     inits = [
@@ -134,7 +143,19 @@ def build_fixed_model(path: Path, spec: ModelSpec, boxes: np.ndarray, scores: np
     nodes = [
         helper.make_node("ReduceMean", ["images"], ["m"], axes=[1, 2, 3], keepdims=1),
         helper.make_node("Mul", ["m", "zero"], ["m0"]),
-        helper.make_node("Reshape", ["m0", "shape_b11"], ["z"]),
+    ]
+    zeros = "m0"  # batch-shaped zeros added to the constants make the batch dynamic
+    if ballast_mb > 0:
+        ballast = np.full(int(ballast_mb * 2**20) // 4, 0.5, np.float32)
+        inits.append(numpy_helper.from_array(ballast, "ballast"))
+        zeros = "ballast0"  # 0 * ballast[int(m0)]: zero, computed from the image and ballast
+        nodes += [
+            helper.make_node("Cast", ["m0"], ["index"], to=TensorProto.INT64),
+            helper.make_node("Gather", ["ballast", "index"], ["picked"], axis=0),
+            helper.make_node("Mul", ["picked", "zero"], [zeros]),
+        ]
+    nodes += [
+        helper.make_node("Reshape", [zeros, "shape_b11"], ["z"]),
         helper.make_node("Add", ["const_boxes", "z"], ["boxes"]),
         helper.make_node("Add", ["const_scores", "z"], ["scores"]),
     ]
