@@ -181,6 +181,28 @@ def _preprocess(src: Path, dst: Path) -> tuple[Path, str]:
         return src, f"skipped ({type(e).__name__})"
 
 
+def speed_hint(activations: str, flags: set[str]) -> str:
+    """One line on whether ONNX Runtime on this CPU (its feature ``flags``) should run the
+    ``activations`` variant faster than fp32. The int8 gain of ONNX Runtime's x86 kernels
+    comes from VNNI (AVX-512 VNNI or AVX-VNNI) dot products; without it they gain nothing."""
+    vnni = bool(flags & {"avx512_vnni", "avx_vnni"})
+    if not flags:
+        return "CPU features unknown: measure fp32 vs int8 with `python -m benchmarks.latency`"
+    if activations == "int8":
+        return (
+            "this is the TensorRT placement (symmetric int8 on convolution inputs): build it "
+            "with `understudy compile --precision int8`; ONNX Runtime on a CPU does not run it "
+            "faster than fp32 (use --activations uint8 for that)"
+        )
+    if vnni:
+        return "this CPU has VNNI: ONNX Runtime's int8 kernels should beat fp32 here"
+    return (
+        "this CPU has no VNNI (AVX-512 VNNI or AVX-VNNI): ONNX Runtime's int8 kernels are not "
+        "expected to beat fp32 here; measure with `python -m benchmarks.latency` before "
+        "deploying it on this kind of CPU"
+    )
+
+
 def _float_nodes(
     model: onnx.ModelProto, keep_float: Sequence[str], keep_head_float: bool, source: Path
 ) -> list[str]:

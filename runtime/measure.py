@@ -36,6 +36,11 @@ def _cpuinfo() -> tuple[str | None, set[str]]:
     return name, flags
 
 
+def cpu_flags() -> set[str]:
+    """This CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    return _cpuinfo()[1]
+
+
 def simd_level(flags: set[str]) -> str:
     """The vector extensions that decide int8/bf16 speed, e.g. "AVX2 AVX-512 VNNI BF16"."""
     found = [label for flag, label in SIMD_FLAGS if flag in flags]

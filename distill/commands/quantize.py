@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from distill.quantize import quantize_int8
+    from distill.quantize import quantize_int8, speed_hint
+    from runtime.measure import cpu_flags
 
     if args.data:
         from runtime.data.dataset import load_split
@@ -64,4 +65,5 @@ def run(args: argparse.Namespace) -> int:
         activations=args.activations,
     )
     print(report.summary())
+    print(f"speed: {speed_hint(args.activations, cpu_flags())}")
     return 0

@@ -259,5 +259,16 @@ def test_cli_calibrates_on_a_dataset(work: Path, tmp_path: Path, capsys) -> None
     assert rc == 0
     printed = capsys.readouterr().out
     assert "calibration on 2 images" in printed and "QuantizeLinear" in printed
+    assert "speed: this is the TensorRT placement" in printed  # the default --activations int8
     spec = ModelSpec.read_sidecar(out)
     assert spec.precision == "int8" and spec.extra["quantization"]["num_images"] == 2
+
+
+def test_speed_hint_follows_the_cpu() -> None:
+    from distill.quantize import speed_hint
+
+    assert "should beat fp32" in speed_hint("uint8", {"avx2", "avx512f", "avx512_vnni"})
+    assert "should beat fp32" in speed_hint("uint8", {"avx2", "avx_vnni"})
+    assert "no VNNI" in speed_hint("uint8", {"avx2", "fma"})
+    assert "TensorRT placement" in speed_hint("int8", {"avx2", "avx512_vnni"})
+    assert "unknown" in speed_hint("uint8", set())
