@@ -4,6 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# torch's CPU build: requirements-dev.txt pins torch==X, which an index may serve as the
+# CUDA build (PyPI does on Linux x86_64: several GB). TORCH_INDEX=URL installs torch==X from
+# that index first, e.g. make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+TORCH_VERSION := $(shell sed -n 's/^torch==//p' requirements-dev.txt)
 
 .PHONY: venv demo test test-slow lint format bench clean
 
@@ -12,6 +17,7 @@ venv: $(STAMP)
 $(STAMP): requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(if $(TORCH_INDEX),$(PY) -m pip install -q --index-url $(TORCH_INDEX) torch==$(TORCH_VERSION))
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
