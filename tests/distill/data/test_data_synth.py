@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -8,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from distill.data.synth import generate, render_scene
+from distill.data.synth import generate, render_scene, yolo_lines
 from distill.data.synth_config import SynthConfig, load_synth_config
 from distill.data.synth_scene import CLASS_NAMES
 from runtime.errors import ConfigError, DataError
@@ -110,3 +111,64 @@ def test_config_files_and_unknown_keys(tmp_path: Path) -> None:
     assert SynthConfig(min_size=8) == SynthConfig() and isinstance(
         SynthConfig(min_size=8).min_size, float
     )
+
+
+# The standard benchmark (configs/synth_standard.yaml, seed 0) pinned by a slice of it.
+# Every image is rendered from its own generator, default_rng([seed, split code, index]),
+# and the split sizes are not an input of the rendering, so the first images of a small
+# config are the first images of the full 2000/400/1000 set (the test checks this for the
+# labels against render_scene with the full config).
+#
+# Two digests, so that a failure says what moved:
+# - STANDARD_LABELS_SHA256: the exact bytes of the COCO JSON and YOLO label files. Boxes
+#   are integer pixels of the rendered silhouettes, so any change in the random draws, the
+#   shapes, the visibility rule or the file formats changes it.
+# - STANDARD_PIXELS_SHA256: a coarse digest of the decoded images: 16x16-pixel block means
+#   per channel, rounded to integers. Not the JPEG bytes: OpenCV bundles its own
+#   libjpeg-turbo, and the encoder/decoder and the floating-point rendering (numpy/OpenCV
+#   SIMD paths for blur, noise and resizing) may differ by one grey level in a few pixels
+#   between builds and CPUs without the benchmark changing. Such a pixel moves its block
+#   mean by 1/256 of a level, rarely across a rounding step, while any real change (a
+#   background, a colour, an object, the noise, blur or JPEG quality) moves many of the
+#   7200 block means across one (checked: jpeg_quality 85 or max_noise 11 change it).
+#
+# If a test here fails after an intended change of the generator (distill/data/synth*.py,
+# configs/synth_standard.yaml, or a numpy/OpenCV upgrade that changes the draws): the
+# published numbers no longer describe the benchmark. Bump GENERATOR_VERSION in
+# distill/data/synth.py, regenerate data/synth, rerun every results table measured on it
+# (benchmarks/results/: accuracy, auto, budget, decode, latency, stream; each names its
+# data), then set the new digests printed by the failing assertion. If only the pixel
+# digest fails on a new platform, compare a few images by eye before calling it a change.
+STANDARD_LABELS_SHA256 = "8ecb080510c83a0a7ce74e5f588e564af9ceffc7fde5cc401e2f4247dab07cbd"
+STANDARD_PIXELS_SHA256 = "84454ee9fb3c4a81c282b16ce88fab9a453eebd52ac924a9461954fe37dda366"
+SLICE = {"train": 4, "val": 2, "unlabelled": 2}
+
+
+def _pixel_digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)  # (240, 320, 3) BGR
+        blocks = img.reshape(15, 16, 20, 16, 3).mean(axis=(1, 3))  # (15, 20, 3)
+        h.update(p.name.encode())
+        h.update(np.rint(blocks).astype(np.uint8).tobytes())
+    return h.hexdigest()
+
+
+def test_standard_benchmark_is_pinned_by_a_reference_hash(tmp_path: Path) -> None:
+    full = load_synth_config(REPO / "configs/synth_standard.yaml")
+    cfg = replace(full, **SLICE, video_frames=0)
+    root = generate(tmp_path / "slice", seed=0, config=cfg)
+    for i in range(SLICE["train"]):  # the slice is the start of the full benchmark
+        _, boxes, classes = render_scene(np.random.default_rng([0, 0, i]), full, 320, 240)
+        text = (root / f"labels/train/{i:06d}.txt").read_text()
+        assert text == yolo_lines(boxes, classes, 320, 240)
+    labels = hashlib.sha256()
+    for p in sorted([*root.glob("annotations/*.json"), *root.glob("labels/*/*.txt")]):
+        labels.update(str(p.relative_to(root)).encode())
+        labels.update(p.read_bytes())
+    images = sorted([*root.glob("images/*/*.jpg"), *root.glob("unlabelled/*.jpg")])
+    assert len(images) == sum(SLICE.values())
+    got = labels.hexdigest()
+    assert got == STANDARD_LABELS_SHA256, f"the standard benchmark's labels moved: {got}"
+    got = _pixel_digest(images)
+    assert got == STANDARD_PIXELS_SHA256, f"the standard benchmark's pixels moved: {got}"
