@@ -293,6 +293,22 @@ class DetectorClient:
         )
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
+    def wait_ready(self, timeout_s: float, poll_s: float = 0.2) -> bool:
+        """Wait until the server's health says SERVING (a server still loading or warming
+        up its model says NOT_SERVING; one not listening yet is UNAVAILABLE): True when it
+        does within ``timeout_s``, False otherwise. Other errors (e.g. TLS) propagate."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if self.health() == "SERVING":
+                    return True
+            except grpc.RpcError as e:
+                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise
+            if time.monotonic() + poll_s > deadline:
+                return False
+            time.sleep(poll_s)
+
     def close(self) -> None:
         self.channel.close()
 

@@ -148,3 +148,28 @@ def test_stream_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     cv2.imwrite(str(folder / "a.png"), solid(1))
     assert main(["stream", str(folder), "--server", "127.0.0.1:1", "--fps", "100"]) == 2
     assert "UNAVAILABLE" in capsys.readouterr().err
+
+
+def test_wait_ready_waits_for_serving() -> None:
+    import socket
+    import threading
+
+    from runtime.client import DetectorClient
+    from runtime.server import build_server
+    from runtime.server_config import ServerConfig
+    from tests.runtime.serving_fakes import FakeDetector
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with DetectorClient(f"127.0.0.1:{port}", timeout=1) as client:
+        assert not client.wait_ready(0.5)  # nothing listening
+        gate = threading.Event()
+        server = build_server(FakeDetector(warmup_gate=gate), ServerConfig(port=port))
+        try:
+            assert not client.wait_ready(0.5)  # listening, model still warming up
+            threading.Timer(0.3, gate.set).start()
+            assert client.wait_ready(10)
+        finally:
+            gate.set()
+            server.stop(0.5)
