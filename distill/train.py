@@ -23,6 +23,7 @@ from distill.optim import lr_at, seed_everything
 from distill.train_config import TrainConfig, bf16_enabled
 from distill.trainee import EpochEnd, KDPlugin, Trainee, tensorboard_writer
 from runtime.data.dataset import load_split
+from runtime.data.records import DatasetSplit
 from runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -118,30 +119,9 @@ def train_many(
         raise ValueError("train_many needs one out_dir and one distiller slot per config")
     _check_shared(cfgs, distillers)
     cfg0 = cfgs[0]
-    rank, world, device = ddp.setup()
-    seed_everything(cfg0.seed + rank)
-    train_split, _ = subset_records(load_split(data, "train"), cfg0.labelled_fraction, cfg0.seed)
-    val_split = load_split(data, "val")
-    names = train_split.class_names
-    runs = _trainees(cfgs, out_dirs, distillers, names, device, rank, world)
-    dataset = DetectionDataset(
-        train_split, cfg0.img_size, augment=True, aug=cfg0.aug, cache=cfg0.cache, seed=cfg0.seed
-    )
-    batch = _batch_size(cfg0, distillers, len(dataset))
+    loop, val_split = _make_loop(cfgs, data, out_dirs, distillers, progress)
+    runs, rank, names = loop.runs, loop.rank, val_split.class_names
     start_epoch, step = _resume(runs) if resume else (0, 0)
-    loop = _Loop(
-        cfg=cfg0,
-        runs=runs,
-        lead=distillers[0],
-        dataset=dataset,
-        batch=batch,
-        steps_per_epoch=max(1, len(dataset) // (batch * world)),
-        device=device,
-        rank=rank,
-        world=world,
-        progress=progress,
-        use_bf16=bf16_enabled(cfg0.bf16, device),
-    )
     for r in runs:
         if rank == 0:
             r.out_dir.mkdir(parents=True, exist_ok=True)
@@ -174,6 +154,41 @@ def train_many(
         if r.writer is not None:
             r.writer.close()
     return [r.out_dir / "model.pt" for r in runs]
+
+
+def _make_loop(
+    cfgs: list[TrainConfig],
+    data: str | Path,
+    out_dirs: list[str | Path],
+    distillers: list[KDPlugin | None],
+    progress: bool,
+) -> tuple[_Loop, DatasetSplit]:
+    """The loop's state (trainees with their initial weights, the training set, batch
+    size, device, bf16) and the validation split."""
+    cfg0 = cfgs[0]
+    rank, world, device = ddp.setup()
+    seed_everything(cfg0.seed + rank)
+    train_split, _ = subset_records(load_split(data, "train"), cfg0.labelled_fraction, cfg0.seed)
+    val_split = load_split(data, "val")
+    runs = _trainees(cfgs, out_dirs, distillers, train_split.class_names, device, rank, world)
+    dataset = DetectionDataset(
+        train_split, cfg0.img_size, augment=True, aug=cfg0.aug, cache=cfg0.cache, seed=cfg0.seed
+    )
+    batch = _batch_size(cfg0, distillers, len(dataset))
+    loop = _Loop(
+        cfg=cfg0,
+        runs=runs,
+        lead=distillers[0],
+        dataset=dataset,
+        batch=batch,
+        steps_per_epoch=max(1, len(dataset) // (batch * world)),
+        device=device,
+        rank=rank,
+        world=world,
+        progress=progress,
+        use_bf16=bf16_enabled(cfg0.bf16, device),
+    )
+    return loop, val_split
 
 
 def _trainees(
@@ -317,3 +332,46 @@ def _log_progress(
             " ".join(f"{k}={v:.3f}" for k, v in r.logs.items()),
             ips,
         )
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """What :func:`measure_steps` measured."""
+
+    seconds_per_step: float  # one optimizer step, its batch's loading included
+    steps_per_epoch: int  # optimizer steps in one epoch of this config
+    warmup_seconds: float  # set-up and the warm-up steps, before the timed ones
+
+
+def measure_steps(
+    cfg: TrainConfig,
+    data: str | Path,
+    *,
+    distiller: KDPlugin | None = None,
+    steps: int = 3,
+    warmup: int = 1,
+) -> StepTiming:
+    """Time ``steps`` real optimizer steps of ``train(cfg, data, distiller=...)`` after
+    ``warmup`` steps: the same loop, batches, augmentation, teacher pass and bf16 mode as
+    the run will have (epoch 1's batches, ``cfg.epochs`` deciding the mosaic). Writes
+    nothing; the weights trained here are thrown away."""
+    t_start = time.perf_counter()
+    cfg = replace(cfg, max_steps=0)
+    loop, _ = _make_loop([cfg], data, [Path("unused")], [distiller], progress=False)
+    loop.cfg = replace(cfg, max_steps=warmup)
+    _train_epoch(loop, 0, 0)
+    _synchronize(loop.device)
+    t0 = time.perf_counter()
+    loop.cfg = replace(cfg, max_steps=warmup + steps)
+    _, _, n_batches, _ = _train_epoch(loop, 0, warmup)
+    _synchronize(loop.device)
+    return StepTiming(
+        seconds_per_step=(time.perf_counter() - t0) / n_batches,
+        steps_per_epoch=loop.steps_per_epoch,
+        warmup_seconds=t0 - t_start,
+    )
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
