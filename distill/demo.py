@@ -25,7 +25,14 @@ from pathlib import Path
 
 from distill.config import load
 from distill.data.synth_config import SynthConfig
-from distill.demo_plan import Plan, format_plan, plan_budget, replan_student, split_line
+from distill.demo_plan import (
+    Plan,
+    epochs_text,
+    format_plan,
+    plan_budget,
+    replan_student,
+    split_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +125,12 @@ def run_demo(
     with stages("plan", f"measure training speed, plan {minutes:g} minutes"):
         plan = _plan(p, data, seed, minutes * 60.0, stages.elapsed())
     print(format_plan(plan, {"teacher": p.teacher, "student": "nano, distilled"}), flush=True)
-    with stages("teacher", f"teacher ({p.teacher}, {plan.teacher_epochs} epochs)"):
+    with stages("teacher", f"teacher ({p.teacher}, {epochs_text(plan.teacher_epochs)})"):
         teacher_pt = _train_teacher(p, data, out, seed, plan.teacher_epochs)
     epochs, note = replan_student(plan, stages.elapsed(), stages.times["teacher"])
     print(f"\nre-plan: {note}", flush=True)
-    with stages("student", f"student (nano, hybrid distillation + unlabelled, {epochs} epochs)"):
+    heading = f"student (nano, hybrid distillation + unlabelled frames, {epochs_text(epochs)})"
+    with stages("student", heading):
         student_pt = _distil_student(p, data, out, teacher_pt, seed, epochs)
     with stages("export", "export ONNX + INT8"):
         student_onnx, teacher_onnx = _export(p, data, out, student_pt, teacher_pt)
@@ -244,7 +252,8 @@ def _scratch(p: DemoProfile, data: Path, out: Path, seed: int, epochs: int, stud
     from distill.train import train
     from distill.train_config import TrainConfig
 
-    print(f"\n== scratch student (nano alone, {epochs} epochs; outside the budget)", flush=True)
+    heading = f"scratch student (nano alone, {epochs_text(epochs)}; outside the budget)"
+    print(f"\n== {heading}", flush=True)
     t0 = time.perf_counter()
     cfg = load(TrainConfig, None, ["model=nano", f"epochs={epochs}", *_common(p, seed)])
     scratch_pt = train(cfg, data, out / "scratch")

@@ -133,8 +133,13 @@ def replan_student(plan: Plan, elapsed_s: float, teacher_s: float) -> tuple[int,
     if slower > 1.0:
         note += f", the machine runs {slower:.2f}x slower than measured"
     if epochs != plan.student_epochs:
-        note += f": student {plan.student_epochs} -> {epochs} epochs"
+        note += f": student {plan.student_epochs} -> {epochs_text(epochs)}"
     return epochs, note
+
+
+def epochs_text(n: int) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
 def _clamp(epochs: int, max_epochs: int) -> int:
@@ -152,15 +157,15 @@ def format_plan(plan: Plan, labels: dict[str, str]) -> str:
     ):
         lines.append(
             f"  {key} ({labels.get(key, '')}): {cost.seconds_per_step:.2f} s/step x "
-            f"{cost.steps_per_epoch} steps = {cost.epoch_seconds:.0f} s/epoch -> {epochs} "
-            f"epoch{'s' if epochs != 1 else ''}"
+            f"{cost.steps_per_epoch} steps = {cost.epoch_seconds:.0f} s/epoch -> "
+            f"{epochs_text(epochs)}"
         )
     lines.append(f"  {'stage':<16}{'seconds':>8}")
     for name, seconds in plan.stages.items():
         how = "measured" if name in plan.spent else "estimated"
         if name in ("teacher", "student"):
             epochs = plan.teacher_epochs if name == "teacher" else plan.student_epochs
-            how = f"{epochs} epochs + set-up and evaluation"
+            how = f"{epochs_text(epochs)} + set-up and evaluation"
         lines.append(f"  {name:<16}{seconds:>8.0f}  {how}")
     lines.append(f"  {'margin':<16}{plan.margin_s:>8.0f}  {MARGIN:.0%} of the budget")
     lines.append(f"  {'total':<16}{plan.total_s + plan.margin_s:>8.0f}  of {plan.budget_s:.0f}")

@@ -98,7 +98,7 @@ def test_student_replanned_when_the_teacher_ran_slower() -> None:
     assert on_time == 5 and "->" not in note
     slow, note = replan_student(plan, elapsed_s=30 + 472.5, teacher_s=472.5)
     # 1.5x slower: 600 - 502.5 - 40 - 30 - 15 = 12.5 s, less than one 45 s epoch: still 1
-    assert slow == 1 and "1.50x slower" in note and "student 5 -> 1 epochs" in note
+    assert slow == 1 and "1.50x slower" in note and note.endswith("student 5 -> 1 epoch")
     fast, _ = replan_student(plan, elapsed_s=30 + 100, teacher_s=100)
     assert fast > 5  # time the teacher did not use goes to the student (not faster rates)
 
