@@ -114,10 +114,18 @@ def run_demo(
     """Run every stage within ``minutes``; returns 0 when the pipeline ran (the gate's
     verdict is reported). ``scratch``: train a scratch student afterwards, outside the
     budget, and compare."""
+    import torch
+
+    threads = torch.get_num_threads()  # the plan may choose fewer: restored at the end
+    try:
+        return _run(PROFILES[profile], Path(out), seed, minutes, scratch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(p: DemoProfile, out: Path, seed: int, minutes: float, scratch: bool) -> int:
     from distill.data.synth import generate
 
-    p = PROFILES[profile]
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stages = _Stages()
     with stages("data", "synthetic data"):
@@ -168,19 +176,21 @@ class _Stages:
 def _plan(p: DemoProfile, data: Path, seed: int, budget_s: float, data_s: float) -> Plan:
     """Measure both models' training speed and plan their epochs within ``budget_s``;
     ``data_s`` seconds of it are gone already."""
-    from distill.demo_probe import measure_costs
+    from distill.demo_probe import choose_threads, measure_costs
     from runtime.data.dataset import load_split
 
     t0 = time.perf_counter()
-    teacher, student, per_image = measure_costs(
+    teacher_cfg, student_cfg = (
         _teacher_cfg(p, seed, p.max_epochs),
         _student_cfg(p, seed, p.max_epochs),
-        data,
-        data / "unlabelled",
     )
-    after = _after_estimates(p, per_image, len(load_split(data, "val").records))
+    val = load_split(data, "val")
+    threads = choose_threads(teacher_cfg, val)
+    teacher, student, per_image = measure_costs(teacher_cfg, student_cfg, data, data / "unlabelled")
+    after = _after_estimates(p, per_image, len(val.records))
     spent = {"data": data_s, "plan": time.perf_counter() - t0}
-    return plan_budget(budget_s, spent, teacher, student, after, p.max_epochs)
+    plan = plan_budget(budget_s, spent, teacher, student, after, p.max_epochs)
+    return replace(plan, notes=(threads, *plan.notes))
 
 
 def _after_estimates(p: DemoProfile, per_image: dict[str, float], n_val: int) -> dict[str, float]:
