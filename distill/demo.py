@@ -176,7 +176,7 @@ class _Stages:
 def _plan(p: DemoProfile, data: Path, seed: int, budget_s: float, data_s: float) -> Plan:
     """Measure both models' training speed and plan their epochs within ``budget_s``;
     ``data_s`` seconds of it are gone already."""
-    from distill.demo_probe import choose_threads, measure_costs
+    from distill.demo_probe import measure_costs
     from runtime.data.dataset import load_split
 
     t0 = time.perf_counter()
@@ -184,10 +184,10 @@ def _plan(p: DemoProfile, data: Path, seed: int, budget_s: float, data_s: float)
         _teacher_cfg(p, seed, p.max_epochs),
         _student_cfg(p, seed, p.max_epochs),
     )
-    val = load_split(data, "val")
-    threads = choose_threads(teacher_cfg, val)
-    teacher, student, per_image = measure_costs(teacher_cfg, student_cfg, data, data / "unlabelled")
-    after = _after_estimates(p, per_image, len(val.records))
+    teacher, student, per_image, threads = measure_costs(
+        teacher_cfg, student_cfg, data, data / "unlabelled"
+    )
+    after = _after_estimates(p, per_image, len(load_split(data, "val").records))
     spent = {"data": data_s, "plan": time.perf_counter() - t0}
     plan = plan_budget(budget_s, spent, teacher, student, after, p.max_epochs)
     return replace(plan, notes=(threads, *plan.notes))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from distill.demo_plan import ModelCost
@@ -17,27 +18,31 @@ FORWARD_BATCH = 16  # images per timed forward pass (the evaluation's batch)
 # and letterboxing, post-processing and COCO scoring add about as much again, plus set-up.
 EVAL_PER_FORWARD = 2.0
 EVAL_FIXED_S = 2.0
-# One thread is chosen over torch's default when it runs a forward pass in less than this
-# share of the default's time: on cores that other processes share, torch's threads wait
-# for each other at every operation (measured: a training step 3.7x faster with 1 thread
-# than with 2 on a 2-core machine at a load average of 5).
+# One torch thread is chosen over the default (one per core) when its teacher steps take
+# less than this share of the default's: on cores that other processes share, torch's
+# threads wait for each other at every operation (measured: a training step 3.7x faster
+# with 1 thread than with 2 on a 2-core machine at a load average of 5).
 ONE_THREAD_GAIN = 0.9
 
 
 def measure_costs(
     teacher_cfg: TrainConfig, student_cfg: DistillConfig, data: Path, unlabelled: Path
-) -> tuple[ModelCost, ModelCost, dict[str, float]]:
-    """(the teacher's training cost, the distilled student's, and the seconds per image of
-    each one's forward pass: {"teacher": s, "student": s}).
+) -> tuple[ModelCost, ModelCost, dict[str, float], str]:
+    """(the teacher's training cost, the distilled student's, the seconds per image of
+    each one's forward pass: {"teacher": s, "student": s}, and a line on the threads).
 
     Each model's steps are timed after a warm-up step by :func:`distill.train.measure_steps`
     (the student's with its teacher's pass and unlabelled frames: an untrained checkpoint
-    of the teacher's size costs what the trained one will). Nothing is kept."""
+    of the teacher's size costs what the trained one will). The teacher's steps are also
+    timed with one torch thread, and one thread is kept for the rest of the process when
+    it is clearly faster (:func:`choose_threads`). Nothing is written."""
     from distill.distillation import measure_distill_steps
     from distill.train import measure_steps
     from runtime.data.dataset import load_split
 
-    t = measure_steps(teacher_cfg, data)
+    t = measure_steps(teacher_cfg, data, threads=(1,))
+    threads, line = choose_threads(t.by_threads)
+    t = replace(t, seconds_per_step=t.by_threads[threads])
     with tempfile.TemporaryDirectory() as tmp:
         teacher_pt = _untrained_checkpoint(teacher_cfg, data, Path(tmp) / "teacher.pt")
         s = measure_distill_steps(student_cfg, str(teacher_pt), str(data), str(unlabelled))
@@ -56,26 +61,21 @@ def measure_costs(
         )
         for name, timing in (("teacher", t), ("student", s))
     )
-    return teacher, student, per_image
+    return teacher, student, per_image, line
 
 
-def choose_threads(cfg: TrainConfig, val) -> str:
-    """Keep torch's default number of threads unless one thread runs ``cfg``'s forward
-    pass clearly faster (``ONE_THREAD_GAIN``); then set one for the rest of the process.
-    Returns a line for the plan."""
+def choose_threads(by_threads: dict[int, float]) -> tuple[int, str]:
+    """Set torch's thread count from seconds per step timed with each ``{threads: s}``:
+    the count in use, or 1 when its steps took under ``ONE_THREAD_GAIN`` of that.
+    Returns (the count set, a line for the plan)."""
     import torch
 
     n = torch.get_num_threads()
-    if n == 1:
-        return "threads: 1"
-    t_n = forward_seconds_per_image(cfg, val)
-    torch.set_num_threads(1)
-    t_1 = forward_seconds_per_image(cfg, val)
-    timed = f"a forward pass took {t_n * 1000:.0f} ms/image with {n}, {t_1 * 1000:.0f} with 1"
-    if t_1 < ONE_THREAD_GAIN * t_n:
-        return f"threads: 1 of {n} ({timed}: other processes share the cores)"
-    torch.set_num_threads(n)
-    return f"threads: {n} ({timed})"
+    timed = ", ".join(f"{by_threads[k]:.2f} s with {k}" for k in sorted(by_threads, reverse=True))
+    if n > 1 and 1 in by_threads and by_threads[1] < ONE_THREAD_GAIN * by_threads[n]:
+        torch.set_num_threads(1)
+        return 1, f"threads: 1 of {n} (a teacher step took {timed}: the cores are shared)"
+    return n, f"threads: {n} (a teacher step took {timed})"
 
 
 def forward_seconds_per_image(cfg: TrainConfig, val) -> float:
