@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from distill.losses.kd import (
 from distill.models.head import HeadOutput
 from distill.train_config import TrainConfig, bf16_enabled
 from runtime.errors import ConfigError
+
+if TYPE_CHECKING:
+    from distill.train import StepTiming
 
 log = logging.getLogger(__name__)
 
@@ -310,12 +313,7 @@ def distill_many(
     of the accuracy benchmark then cost one teacher pass instead of five. The configs must
     agree on the batch-shaping keys and on ``SHARED_KD_KEYS``.
     """
-    from distill import ddp
-    from distill.data.torch_dataset import UnlabelledFrames
-    from distill.models.presets import build_detector
-    from distill.teachers import open_teacher
     from distill.train import train_many
-    from runtime.data.dataset import load_split
 
     cfg = cfgs[0]
     if unlabelled is None and any(c.kd.method == "pseudo" for c in cfgs):
@@ -327,6 +325,31 @@ def distill_many(
         diff = [k for k in SHARED_KD_KEYS if getattr(other.kd, k) != getattr(cfg.kd, k)]
         if diff:
             raise ConfigError(f"students distilled together must share kd.{', kd.'.join(diff)}")
+    distillers, frames = _distillers(cfgs, teacher_path, data, unlabelled)
+    return train_many(
+        cfgs,
+        data,
+        out_dirs,
+        resume=resume,
+        distillers=distillers,
+        teacher_path=str(teacher_path),
+        progress=progress,
+        skipped={"unlabelled": frames.skipped} if frames is not None else None,
+    )
+
+
+def _distillers(
+    cfgs: list[DistillConfig], teacher_path: str, data: str, unlabelled: str | None
+) -> tuple[list[Distiller], Any]:
+    """One distiller per config around one shared teacher, and the unlabelled frames they
+    draw from (None without ``unlabelled``)."""
+    from distill import ddp
+    from distill.data.torch_dataset import UnlabelledFrames
+    from distill.models.presets import build_detector
+    from distill.teachers import open_teacher
+    from runtime.data.dataset import load_split
+
+    cfg = cfgs[0]
     names = load_split(data, "val", skip_bad=cfg.skip_bad).class_names
     _, _, device = ddp.setup()  # this process's GPU under torchrun, else cuda / cpu
     teacher = open_teacher(
@@ -354,13 +377,17 @@ def distill_many(
         )
         for c in cfgs
     ]
-    return train_many(
-        cfgs,
-        data,
-        out_dirs,
-        resume=resume,
-        distillers=distillers,
-        teacher_path=str(teacher_path),
-        progress=progress,
-        skipped={"unlabelled": frames.skipped} if frames is not None else None,
-    )
+    return distillers, frames
+
+
+def measure_distill_steps(
+    cfg: DistillConfig, teacher_path: str, data: str, unlabelled: str | None = None
+) -> StepTiming:
+    """Time a few real steps of ``distill(cfg, teacher_path, data, ..., unlabelled)`` (the
+    teacher's pass and the unlabelled frames included): see
+    :func:`distill.train.measure_steps`. The teacher's weights do not change the time, so
+    an untrained checkpoint of its size does."""
+    from distill.train import measure_steps
+
+    distiller = _distillers([cfg], teacher_path, data, unlabelled)[0][0]
+    return measure_steps(cfg, data, distiller=distiller)

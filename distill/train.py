@@ -123,27 +123,9 @@ def train_many(
         raise ValueError("train_many needs one out_dir and one distiller slot per config")
     _check_shared(cfgs, distillers)
     cfg0 = cfgs[0]
-    rank, world, device = ddp.setup()
-    seed_everything(cfg0.seed + rank)
-    train_split, val_split = load_data(data, cfg0, out_dirs, rank, progress, skipped)
-    names = train_split.class_names
-    runs = _trainees(cfgs, out_dirs, distillers, names, device, rank, world)
-    dataset = training_dataset(train_split, cfg0)
-    batch = _batch_size(cfg0, distillers, len(dataset))
+    loop, val_split = _make_loop(cfgs, data, out_dirs, distillers, progress, skipped)
+    runs, rank, names = loop.runs, loop.rank, val_split.class_names
     start_epoch, step = _resume(runs) if resume else (0, 0)
-    loop = _Loop(
-        cfg=cfg0,
-        runs=runs,
-        lead=distillers[0],
-        dataset=dataset,
-        batch=batch,
-        steps_per_epoch=max(1, len(dataset) // (batch * world)),
-        device=device,
-        rank=rank,
-        world=world,
-        progress=progress,
-        use_bf16=bf16_enabled(cfg0.bf16, device),
-    )
     for r in runs:
         if rank == 0:
             r.out_dir.mkdir(parents=True, exist_ok=True)
@@ -221,6 +203,39 @@ def training_dataset(split: DatasetSplit, cfg: TrainConfig) -> DetectionDataset:
         seed=cfg.seed,
         skip_bad=cfg.skip_bad,
     )
+
+
+def _make_loop(
+    cfgs: list[TrainConfig],
+    data: str | Path,
+    out_dirs: list[str | Path],
+    distillers: list[KDPlugin | None],
+    progress: bool,
+    skipped: dict[str, tuple[Skipped, ...]] | None = None,
+) -> tuple[_Loop, DatasetSplit]:
+    """The loop's state (trainees with their initial weights, the training set, batch
+    size, device, bf16) and the validation split."""
+    cfg0 = cfgs[0]
+    rank, world, device = ddp.setup()
+    seed_everything(cfg0.seed + rank)
+    train_split, val_split = load_data(data, cfg0, out_dirs, rank, progress, skipped)
+    runs = _trainees(cfgs, out_dirs, distillers, train_split.class_names, device, rank, world)
+    dataset = training_dataset(train_split, cfg0)
+    batch = _batch_size(cfg0, distillers, len(dataset))
+    loop = _Loop(
+        cfg=cfg0,
+        runs=runs,
+        lead=distillers[0],
+        dataset=dataset,
+        batch=batch,
+        steps_per_epoch=max(1, len(dataset) // (batch * world)),
+        device=device,
+        rank=rank,
+        world=world,
+        progress=progress,
+        use_bf16=bf16_enabled(cfg0.bf16, device),
+    )
+    return loop, val_split
 
 
 def _trainees(
@@ -364,3 +379,68 @@ def _log_progress(
             " ".join(f"{k}={v:.3f}" for k, v in r.logs.items()),
             ips,
         )
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """What :func:`measure_steps` measured."""
+
+    seconds_per_step: float  # one optimizer step, its batch's loading included
+    steps_per_epoch: int  # optimizer steps in one epoch of this config
+    warmup_seconds: float  # set-up and the warm-up steps, before the timed ones
+    by_threads: dict[int, float]  # seconds per step with each torch thread count timed
+
+
+def measure_steps(
+    cfg: TrainConfig,
+    data: str | Path,
+    *,
+    distiller: KDPlugin | None = None,
+    steps: int = 3,
+    warmup: int = 1,
+    threads: tuple[int, ...] = (),
+) -> StepTiming:
+    """Time ``steps`` real optimizer steps of ``train(cfg, data, distiller=...)`` after
+    ``warmup`` steps: the same loop, batches, augmentation, teacher pass and bf16 mode as
+    the run will have (epoch 1's batches, ``cfg.epochs`` deciding the mosaic); then, after
+    another warm-up, as many with each torch thread count in ``threads`` (the count in
+    use is restored). Writes nothing; the weights trained here are thrown away."""
+    t_start = time.perf_counter()
+    cfg = replace(cfg, max_steps=0)
+    loop, _ = _make_loop([cfg], data, [Path("unused")], [distiller], progress=False)
+    setup_s = time.perf_counter() - t_start
+    warmup_s, per_step = _time_steps(loop, cfg, warmup, steps)
+    in_use = torch.get_num_threads()
+    by_threads = {in_use: per_step}
+    try:
+        for n in threads:
+            if n not in by_threads:
+                torch.set_num_threads(n)
+                by_threads[n] = _time_steps(loop, cfg, warmup, steps)[1]
+    finally:
+        torch.set_num_threads(in_use)
+    return StepTiming(
+        seconds_per_step=per_step,
+        steps_per_epoch=loop.steps_per_epoch,
+        warmup_seconds=setup_s + warmup_s,
+        by_threads=by_threads,
+    )
+
+
+def _time_steps(loop: _Loop, cfg: TrainConfig, warmup: int, steps: int) -> tuple[float, float]:
+    """(seconds of ``warmup`` steps, seconds per step of the ``steps`` after them); the
+    timed pass ends early with the epoch (its steps are counted)."""
+    t0 = time.perf_counter()
+    loop.cfg = replace(cfg, max_steps=warmup)
+    _train_epoch(loop, 0, 0)
+    _synchronize(loop.device)
+    t1 = time.perf_counter()
+    loop.cfg = replace(cfg, max_steps=warmup + steps)
+    _, _, n_batches, _ = _train_epoch(loop, 0, warmup)
+    _synchronize(loop.device)
+    return t1 - t0, (time.perf_counter() - t1) / n_batches
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,8 +1,10 @@
-"""The one-command demo, in its reduced profile (CI runs it on every submission)."""
+"""The one-command demo, in its reduced profile (CI runs it on every submission), within
+a time budget."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from runtime.cli import main
 
 @pytest.mark.timeout(900)
 def test_tiny_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code = main(["demo", "--profile", "tiny", "--out", str(tmp_path)])
+    code = main(["demo", "--profile", "tiny", "--out", str(tmp_path), "--minutes", "2.5"])
     out = capsys.readouterr().out
     assert code == 0
     for name in (
@@ -30,3 +32,23 @@ def test_tiny_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     assert report["student"]["p50_ms"] > 0 and report["teacher"]["p50_ms"] > 0
     assert {r["check"] for r in report["rows"]} >= {"student_p99_ms", "speedup_vs_teacher"}
     assert "== summary" in out and "files written:" in out and "budget gate:" in out
+    # the plan, printed before training: measured speeds, epochs, stages, the split
+    plan = out[out.index("budget 2.5 min (150 s)") : out.index("== teacher")]
+    assert "teacher (small):" in plan and "student (nano, distilled):" in plan
+    assert "s/step x 3 steps" in plan and "split: training" in plan
+    for stage in ("data", "plan", "teacher", "student", "export", "serve + stream", "gate"):
+        assert f"\n  {stage} " in plan, stage
+    epochs = re.search(r"epochs: teacher (\d+), student (\d+)", out)
+    assert epochs and all(1 <= int(e) <= 2 for e in epochs.groups())  # tiny's cap: 2
+    # the summary: the budget's split and the wall time of every stage against the plan
+    assert "time budget: 2.5 min, split: training" in out
+    table = out[out.index("stage            planned s    took s") :]
+    for stage in ("data", "plan", "teacher", "student", "export", "serve + stream", "gate"):
+        assert re.search(rf"\n{re.escape(stage)} +\d+ +\d+\n", table), stage
+    assert re.search(r"\ntotal +\d+ +\d+ +\(\d+\.\d min, (within|OVER) the 2\.5 min", table)
+
+
+def test_demo_minutes_must_be_positive(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--minutes", "0"])
+    assert exc.value.code == 2 and "--minutes must be a number > 0" in capsys.readouterr().err

@@ -13,7 +13,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--profile",
         choices=("demo", "tiny"),
         default="demo",
-        help="demo: ~10 min on 2 CPU cores; tiny: a minute or two (CI)",
+        help="demo: the budgeted run; tiny: a minute or so, at most 2 epochs per model (CI)",
+    )
+    p.add_argument(
+        "--minutes",
+        type=_positive,
+        default=10.0,
+        help="time budget (default 10): the training epochs are chosen to fit it, from a "
+        "few training steps timed on this machine; at least 1 epoch per model",
+    )
+    p.add_argument(
+        "--scratch",
+        action="store_true",
+        help="afterwards, outside the budget, train a nano student alone for the same "
+        "epochs and compare its mAP with the distilled one",
     )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
@@ -22,4 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from distill.demo import run_demo
 
-    return run_demo(args.out, args.profile, args.seed)
+    return run_demo(args.out, args.profile, args.seed, args.minutes, args.scratch)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"--minutes must be a number > 0, got {text!r}")
+    return value

@@ -4,7 +4,8 @@ SOURCE is a video file (e.g. the synthetic video), a camera index (``0``) or a f
 images. Frames are sent open loop at ``--fps`` (each at its capture time, whatever the
 answers do); live FPS / latency / drops are shown while streaming, a summary at the end,
 and ``--out`` writes the annotated video (one output frame per input frame; dropped
-frames are marked).
+frames are marked). ``--loop`` repeats a video file or image folder until ``--duration``
+or Ctrl-C (frame ids keep increasing across the repeats).
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--encode", choices=("jpeg", "png", "raw"), default="jpeg")
     p.add_argument("--camera-id", default="", help="camera id sent with every frame")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument(
+        "--loop",
+        action="store_true",
+        help="repeat a video file or image folder until --duration or Ctrl-C "
+        "(a camera ignores it: it never ends)",
+    )
     p.add_argument("--out", default=None, help="write the annotated video here (.mp4/.avi)")
     p.add_argument("--json", default=None, help="write the final summary as JSON here")
     p.set_defaults(func=run)
@@ -57,7 +64,7 @@ def open_source(source: str):  # -> tuple[Iterator[np.ndarray], float | None]
     from runtime.errors import DataError
 
     path = Path(source)
-    if source.isdigit() and not path.exists():
+    if is_camera(source):
         cap = cv2.VideoCapture(int(source))
         if not cap.isOpened():
             raise DataError(f"camera {source}: cannot be opened (is it connected?)")
@@ -74,6 +81,25 @@ def open_source(source: str):  # -> tuple[Iterator[np.ndarray], float | None]
         raise DataError(f"{path}: cannot be opened as a video")
     fps = cap.get(cv2.CAP_PROP_FPS)
     return _read_capture(cap), (fps if fps and fps > 0 else None)
+
+
+def is_camera(source: str) -> bool:
+    """Whether ``source`` names a camera index (a number that is no file or folder)."""
+    return source.isdigit() and not Path(source).exists()
+
+
+def looped(source: str, first: Iterator[Any]) -> Iterator[Any]:
+    """The frames of ``first`` (``open_source(source)``'s), then of the file source opened
+    again each time it ends, for ever; stops if a pass yields no frame."""
+    frames = first
+    while True:
+        empty = True
+        for image in frames:
+            empty = False
+            yield image
+        if empty:
+            return
+        frames, _ = open_source(source)
 
 
 def _read_capture(cap):
@@ -221,6 +247,10 @@ def run(args: argparse.Namespace) -> int:
     if args.fps is not None and args.fps <= 0:
         raise ConfigError(f"--fps must be > 0, got {args.fps}")
     frames, native_fps = open_source(args.source)
+    if args.loop and is_camera(args.source):
+        print(f"understudy stream: --loop ignored for camera {args.source}", flush=True)
+    elif args.loop:
+        frames = looped(args.source, frames)
     fps = args.fps or native_fps or 30.0
     token = args.token if args.token is not None else os.environ.get("UNDERSTUDY_TOKEN") or None
     stats = StreamStats()

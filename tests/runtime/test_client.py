@@ -173,3 +173,38 @@ def test_wait_ready_waits_for_serving() -> None:
         finally:
             gate.set()
             server.stop(0.5)
+
+
+def test_stream_loop_repeats_a_folder_until_duration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "three"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.png"), solid(10 * (i + 1), 48, 64))
+    ids: list[int] = []
+    send = StreamCall.send
+
+    def recording_send(self, image, frame_id=None, **kw):
+        ids.append(frame_id)
+        return send(self, image, frame_id=frame_id, **kw)
+
+    monkeypatch.setattr(StreamCall, "send", recording_send)
+    summary = tmp_path / "summary.json"
+    detector = FakeDetector()
+    with running(detector) as (srv, _client):
+        args = ["stream", str(folder), "--server", f"127.0.0.1:{srv.port}", "--fps", "40"]
+        rc = main([*args, "--encode", "png", "--loop", "--duration", "0.5", "--json", str(summary)])
+    assert rc == 0
+    s = json.loads(summary.read_text())
+    assert 3 < s["sent"] <= 21 and s["sent"] == len(ids)  # 0.5 s at 40 FPS: 20 frames
+    assert s["answered"] + s["dropped"] == s["sent"] and s["errors"] == 0
+    assert ids == list(range(len(ids)))  # ids keep increasing across the repeats
+    streamed = detector.seen_values[-len(ids) :]  # after the server's warm-up frames
+    assert streamed == [10, 20, 30] * (len(ids) // 3) + [10, 20][: len(ids) % 3]
+
+
+def test_stream_loop_stops_on_a_source_without_frames(tmp_path: Path) -> None:
+    from runtime.commands.stream import looped
+
+    assert list(looped(str(tmp_path / "none.mp4"), iter(()))) == []
