@@ -52,6 +52,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="repeat a video file or image folder until --duration or Ctrl-C "
         "(a camera ignores it: it never ends)",
     )
+    p.add_argument(
+        "--wait-ready",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="wait this long for the server to be ready (listening, model warm) before "
+        "sending (default 60; 0: do not wait)",
+    )
     p.add_argument("--out", default=None, help="write the annotated video here (.mp4/.avi)")
     p.add_argument("--json", default=None, help="write the final summary as JSON here")
     p.set_defaults(func=run)
@@ -257,6 +265,12 @@ def run(args: argparse.Namespace) -> int:
     video = VideoSink(args.out, fps) if args.out else None
 
     with DetectorClient(args.server, token=token, tls_ca=args.tls_ca) as client:
+        if args.wait_ready > 0 and not client.wait_ready(args.wait_ready):
+            raise UnderstudyError(
+                f"the server at {args.server} is not ready after {args.wait_ready:g} s (not "
+                "listening, or still loading its model): start `understudy serve` there, or "
+                "raise --wait-ready"
+            )
         call = client.open_stream(
             camera_id=args.camera_id, budget_ms=args.budget_ms, encode=args.encode
         )

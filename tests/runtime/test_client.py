@@ -146,8 +146,12 @@ def test_stream_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     folder = tmp_path / "one"
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), solid(1))
-    assert main(["stream", str(folder), "--server", "127.0.0.1:1", "--fps", "100"]) == 2
+    args = ["stream", str(folder), "--server", "127.0.0.1:1", "--fps", "100"]
+    assert main([*args, "--wait-ready", "0"]) == 2  # no wait: the stream itself fails
     assert "UNAVAILABLE" in capsys.readouterr().err
+    assert main([*args, "--wait-ready", "0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "127.0.0.1:1 is not ready after 0.5 s" in err[0]
 
 
 def test_wait_ready_waits_for_serving() -> None:
