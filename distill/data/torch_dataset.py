@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -81,6 +82,18 @@ def shrink_to(img: np.ndarray, size: int) -> np.ndarray:
     # INTER_LINEAR like runtime/preprocess.py: evaluation sees the pixels serving sees.
     size_wh = (max(1, round(w * r)), max(1, round(h * r)))
     return cv2.resize(img, size_wh, interpolation=cv2.INTER_LINEAR)
+
+
+def _sample_or_none(dataset: Any, i: int) -> Any:
+    """``dataset.sample(i)``; with ``dataset.skip_bad``, None (and a warning) for an image
+    that turns out damaged, which the collate functions leave out of the batch."""
+    if not dataset.skip_bad:
+        return dataset.sample(i)
+    try:
+        return dataset.sample(i)
+    except DataError as e:
+        log.warning("left out of this batch: %s", e)
+        return None
 
 
 class DetectionDataset(Dataset):
@@ -149,13 +162,7 @@ class DetectionDataset(Dataset):
         return img, boxes, r.classes
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, FrameMeta] | None:
-        if not self.skip_bad:
-            return self.sample(i)
-        try:
-            return self.sample(i)
-        except DataError as e:
-            log.warning("left out of this batch: %s", e)
-            return None
+        return _sample_or_none(self, i)
 
     def sample(self, i: int) -> tuple[torch.Tensor, torch.Tensor, FrameMeta]:
         """Sample ``i`` (see the class docstring); DataError when an image fails to decode."""
@@ -234,13 +241,7 @@ class UnlabelledFrames(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, FrameMeta] | None:
-        if not self.skip_bad:
-            return self.sample(i)
-        try:
-            return self.sample(i)
-        except DataError as e:
-            log.warning("left out of this batch: %s", e)
-            return None
+        return _sample_or_none(self, i)
 
     def sample(self, i: int) -> tuple[torch.Tensor, FrameMeta]:
         """Frame ``i`` (see the class docstring); DataError when it fails to decode."""
