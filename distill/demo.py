@@ -342,6 +342,8 @@ def _serve_and_stream(model: Path, video: Path, out: Path, fps: float) -> str:
                 str(out / "stream.mp4"),
                 "--budget-ms",
                 "100",
+                "--json",
+                str(out / "stream.json"),
             ]
         )
         return "ok" if code == 0 else f"stream exited {code}"

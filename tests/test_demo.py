@@ -7,9 +7,11 @@ import json
 import re
 from pathlib import Path
 
+import onnx
 import pytest
 
 from runtime.cli import main
+from runtime.model_spec import ModelSpec
 
 
 @pytest.mark.timeout(900)
@@ -32,6 +34,16 @@ def test_tiny_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     assert report["student"]["p50_ms"] > 0 and report["teacher"]["p50_ms"] > 0
     assert {r["check"] for r in report["rows"]} >= {"student_p99_ms", "speedup_vs_teacher"}
     assert "== summary" in out and "files written:" in out and "budget gate:" in out
+    # the printed verdict is the gate's own (budget.json), every frame sent is accounted for,
+    # and the INT8 file really is an int8 Q/DQ model
+    verdict = re.search(r"budget gate: (PASSED|FAILED)", out).group(1)
+    assert verdict == ("PASSED" if report["passed"] else "FAILED")
+    streamed = json.loads((tmp_path / "stream.json").read_text())
+    assert streamed["sent"] > 0 and streamed["errors"] == 0
+    assert streamed["answered"] + streamed["dropped"] == streamed["sent"]
+    int8 = ModelSpec.read_sidecar(tmp_path / "student.int8.onnx")
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "student.int8.onnx")).graph.node}
+    assert int8.precision == "int8" and {"QuantizeLinear", "DequantizeLinear"} <= ops
     # the plan, printed before training: measured speeds, epochs, stages, the split
     plan = out[out.index("budget 2.5 min (150 s)") : out.index("== teacher")]
     assert "teacher (small):" in plan and "student (nano, distilled):" in plan
