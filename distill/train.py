@@ -388,7 +388,6 @@ class StepTiming:
     seconds_per_step: float  # one optimizer step, its batch's loading included
     steps_per_epoch: int  # optimizer steps in one epoch of this config
     warmup_seconds: float  # set-up and the warm-up steps, before the timed ones
-    by_threads: dict[int, float]  # seconds per step with each torch thread count timed
 
 
 def measure_steps(
@@ -398,33 +397,17 @@ def measure_steps(
     distiller: KDPlugin | None = None,
     steps: int = 3,
     warmup: int = 1,
-    threads: tuple[int, ...] = (),
 ) -> StepTiming:
     """Time ``steps`` real optimizer steps of ``train(cfg, data, distiller=...)`` after
     ``warmup`` steps: the same loop, batches, augmentation, teacher pass and bf16 mode as
-    the run will have (epoch 1's batches, ``cfg.epochs`` deciding the mosaic); then, after
-    another warm-up, as many with each torch thread count in ``threads`` (the count in
-    use is restored). Writes nothing; the weights trained here are thrown away."""
+    the run will have (epoch 1's batches, ``cfg.epochs`` deciding the mosaic). Writes
+    nothing; the weights trained here are thrown away."""
     t_start = time.perf_counter()
     cfg = replace(cfg, max_steps=0)
     loop, _ = _make_loop([cfg], data, [Path("unused")], [distiller], progress=False)
     setup_s = time.perf_counter() - t_start
     warmup_s, per_step = _time_steps(loop, cfg, warmup, steps)
-    in_use = torch.get_num_threads()
-    by_threads = {in_use: per_step}
-    try:
-        for n in threads:
-            if n not in by_threads:
-                torch.set_num_threads(n)
-                by_threads[n] = _time_steps(loop, cfg, warmup, steps)[1]
-    finally:
-        torch.set_num_threads(in_use)
-    return StepTiming(
-        seconds_per_step=per_step,
-        steps_per_epoch=loop.steps_per_epoch,
-        warmup_seconds=setup_s + warmup_s,
-        by_threads=by_threads,
-    )
+    return StepTiming(per_step, loop.steps_per_epoch, setup_s + warmup_s)
 
 
 def _time_steps(loop: _Loop, cfg: TrainConfig, warmup: int, steps: int) -> tuple[float, float]:

@@ -4,7 +4,10 @@ a time budget."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import onnx
@@ -64,3 +67,22 @@ def test_demo_minutes_must_be_positive(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["demo", "--minutes", "0"])
     assert exc.value.code == 2 and "--minutes must be a number > 0" in capsys.readouterr().err
+
+
+def test_demo_makes_torchs_threads_wait_passively() -> None:
+    """Spinning OpenMP threads slow training up to 10x on shared cores: the demo asks for
+    passive waiting before torch is imported, unless the user chose otherwise."""
+    probe = (
+        "import os, sys, types\n"
+        "fake = types.ModuleType('distill.demo')\n"
+        "fake.run_demo = lambda *a: print('policy', os.environ.get('OMP_WAIT_POLICY')) or 0\n"
+        "sys.modules['distill.demo'] = fake\n"
+        "from runtime.cli import main\n"
+        "sys.exit(main(['demo']))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and "policy PASSIVE" in out.stdout, out.stderr
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert "policy ACTIVE" in out.stdout, out.stderr

@@ -200,25 +200,16 @@ def test_measure_steps_times_the_loops_own_steps_after_a_warmup(
     clock = [100.0]
     real_step = Trainee.step
 
-    def step(self, *args, **kwargs) -> None:  # "takes" 5 s the first time, then 2 s (1 s
-        first = clock[0] == 100.0  # with one thread)
-        clock[0] += 5.0 if first else 2.0 if torch.get_num_threads() == 2 else 1.0
+    def step(self, *args, **kwargs) -> None:  # "takes" 5 s the first time, then 2 s
+        clock[0] += 5.0 if clock[0] == 100.0 else 2.0
         real_step(self, *args, **kwargs)
 
     fake_time = type("FakeTime", (), {"perf_counter": staticmethod(lambda: clock[0])})
     monkeypatch.setattr(Trainee, "step", step)
     monkeypatch.setattr(loop, "time", fake_time)
     monkeypatch.chdir(tmp_path)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        timing = loop.measure_steps(cfg("epochs=3"), tiny_data, steps=3, warmup=1, threads=(1,))
-        assert torch.get_num_threads() == 2  # restored
-    finally:
-        torch.set_num_threads(threads)
+    timing = loop.measure_steps(cfg("epochs=3"), tiny_data, steps=3, warmup=1)
     assert timing.seconds_per_step == 2.0 and timing.warmup_seconds == 5.0
-    assert timing.by_threads == {2: 2.0, 1: 1.0}
     assert timing.steps_per_epoch == 2  # 8 images, batches of 4: what train() would run
-    # an epoch has 2 steps, so each timed pass stops there; with 1 thread: a warm-up step
-    assert clock[0] == 100.0 + 5.0 + 2.0 * 2 + 1.0 + 1.0 * 2
+    assert clock[0] == 100.0 + 5.0 + 2.0 * 2  # an epoch has 2 steps: the timed pass stops there
     assert list(tmp_path.iterdir()) == []  # nothing written
