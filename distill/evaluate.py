@@ -7,7 +7,9 @@ deployment; the scoring is :func:`runtime.evaluate.coco_evaluate` (pycocotools).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from runtime.data.records import DatasetSplit
 from runtime.evaluate import (
@@ -20,34 +22,61 @@ from runtime.evaluate import (
 )
 from runtime.types import Detections
 
+if TYPE_CHECKING:
+    from runtime.preprocess import Letterbox
+
 
 def evaluate_model(
     model, split: DatasetSplit, img_size: int, batch_size: int = 16, progress: bool = True
 ) -> EvalResult:
     """Evaluate a torch Detector (eval mode, fp32) on a split."""
     import torch
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    from distill.data.torch_dataset import DetectionDataset, collate
 
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     post = _postprocessor(model, split, img_size)
+
+    def predict(images, letterboxes):
+        boxes, scores = model.decode(model(images.to(device)))
+        outputs = {"boxes": boxes.float().cpu().numpy(), "scores": scores.float().cpu().numpy()}
+        return post(outputs, letterboxes)
+
+    try:
+        with torch.inference_mode():
+            return evaluate_predictor(predict, split, img_size, batch_size, progress)
+    finally:
+        model.train(was_training)
+
+
+def evaluate_predictor(
+    predict: Callable[[Any, list[Letterbox]], list[Detections]],
+    split: DatasetSplit,
+    img_size: int,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> EvalResult:
+    """COCO-evaluate any predictor on a split, fed as in training and distillation.
+
+    ``predict(images, letterboxes)``: images (B, 3, S, S) float32 RGB in [0, 1],
+    letterboxed to ``img_size``; returns one :class:`Detections` per image, boxes (N, 4)
+    xyxy in original-image pixels. images/s counts the time spent in ``predict``.
+    """
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from distill.data.torch_dataset import DetectionDataset, collate
+
     ds = DetectionDataset(split, img_size, augment=False, cache=False)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)
     predictions: dict[int, Detections] = {}
     t_model = 0.0
-    with torch.inference_mode():
-        for images, _, metas in tqdm(loader, desc="eval", disable=not progress, leave=False):
-            t0 = time.perf_counter()
-            boxes, scores = model.decode(model(images.to(device)))
-            t_model += time.perf_counter() - t0
-            outputs = {"boxes": boxes.float().cpu().numpy(), "scores": scores.float().cpu().numpy()}
-            for meta, det in zip(metas, post(outputs, [letterbox_of(m, img_size) for m in metas])):
-                predictions[int(meta.image_id)] = det
-    model.train(was_training)
+    for images, _, metas in tqdm(loader, desc="eval", disable=not progress, leave=False):
+        t0 = time.perf_counter()
+        dets = predict(images, [letterbox_of(m, img_size) for m in metas])
+        t_model += time.perf_counter() - t0
+        for meta, det in zip(metas, dets):
+            predictions[int(meta.image_id)] = det
     m, m50, per_class = coco_evaluate(split, predictions)
     return EvalResult(m, m50, per_class, len(ds), round(len(ds) / max(t_model, 1e-9), 1))
 
@@ -72,14 +101,25 @@ def evaluate_path(
 def _postprocessor(model, split: DatasetSplit, img_size: int):
     """The runtime's post-processing (so evaluation matches deployment) for a torch model's
     decoded outputs at ``img_size``."""
+    return eval_postprocessor(split.class_names, img_size, tuple(model.strides), model.reg_max)
+
+
+def eval_postprocessor(
+    class_names: tuple[str, ...] | list[str],
+    img_size: int,
+    strides: tuple[int, ...] = (8, 16, 32),
+    reg_max: int = 16,
+):
+    """The runtime's post-processing with the evaluation thresholds, for decoded outputs
+    ``{"boxes": (B, A, 4) xyxy network pixels, "scores": (B, A, C)}`` at ``img_size``."""
     from runtime.model_spec import ModelSpec
     from runtime.postprocess import Postprocessor
 
     spec = ModelSpec(
-        class_names=split.class_names,
+        class_names=tuple(class_names),
         input_size=(img_size, img_size),
-        strides=tuple(model.strides),
-        reg_max=model.reg_max,
+        strides=strides,
+        reg_max=reg_max,
     )
     return Postprocessor(
         spec,

@@ -114,9 +114,36 @@ class GateResult:
     student: ModelRun
     teacher: ModelRun | None
     summary: str
+    reference: ModelRun | None = None  # the student trained alone (mAP only), for the gain
+
+    @property
+    def gain(self) -> float | None:
+        """Distillation gain: student minus reference mAP50-95 points (None without both)."""
+        s = self.student.map50_95
+        r = self.reference.map50_95 if self.reference else None
+        return None if s is None or r is None else round(s - r, 2)
+
+    def gain_line(self) -> str | None:
+        """The gain as one line of the report, or None without a reference."""
+        if self.reference is None:
+            return None
+        if self.gain is None:
+            return f"distillation gain: n/a (no mAP for {Path(self.reference.path).name})"
+        return (
+            f"distillation gain: {self.gain:+.2f} mAP50-95 points (student "
+            f"{self.student.map50_95:.2f} vs reference {self.reference.map50_95:.2f}, "
+            f"{Path(self.reference.path).name}, trained alone)"
+        )
 
 
-def evaluate_gate(budget: Budget, student: ModelRun, teacher: ModelRun | None) -> GateResult:
+def evaluate_gate(
+    budget: Budget,
+    student: ModelRun,
+    teacher: ModelRun | None,
+    reference: ModelRun | None = None,
+) -> GateResult:
+    """Check ``budget`` on the measurements; ``reference`` (the student trained alone,
+    with its mAP) adds the distillation gain, reported beside the lines, not gated."""
     s = student.stats()
     t = teacher.stats() if teacher else {}
     checks = check_budget(
@@ -130,7 +157,7 @@ def evaluate_gate(budget: Budget, student: ModelRun, teacher: ModelRun | None) -
         input_size=student.input_size,
     )
     passed = all(c.passed for c in checks)
-    return GateResult(passed, checks, student, teacher, summarize(checks))
+    return GateResult(passed, checks, student, teacher, summarize(checks), reference)
 
 
 def side_by_side(result: GateResult) -> str:
@@ -159,6 +186,8 @@ def side_by_side(result: GateResult) -> str:
         mark = "PASS" if c.passed else "FAIL"
         lines.append(f"{mark}  {c.check:<22} {_fmt(c.value):>10} {op} {c.limit:<10} {c.note}")
     lines.append(result.summary)
+    if result.gain_line():
+        lines.append(result.gain_line())
     return "\n".join(lines)
 
 
@@ -184,6 +213,15 @@ def write_report(
         "teacher": result.teacher.stats() if result.teacher else None,
         "rows": [c.row() for c in result.checks],
     }
+    if result.reference is not None:
+        ref = result.reference
+        doc["reference"] = {
+            "model": Path(ref.path).name,
+            "path": ref.path,
+            "map50_95": ref.map50_95,
+            "map50": ref.map50,
+        }
+        doc["distillation_gain"] = result.gain
     paths = [write_json_atomic(out / "budget.json", doc)]
     models = [result.student.stats()] + ([result.teacher.stats()] if result.teacher else [])
     for m, role in zip(models, ("student", "teacher")):
@@ -219,6 +257,8 @@ def write_report(
             ("note", "note"),
         ],
     )
+    if result.gain_line():
+        md += ["", result.gain_line()]
     paths.append(write_atomic(out / "budget.md", "\n".join(md) + "\n"))
     png = _plot(result, out / "budget.png")
     if png:

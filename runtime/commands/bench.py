@@ -14,6 +14,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", help="teacher model on the same backend (for speed-up/retention)")
     p.add_argument("--budget", required=True, help="budget YAML (see runtime/budget.py)")
     p.add_argument("--data", help="dataset to evaluate both models on (accuracy retention)")
+    p.add_argument(
+        "--reference",
+        metavar="MODEL",
+        help="the student trained alone (needs --data): evaluated like the student, for the "
+        "distillation gain (student minus reference mAP50-95), reported on a line of its own",
+    )
     p.add_argument("--split", default="val")
     p.add_argument("--backend", help="onnxruntime | tensorrt | torch (default: by file type)")
     p.add_argument("--threads", type=int, help="intra-op threads of the CPU backend")
@@ -44,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"{args.budget}: latency.batch {budget.latency.batch}: the gate times batch 1"
         )
+    _check_reference(args)
     split = _eval_split(args) if args.data else None  # fail before minutes of timing
     frames = _frames(args)
     progress = not args.no_progress
@@ -62,18 +69,34 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for det in dets:
             det.close()
+    reference = [ModelRun(args.reference)] if args.reference else []
     if split is not None:
         from runtime.evaluate import evaluate_runtime
 
-        for run_ in runs:
+        for run_ in runs + reference:
             r = evaluate_runtime(run_.path, split, progress=progress)
             run_.map50_95, run_.map50 = r.map50_95, r.map50
-    result = evaluate_gate(budget, runs[0], runs[1] if len(runs) > 1 else None)
+    teacher = runs[1] if len(runs) > 1 else None
+    result = evaluate_gate(budget, runs[0], teacher, reference[0] if args.reference else None)
     print(side_by_side(result))
     command = "understudy " + " ".join(shlex.quote(a) for a in args.argv)
     for p in write_report(result, args.out, command, budget):
         print(f"wrote {p}")
     return 0 if result.passed else 1
+
+
+def _check_reference(args: argparse.Namespace) -> None:
+    """A --reference needs --data and must exist (checked before minutes of timing)."""
+    from pathlib import Path
+
+    from runtime.errors import ConfigError, ModelFileError
+
+    if args.reference is None:
+        return
+    if not args.data:
+        raise ConfigError("--reference is scored on a dataset: pass --data too")
+    if not Path(args.reference).is_file():
+        raise ModelFileError(f"{args.reference}: --reference model not found")
 
 
 def _eval_split(args: argparse.Namespace):

@@ -52,3 +52,27 @@ def damaged_data(tmp_path: Path, tiny_data: Path) -> Path:
     label.write_text("0 0.5 0.5\n" + label.read_text())
     (ds / "unlabelled" / "000003.jpg").write_bytes(b"")
     return ds
+
+
+@pytest.fixture(scope="session")
+def handful(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The handful dataset of tests/distill/handful.py (4 images, overfitted in 100 steps)."""
+    from tests.distill.handful import make_handful
+
+    return make_handful(tmp_path_factory.mktemp("handful"))
+
+
+@pytest.fixture(scope="session")
+def overfit(handful: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """model.pt of the run that learns ("learned": mAP50 79-100 on the handful's val
+    images, the strong teacher of the KD tests) and of the same run with lr=0 ("frozen":
+    mAP about 0), trained together on the same batches."""
+    from distill.config import load
+    from distill.train import train_many
+    from distill.train_config import TrainConfig
+    from tests.distill.handful import PLAIN
+
+    out = tmp_path_factory.mktemp("overfit")
+    cfgs = [load(TrainConfig, None, [*PLAIN, *extra]) for extra in ([], ["lr=0"])]
+    paths = train_many(cfgs, handful, [out / "learned", out / "frozen"], progress=False)
+    return dict(zip(("learned", "frozen"), paths))

@@ -208,3 +208,55 @@ def test_bench_data_without_the_eval_extra_fails_up_front(
     assert {"PIL": "pillow"}.get(module, module) in err
     assert err.rstrip().endswith("pip install 'understudy[eval]'")
     assert not (tmp_path / "out").exists()
+
+
+def one_box_dataset(root: Path) -> Path:
+    """A YOLO dataset of two 64x64 val images, each with one ``person`` at (16, 16, 48, 48)."""
+    import cv2
+    import yaml
+
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i in range(2):
+            cv2.imwrite(
+                str(root / "images" / split / f"{i}.png"), np.full((64, 64, 3), 90, np.uint8)
+            )
+            (root / "labels" / split / f"{i}.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    names = ["person", "car", "dog"]
+    (root / "data.yaml").write_text(
+        yaml.safe_dump({"names": names, "train": "images/train", "val": "images/val"})
+    )
+    return root
+
+
+def test_gate_reports_the_distillation_gain_over_the_reference(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """--reference (the student trained alone) is evaluated on --data like the student and
+    the gain gets a line of its own: a student that finds the object (mAP 100) over a
+    reference that misses it (mAP 0) gains 100 points."""
+    spec = make_spec(output_layout="decoded_xyxy")
+    a, c = spec.num_anchors, spec.num_classes
+    scores = np.zeros((a, c), np.float32)
+    scores[0, 0] = 0.9
+    found, missed = np.zeros((a, 4), np.float32), np.zeros((a, 4), np.float32)
+    found[0] = [16, 16, 48, 48]
+    missed[0] = [0, 0, 8, 8]
+    student = build_fixed_model(tmp_path / "student.onnx", spec, found, scores)
+    reference = build_fixed_model(tmp_path / "scratch.onnx", spec, missed, scores)
+    data = one_box_dataset(tmp_path / "data")
+    budget = write_budget(tmp_path, "latency:\n  p99_ms: 10000\n")
+    argv = ["bench", "--student", str(student), "--budget", str(budget), "--runs", "5"]
+    argv += ["--data", str(data), "--reference", str(reference), "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    line = "distillation gain: +100.00 mAP50-95 points (student 100.00 vs reference 0.00"
+    assert line in out
+    report = json.loads((tmp_path / "out" / "budget.json").read_text())
+    assert report["distillation_gain"] == 100.0
+    assert report["reference"]["map50_95"] == 0.0 and report["student"]["map50_95"] == 100.0
+    assert line in (tmp_path / "out" / "budget.md").read_text()
+    # without --data there is nothing to score the reference on: one line, exit 2
+    assert main([*argv[:7], "--reference", str(reference), "--out", str(tmp_path / "o2")]) == 2
+    assert "pass --data" in capsys.readouterr().err
