@@ -13,7 +13,14 @@ from distill.auto.screen import LatencyResult, ScreenRow, frontier_metric
 from distill.auto.teacher_screen import TeacherScore
 from runtime.budget import Budget, Check
 
-STATUSES = ("running", "no_candidate", "screen_only", "gate_failed", "passed")
+STATUSES = (
+    "running",
+    "no_candidate",
+    "screen_only",
+    "teacher_not_ahead",
+    "gate_failed",
+    "passed",
+)
 
 
 def machine_description(backend: str) -> str:
@@ -97,11 +104,20 @@ class AutoReport:
     teachers: list[TeacherScore] = field(default_factory=list)
     best_teacher: str = ""
     teacher_reference: TeacherReference | None = None
+    teacher_check: dict[str, Any] | None = None  # distill.teacher_check.TeacherCheck.to_dict()
     finals: list[FinalResult] = field(default_factory=list)
     selected: str = ""
     stage_seconds: dict[str, float] = field(default_factory=dict)  # this run
     stage_seconds_total: dict[str, float] = field(default_factory=dict)  # all runs in OUT
     notes: list[str] = field(default_factory=list)
+
+    def gain(self, final: FinalResult) -> float | None:
+        """A final student's mAP50-95 minus the teacher check's baseline (points; None
+        without a baseline or a score)."""
+        ref = (self.teacher_check or {}).get("reference")
+        if ref is None or final.map50_95 is None:
+            return None
+        return round(final.map50_95 - ref["map50_95"], 2)
 
     @property
     def note(self) -> str:
@@ -137,6 +153,7 @@ class AutoReport:
                 "latency": ref.latency.to_dict() if ref.latency else None,
                 "seconds": ref.seconds,
             },
+            "teacher_check": self.teacher_check,
             "finals": [
                 {
                     "candidate": f.candidate,
@@ -151,6 +168,7 @@ class AutoReport:
                     "seconds": f.seconds,
                     "gate": [c.row() for c in f.gate],
                     "passed": f.passed,
+                    "gain_over_baseline": self.gain(f),
                 }
                 for f in self.finals
             ],

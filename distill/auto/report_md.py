@@ -112,8 +112,13 @@ def markdown(report: AutoReport) -> str:
         lines += _teacher_screen(report)
     if report.teacher_reference is not None:
         lines += _teacher_reference(report.teacher_reference)
+    if report.teacher_check is not None:
+        lines += _teacher_check(report.teacher_check)
     for f in report.finals:
         lines += _final(f)
+        gain = report.gain(f)
+        if gain is not None:
+            lines += [f"Distillation gain over the baseline: {gain:+.2f} mAP50-95 points.", ""]
     if report.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
     return "\n".join(lines)
@@ -244,6 +249,17 @@ def _teacher_reference(ref: TeacherReference) -> list[str]:
         ],
     )
     return lines
+
+
+def _teacher_check(check: dict[str, Any]) -> list[str]:
+    """The teacher check: teacher and baseline side by side, and its verdict."""
+    rows = [check["teacher"]] + ([check["reference"]] if check["reference"] else [])
+    lines = ["## Teacher check", ""]
+    lines += table(
+        ["model", "mAP50-95", "file", "scored", "seconds"],
+        [[r["role"], r["map50_95"], r["path"], r["how"], r["seconds"]] for r in rows],
+    )
+    return [*lines, check["message"], ""]
 
 
 def _final(f: FinalResult) -> list[str]:

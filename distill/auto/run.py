@@ -68,6 +68,9 @@ class AutoOptions:
     threads: int | None = None
     progress: bool = True
     command: str = "understudy auto"
+    baseline: str | None = None  # the student trained alone, for the teacher check
+    teacher_margin: float = 2.0  # mAP50-95 points the teacher must lead the baseline by
+    force: bool = False  # distil even when the teacher is not ahead of the baseline
 
 
 class NoCandidateMeetsBudget(Exception):
@@ -137,6 +140,10 @@ def _validate(opts: AutoOptions) -> None:
         raise ConfigError("--teachers lists the same teacher twice")
     if opts.unlabelled and not Path(opts.unlabelled).is_dir():
         raise DataError(f"{opts.unlabelled}: --unlabelled must be a folder of images")
+    if opts.baseline and not Path(opts.baseline).is_file():
+        raise ModelFileError(f"{opts.baseline}: --baseline not found; pass a checkpoint (.pt)")
+    if opts.teacher_margin < 0:
+        raise ConfigError(f"--teacher-margin must be >= 0 points, got {opts.teacher_margin}")
 
 
 def _stage(report: AutoReport, out: Path, name: str, t0: float) -> None:
@@ -214,7 +221,11 @@ def run_auto(
     if finalize is None or reference is None:
         real_final, real_ref = default_final(opts, cfg, split, grid, batch)
         finalize, reference = finalize or real_final, reference or real_ref
-    _finals(report, chosen, best, finalize, reference, out)
+    _teacher_reference(report, best, reference, out)
+    if not _teacher_check(report, opts, split):
+        write_report(report, out)
+        return report
+    _finals(report, chosen, best, finalize, out)
     _decide(report)
     write_report(report, out)
     return report
@@ -305,22 +316,63 @@ def _screen_teachers(
     return report.teachers[0].teacher
 
 
-def _finals(
-    report: AutoReport,
-    chosen: list[ScreenRow],
-    teacher: str,
-    finalize: Finalize,
-    reference: Reference,
-    out: Path,
-) -> None:
-    """Measure ``teacher``, then distil, export, measure and gate every chosen student
-    (the report is written after each)."""
-    budget = report.budget
+def _teacher_reference(
+    report: AutoReport, teacher: str, reference: Reference, out: Path
+) -> TeacherReference:
+    """Export, time and evaluate the chosen ``teacher`` (for the gate and the check)."""
     t0 = time.perf_counter()
     report.teacher_reference = ref = reference(teacher)
     if ref.map50_95 == 0:
         report.notes.append("The teacher's mAP50-95 is 0, so accuracy retention is undefined.")
     _stage(report, out, "teacher reference", t0)
+    return ref
+
+
+def _teacher_check(report: AutoReport, opts: AutoOptions, split) -> bool:
+    """The teacher check (distill/teacher_check.py) on the teacher reference's mAP (no
+    second evaluation) and ``opts.baseline``; False (status ``teacher_not_ahead``) when the
+    teacher does not lead the baseline by the margin and ``opts.force`` is off."""
+    from distill.teacher_check import Score, TeacherNotAhead, check_teacher
+
+    ref = report.teacher_reference
+    if ref is None or ref.map50_95 is None:
+        report.notes.append("Teacher check skipped: the teacher was not evaluated.")
+        return True
+    seconds = float(ref.seconds.get("evaluate", 0.0))
+    how = "its export evaluated through the runtime (teacher reference)"
+    score = Score("teacher", ref.teacher, ref.map50_95, 0.0, seconds, how)
+    try:
+        check = check_teacher(
+            ref.teacher,
+            split,
+            0,
+            reference=opts.baseline,
+            margin=opts.teacher_margin,
+            force=opts.force,
+            teacher_score=score,
+            progress=opts.progress,
+        )
+    except TeacherNotAhead as e:
+        report.teacher_check = e.check.to_dict()
+        report.status, report.message = "teacher_not_ahead", str(e)
+        return False
+    report.teacher_check = check.to_dict()
+    if check.low or check.forced:
+        report.notes.append(check.message)
+    return True
+
+
+def _finals(
+    report: AutoReport,
+    chosen: list[ScreenRow],
+    teacher: str,
+    finalize: Finalize,
+    out: Path,
+) -> None:
+    """Distil, export, measure and gate every chosen student from ``teacher`` (the report
+    is written after each)."""
+    budget = report.budget
+    ref = report.teacher_reference
     t0 = time.perf_counter()
     for row in chosen:
         result = finalize(row.candidate, teacher)

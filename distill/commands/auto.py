@@ -6,6 +6,8 @@ import argparse
 import shlex
 import sys
 
+from distill.commands.distill import add_teacher_check_args
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -16,9 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "meet the budget's latency lines. 2) Teacher screen (several --teachers): a short "
         "equal-budget distillation proxy per teacher, ranked by mAP50-95. 3) Distil the "
         "largest budget-meeting student (or the top-k) from the best teacher, export it and "
-        "run the budget gate. Writes OUT/report.{md,json} and OUT/frontier.png; re-running "
-        "with the same OUT reuses every finished piece. Exit 1 when no candidate meets the "
-        "budget or the final student fails the gate.",
+        "run the budget gate. Before distilling, the teacher check: with --baseline (the student "
+        "trained alone) the teacher must lead it by --teacher-margin mAP50-95 points, else the "
+        "run stops (exit 1) unless --force. Writes OUT/report.{md,json} and OUT/frontier.png; "
+        "re-running with the same OUT reuses every finished piece. Exit 1 when no candidate "
+        "meets the budget or the final student fails the gate.",
     )
     p.add_argument("--data", required=True, help="dataset (data.yaml, folder or COCO json)")
     p.add_argument("--budget", required=True, help="budget YAML (latency.p50_ms/p99_ms, ...)")
@@ -56,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--threads", type=int, help="backend intra-op threads (default: its own)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_teacher_check_args(p, scratch=False)
     p.set_defaults(func=run)
 
 
@@ -79,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         progress=not args.no_progress,
         command=command,
+        baseline=args.baseline,
+        teacher_margin=args.teacher_margin,
+        force=args.force,
     )
     try:
         report = run_auto(opts)
@@ -107,6 +115,7 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--teachers", *args.teachers]
     for flag, value in (
         ("--unlabelled", args.unlabelled),
+        ("--baseline", args.baseline),
         ("--grid", args.grid),
         ("--config", args.config),
         ("--threads", args.threads),
@@ -121,6 +130,10 @@ def command_line(args: argparse.Namespace) -> str:
             "--proxy-fraction",
             str(args.proxy_fraction),
         ]
+    if args.baseline:
+        parts += ["--teacher-margin", f"{args.teacher_margin:g}"]
+    if args.force:
+        parts.append("--force")
     for item in args.set:
         parts += ["--set", item]
     return shlex.join([*parts, "--out", args.out])

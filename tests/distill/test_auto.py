@@ -329,3 +329,59 @@ def test_real_screen_on_onnxruntime(tiny_data, files, tmp_path):
     assert row.latency.infer_ms > 0 and row.flops > 0 and row.params > 0
     assert not list((out / "screen" / "work").glob("*"))  # exported files cleaned up
     assert "onnxruntime" in report.machine and (out / "frontier.png").is_file()
+
+
+# -- the teacher check ---------------------------------------------------------------------
+def weak_reference(teacher: str) -> TeacherReference:
+    return TeacherReference(teacher, lat(40.0, 45.0), 1.0, seconds={"evaluate": 0.5})
+
+
+def test_teacher_not_ahead_of_the_baseline_stops_before_distilling(
+    tiny_data, tiny_checkpoint, files, tmp_path, monkeypatch
+):
+    """A teacher at 1.0 mAP50-95 against a baseline scored for real (the two-step
+    checkpoint, about 0): not ahead by 2 points, so nothing is distilled; --force goes on.
+    The teacher is scored once (by the teacher reference), the baseline once."""
+    import distill.teacher_check as tc
+
+    budget, grid = files("latency:\n  p50_ms: 1\n")
+    (tmp_path / "t.pt").write_bytes(b"x")
+    scored = []
+    real = tc.evaluate_reference
+    monkeypatch.setattr(tc, "evaluate_reference", lambda *a, **k: scored.append(a) or real(*a, **k))
+    kw = dict(teachers=(str(tmp_path / "t.pt"),), baseline=str(tiny_checkpoint))
+    finalize = fake_final(0.9, 42.0)
+    out = tmp_path / "out"
+    report = auto_run.run_auto(
+        options(tiny_data, budget, grid, out, **kw), measure=FakeMeasure(), cost=fake_cost,
+        finalize=finalize, reference=weak_reference,
+    )  # fmt: skip
+    assert report.status == "teacher_not_ahead" and finalize.calls == [] and len(scored) == 1
+    assert "teacher 1.00 mAP50-95 vs reference" in report.message
+    assert "the teacher is not ahead" in report.message
+    data = json.loads((out / "report.json").read_text())
+    assert data["teacher_check"]["reference"]["path"] == str(tiny_checkpoint)
+    assert data["teacher_check"]["passed"] is False and data["finals"] == []
+    assert "## Teacher check" in (out / "report.md").read_text()
+
+    report = auto_run.run_auto(
+        options(tiny_data, budget, grid, tmp_path / "forced", force=True, **kw),
+        measure=FakeMeasure(), cost=fake_cost, finalize=finalize, reference=weak_reference,
+    )  # fmt: skip
+    assert report.status == "passed" and len(finalize.calls) == 1
+    assert report.teacher_check["forced"] is True
+    baseline = report.teacher_check["reference"]["map50_95"]
+    data = json.loads((tmp_path / "forced" / "report.json").read_text())
+    assert data["finals"][0]["gain_over_baseline"] == pytest.approx(42.0 - baseline, abs=0.01)
+
+
+def test_teacher_check_without_a_baseline_notes_a_low_teacher(tiny_data, files, tmp_path):
+    budget, grid = files("latency:\n  p50_ms: 1\n")
+    (tmp_path / "t.pt").write_bytes(b"x")
+    report = auto_run.run_auto(
+        options(tiny_data, budget, grid, tmp_path / "o", teachers=(str(tmp_path / "t.pt"),)),
+        measure=FakeMeasure(), cost=fake_cost, finalize=fake_final(0.9, 42.0),
+        reference=weak_reference,
+    )  # fmt: skip
+    assert report.status == "passed"
+    assert any("low (under 20) and no reference" in n for n in report.notes)
