@@ -184,3 +184,27 @@ def test_an_onnx_teacher_is_evaluated_through_the_teacher_interface(
     external = tc.evaluate_teacher(onnx, split, SIZE, progress=False)
     assert native.map50_95 > 30
     assert external.map50_95 == pytest.approx(native.map50_95, abs=1.0)
+
+
+def test_under_torchrun_only_rank_zero_checks(
+    tmp_path: Path,
+    tiny_data: Path,
+    tiny_checkpoint: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RANK 1 skips the check (no teacher evaluation, no report); --baseline-epochs is
+    refused under torchrun before anything starts."""
+    calls = _count_evaluations(monkeypatch)
+    argv = ["distill", "--teacher", str(tiny_checkpoint), "--data", str(tiny_data)]
+    argv += ["--img-size", "64", "--batch-size", "4", *FAST, "--set", "max_steps=1"]
+    monkeypatch.setenv("RANK", "1")
+    assert main([*argv, "--out", str(tmp_path / "r1"), "--baseline", str(tiny_checkpoint)]) == 0
+    assert len(calls) == 1  # the student's final evaluation only (this process is rank 0 of 1)
+    assert "teacher check" not in capsys.readouterr().out
+    assert not (tmp_path / "r1" / "distill_report.json").exists()
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main([*argv, "--out", str(tmp_path / "r0"), "--baseline-epochs", "1"]) == 2
+    assert "--baseline-epochs under torchrun" in capsys.readouterr().err
+    assert len(calls) == 1 and not (tmp_path / "r0").exists()
