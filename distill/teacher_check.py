@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.data.records import DatasetSplit
-from runtime.errors import ConfigError
+from runtime.errors import ConfigError, ModelFileError
 from runtime.evaluate import EvalResult
 
 DEFAULT_MARGIN = 2.0  # mAP50-95 points the teacher must lead the reference by
@@ -143,17 +143,17 @@ def evaluate_teacher(
     progress: bool = True,
 ) -> EvalResult:
     """COCO mAP of a teacher on ``split`` at the distillation input size ``img_size``: a
-    checkpoint through :func:`distill.evaluate.evaluate_path`, an ONNX teacher through the
-    teacher interface (:func:`teacher_detections`)."""
+    checkpoint through :func:`distill.evaluate.evaluate_model`, an ONNX teacher through the
+    teacher interface (:func:`teacher_detections`). The teacher is opened as the
+    distillation opens it (:func:`distill.teachers.open_teacher`: same class checks)."""
     import torch
 
-    from distill.evaluate import eval_postprocessor, evaluate_path, evaluate_predictor
-    from distill.teachers import open_teacher
+    from distill.evaluate import eval_postprocessor, evaluate_model, evaluate_predictor
+    from distill.teachers import NativeTeacher, open_teacher
 
-    if Path(path).suffix.lower() == ".pt":
-        open_teacher(path, split.class_names, torch.device("cpu"))  # class check, one line
-        return evaluate_path(path, split, img_size, progress=progress)
     teacher = open_teacher(path, split.class_names, torch.device("cpu"), False, layout_file)
+    if isinstance(teacher, NativeTeacher):  # a detector of this family: the usual evaluation
+        return evaluate_model(teacher.model, split, img_size, progress=progress)
     post = eval_postprocessor(split.class_names, img_size)
 
     def predict(images, letterboxes):
@@ -167,8 +167,6 @@ def evaluate_reference(path: str | Path, split: DatasetSplit, progress: bool = T
     model through the runtime), exactly as ``understudy eval`` scores it."""
     from distill.evaluate import evaluate_path
 
-    if not Path(path).is_file():
-        raise ConfigError(f"{path}: reference (--baseline) not found; pass a checkpoint (.pt)")
     return evaluate_path(path, split, progress=progress)
 
 
@@ -269,6 +267,8 @@ def check_teacher(
     reference by ``margin`` points and ``force`` is off; the caller prints the message."""
     if margin < 0:
         raise ConfigError(f"--teacher-margin must be >= 0 points, got {margin}")
+    if reference is not None and not isinstance(reference, Score) and not Path(reference).is_file():
+        raise ModelFileError(f"{reference}: --baseline not found; pass a checkpoint (.pt)")
     t0 = time.perf_counter()
     spent = 0.0  # a Score given by the caller was paid for before this call
     if teacher_score is None:

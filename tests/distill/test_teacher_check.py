@@ -17,7 +17,7 @@ import distill.evaluate
 import distill.teacher_check as tc
 from runtime.cli import main
 from runtime.data.dataset import load_split
-from runtime.errors import ConfigError
+from runtime.errors import ConfigError, ModelFileError
 from tests.distill.handful import PLAIN, SIZE
 
 FAST = ["--no-progress", "--set", "kd.teacher_bf16=off"]
@@ -169,6 +169,10 @@ def test_the_margin_decides(handful: Path, overfit: dict[str, Path]) -> None:
     assert not tc.decide(tc.Score("teacher", "t", 25.0, 30.0, 0, ""), None).low
     with pytest.raises(ConfigError, match="--teacher-margin"):
         tc.check_teacher(overfit["frozen"], load_split(handful, "val"), SIZE, margin=-1)
+    with pytest.raises(ModelFileError, match=r"nothing\.pt: --baseline not found"):
+        tc.check_teacher(
+            overfit["frozen"], load_split(handful, "val"), SIZE, reference="nothing.pt"
+        )
 
 
 def test_an_onnx_teacher_is_evaluated_through_the_teacher_interface(
