@@ -8,9 +8,9 @@ trained alone, and distilling from it then costs the student accuracy (docs/dist
 1. the teacher is evaluated on the val split (COCO mAP through the project's evaluator,
    :mod:`distill.evaluate`, at the distillation's input size: the teacher as it teaches);
 2. a **reference** for the student, when there is one, is evaluated too: a checkpoint of
-   the student trained alone (``--baseline``), the student's starting checkpoint
-   (``adapt``), or a short scratch run (``--baseline-epochs N``, scored by its own
-   training run's final evaluation, so it costs no extra evaluation);
+   the student trained alone (``--baseline``), the student's starting checkpoint (for a
+   command that adapts a student), or a short scratch run (``--baseline-epochs N``,
+   scored by its own training run's final evaluation, so it costs no extra evaluation);
 3. the teacher must be ahead of the reference by ``margin`` mAP50-95 points (default
    :data:`DEFAULT_MARGIN`), else :func:`check_teacher` raises :class:`TeacherNotAhead`
    (commands print its one line and exit 1) unless ``force``;
@@ -24,7 +24,8 @@ teacher's mAP; the student's numbers are its training run's final evaluation (no
 evaluation either).
 
 Commands call :func:`check_teacher` before any training (under ``torchrun`` only rank 0,
-see :func:`is_rank_zero`); ``distill``, ``auto`` and ``adapt`` share it.
+see :func:`is_rank_zero`): ``distill`` and ``auto`` do; a command that starts the student
+from a checkpoint passes that checkpoint as the reference.
 """
 
 from __future__ import annotations
