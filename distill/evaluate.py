@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from runtime.data.records import DatasetSplit
 from runtime.evaluate import (
@@ -22,63 +23,69 @@ from runtime.evaluate import (
 )
 from runtime.types import Detections
 
-if TYPE_CHECKING:
-    from runtime.preprocess import Letterbox
-
 
 def evaluate_model(
     model, split: DatasetSplit, img_size: int, batch_size: int = 16, progress: bool = True
 ) -> EvalResult:
     """Evaluate a torch Detector (eval mode, fp32) on a split."""
     import torch
-
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    post = _postprocessor(model, split, img_size)
-
-    def predict(images, letterboxes):
-        boxes, scores = model.decode(model(images.to(device)))
-        outputs = {"boxes": boxes.float().cpu().numpy(), "scores": scores.float().cpu().numpy()}
-        return post(outputs, letterboxes)
-
-    try:
-        with torch.inference_mode():
-            return evaluate_predictor(predict, split, img_size, batch_size, progress)
-    finally:
-        model.train(was_training)
-
-
-def evaluate_predictor(
-    predict: Callable[[Any, list[Letterbox]], list[Detections]],
-    split: DatasetSplit,
-    img_size: int,
-    batch_size: int = 16,
-    progress: bool = True,
-) -> EvalResult:
-    """COCO-evaluate any predictor on a split, fed as in training and distillation.
-
-    ``predict(images, letterboxes)``: images (B, 3, S, S) float32 RGB in [0, 1],
-    letterboxed to ``img_size``; returns one :class:`Detections` per image, boxes (N, 4)
-    xyxy in original-image pixels. images/s counts the time spent in ``predict``.
-    """
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
     from distill.data.torch_dataset import DetectionDataset, collate
 
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    post = _postprocessor(model, split, img_size)
     ds = DetectionDataset(split, img_size, augment=False, cache=False)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)
     predictions: dict[int, Detections] = {}
     t_model = 0.0
-    for images, _, metas in tqdm(loader, desc="eval", disable=not progress, leave=False):
-        t0 = time.perf_counter()
-        dets = predict(images, [letterbox_of(m, img_size) for m in metas])
-        t_model += time.perf_counter() - t0
-        for meta, det in zip(metas, dets):
-            predictions[int(meta.image_id)] = det
+    with torch.inference_mode():
+        for images, _, metas in tqdm(loader, desc="eval", disable=not progress, leave=False):
+            t0 = time.perf_counter()
+            boxes, scores = model.decode(model(images.to(device)))
+            t_model += time.perf_counter() - t0
+            outputs = {"boxes": boxes.float().cpu().numpy(), "scores": scores.float().cpu().numpy()}
+            for meta, det in zip(metas, post(outputs, [letterbox_of(m, img_size) for m in metas])):
+                predictions[int(meta.image_id)] = det
+    model.train(was_training)
     m, m50, per_class = coco_evaluate(split, predictions)
     return EvalResult(m, m50, per_class, len(ds), round(len(ds) / max(t_model, 1e-9), 1))
+
+
+def evaluate_detect(
+    detect: Callable[[list[np.ndarray]], list[Detections]],
+    split: DatasetSplit,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> EvalResult:
+    """COCO-evaluate a detector that takes source images (a teacher's ``detect``).
+
+    ``detect(images)``: images (H, W, 3) uint8 RGB as decoded from the split's files;
+    returns one :class:`Detections` per image, boxes (N, 4) xyxy in that image's pixels.
+    images/s counts the time spent in ``detect``.
+    """
+    from tqdm import tqdm
+
+    from runtime.data.records import decode_image
+
+    records = split.records
+    predictions: dict[int, Detections] = {}
+    t_model = 0.0
+    starts = range(0, len(records), batch_size)
+    for i in tqdm(starts, desc="eval", disable=not progress, leave=False):
+        batch = records[i : i + batch_size]
+        images = [decode_image(r.path) for r in batch]
+        t0 = time.perf_counter()
+        dets = detect(images)
+        t_model += time.perf_counter() - t0
+        for r, det in zip(batch, dets):
+            predictions[int(r.image_id)] = det
+    m, m50, per_class = coco_evaluate(split, predictions)
+    n = len(records)
+    return EvalResult(m, m50, per_class, n, round(n / max(t_model, 1e-9), 1))
 
 
 def evaluate_path(

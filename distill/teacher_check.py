@@ -122,18 +122,32 @@ def is_rank_zero() -> bool:
 
 
 # -- evaluation ---------------------------------------------------------------------------
-def teacher_detections(teacher, images, letterboxes, post) -> list:
-    """A teacher's detections in original-image pixels, one :class:`Detections` per image.
+def teacher_detect(teacher, images: list, img_size: int) -> list:
+    """A teacher's detections on source images: one :class:`Detections` per image, boxes
+    (N, 4) xyxy in that image's pixels, class ids of the data's classes.
 
-    ``teacher``: what :func:`distill.teachers.open_teacher` returns; ``images`` (B, 3, S, S)
-    float32 RGB in [0, 1], letterboxed; ``letterboxes`` map them back; ``post`` a decoded-
-    output :class:`runtime.postprocess.Postprocessor` with the evaluation thresholds. The one
-    place that turns the teacher interface into predictions: point it at a teacher's own
-    ``detect`` where the teacher has one.
+    ``teacher``: what :func:`distill.teachers.open_teacher` returns; ``images``: (H, W, 3)
+    uint8 RGB. Each image is letterboxed to ``img_size`` by the runtime's preprocessing
+    (RGB in [0, 1], as the distillation feeds the teacher), the teacher runs on the batch,
+    and the runtime's post-processing (the evaluation thresholds) maps its boxes back. The
+    one place that turns the teacher interface into detections: where a teacher has its
+    own ``detect(images, pixel_format)``, this becomes
+    ``teacher.detect(images, pixel_format="RGB")``.
     """
-    out = teacher(images)
+    import torch
+
+    from distill.evaluate import eval_postprocessor
+    from runtime.model_spec import ModelSpec
+    from runtime.preprocess import Preprocessor
+
+    names = tuple(teacher.class_names)
+    pre = Preprocessor(
+        ModelSpec(class_names=names, input_size=(img_size, img_size)), slots=len(images)
+    )
+    letterboxes = [pre(img, i, "RGB") for i, img in enumerate(images)]
+    out = teacher(torch.from_numpy(pre.batch(len(images)).copy()))
     outputs = {"boxes": out.boxes.float().cpu().numpy(), "scores": out.scores.float().cpu().numpy()}
-    return post(outputs, letterboxes)
+    return eval_postprocessor(names, img_size)(outputs, letterboxes)
 
 
 def evaluate_teacher(
@@ -145,22 +159,20 @@ def evaluate_teacher(
 ) -> EvalResult:
     """COCO mAP of a teacher on ``split`` at the distillation input size ``img_size``: a
     checkpoint through :func:`distill.evaluate.evaluate_model`, an ONNX teacher through the
-    teacher interface (:func:`teacher_detections`). The teacher is opened as the
-    distillation opens it (:func:`distill.teachers.open_teacher`: same class checks)."""
+    teacher interface (:func:`teacher_detect`, scored by
+    :func:`distill.evaluate.evaluate_detect`). The teacher is opened as the distillation
+    opens it (:func:`distill.teachers.open_teacher`: same class checks)."""
     import torch
 
-    from distill.evaluate import eval_postprocessor, evaluate_model, evaluate_predictor
+    from distill.evaluate import evaluate_detect, evaluate_model
     from distill.teachers import NativeTeacher, open_teacher
 
     teacher = open_teacher(path, split.class_names, torch.device("cpu"), False, layout_file)
     if isinstance(teacher, NativeTeacher):  # a detector of this family: the usual evaluation
         return evaluate_model(teacher.model, split, img_size, progress=progress)
-    post = eval_postprocessor(split.class_names, img_size)
-
-    def predict(images, letterboxes):
-        return teacher_detections(teacher, images, letterboxes, post)
-
-    return evaluate_predictor(predict, split, img_size, progress=progress)
+    return evaluate_detect(
+        lambda images: teacher_detect(teacher, images, img_size), split, progress=progress
+    )
 
 
 def evaluate_reference(path: str | Path, split: DatasetSplit, progress: bool = True) -> EvalResult:

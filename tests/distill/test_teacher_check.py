@@ -178,7 +178,8 @@ def test_the_margin_decides(handful: Path, overfit: dict[str, Path]) -> None:
 def test_an_onnx_teacher_is_evaluated_through_the_teacher_interface(
     tmp_path: Path, handful: Path, overfit: dict[str, Path]
 ) -> None:
-    """The strong teacher exported to ONNX scores what the checkpoint scores."""
+    """The strong teacher exported to ONNX, scored on the source images through the teacher
+    interface, scores what the checkpoint scores, and passes the check."""
     from distill.export import export_onnx
 
     onnx = tmp_path / "teacher.onnx"
@@ -188,6 +189,8 @@ def test_an_onnx_teacher_is_evaluated_through_the_teacher_interface(
     external = tc.evaluate_teacher(onnx, split, SIZE, progress=False)
     assert native.map50_95 > 30
     assert external.map50_95 == pytest.approx(native.map50_95, abs=1.0)
+    check = tc.check_teacher(onnx, split, SIZE, reference=overfit["frozen"], progress=False)
+    assert check.passed and check.teacher.map50_95 == external.map50_95
 
 
 def test_under_torchrun_only_rank_zero_checks(
