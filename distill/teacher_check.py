@@ -64,7 +64,7 @@ class Score:
     role: str
     path: str
     map50_95: float
-    map50: float
+    map50: float | None  # None where only mAP50-95 was kept
     seconds: float
     how: str
 

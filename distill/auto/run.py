@@ -41,6 +41,7 @@ from distill.auto.screen import (
     select,
 )
 from distill.auto.teacher_screen import DistillProxy, Proxy, screen_teachers
+from distill.teacher_check import DEFAULT_MARGIN
 from runtime.budget import Budget, check_budget, load_budget
 from runtime.errors import ConfigError, DataError, ModelFileError
 
@@ -69,7 +70,7 @@ class AutoOptions:
     progress: bool = True
     command: str = "understudy auto"
     baseline: str | None = None  # the student trained alone, for the teacher check
-    teacher_margin: float = 2.0  # mAP50-95 points the teacher must lead the baseline by
+    teacher_margin: float = DEFAULT_MARGIN  # mAP50-95 points the teacher must lead by
     force: bool = False  # distil even when the teacher is not ahead of the baseline
 
 
@@ -340,7 +341,7 @@ def _teacher_check(report: AutoReport, opts: AutoOptions, split) -> bool:
         return True
     seconds = float(ref.seconds.get("evaluate", 0.0))
     how = "its export evaluated through the runtime (teacher reference)"
-    score = Score("teacher", ref.teacher, ref.map50_95, 0.0, seconds, how)
+    score = Score("teacher", ref.teacher, ref.map50_95, None, seconds, how)
     try:
         check = check_teacher(
             ref.teacher,
