@@ -61,7 +61,8 @@ def distill_config(
     method = cfg.method
     if method == "auto":
         method = "hybrid" if Path(teacher).suffix.lower() == ".pt" else "logit"
-    kd = KDConfig(
+    kd = replace(
+        _saved_kd(info, deployed),
         method=method,
         unlabelled_ratio=cfg.site_ratio,
         pseudo_threshold=cfg.pseudo_threshold,
@@ -89,6 +90,19 @@ def distill_config(
         freeze=cfg.freeze,
         kd=kd,
     )
+
+
+def _saved_kd(info: dict[str, Any], deployed: str) -> KDConfig:
+    """The deployed run's kd section (its KD weights and temperatures), when it was
+    distilled and the section loads here; else the defaults."""
+    saved = (info.get("config") or {}).get("kd")
+    if not isinstance(saved, dict):
+        return KDConfig()
+    try:
+        return from_dict(KDConfig, saved, f"{deployed} (its kd config)")
+    except ConfigError:
+        log.warning("%s: its kd config does not load here; using the default KD weights", deployed)
+        return KDConfig()
 
 
 def check_teacher(teacher: str, data: str, cfg: DistillConfig) -> dict[str, Any]:
