@@ -22,6 +22,7 @@ a site student, its scores and the gate's verdict (see docs/adapt.md).
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, fields, replace
@@ -32,11 +33,11 @@ from distill.adapt.config import AdaptConfig
 from distill.adapt.evaluate import SiteScore, site_score, teacher_reference
 from distill.adapt.gate import decide
 from distill.adapt.sources import collect, materialise
-from distill.adapt.split import split_by_time
+from distill.adapt.split import SiteSplit, split_by_time
 from distill.config import from_dict, to_dict
 from distill.distillation import DistillConfig, KDConfig
 from runtime.errors import ConfigError
-from runtime.files import write_atomic
+from runtime.files import ensure_writable, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,22 @@ class Scorer:
         return out
 
 
+def prepare_site(sources: Sequence[str | Path], cfg: AdaptConfig, out: Path) -> SiteSplit:
+    """Collect, split by time and write the site frames into ``out/site/{train,stop,test}``
+    (this run's own folders ``out/site`` and ``out/train`` are emptied first, so that no
+    frame or step of an earlier run is mixed in)."""
+    split = split_by_time(
+        collect(sources, cfg.video_stride), cfg.test_share, cfg.stop_share, cfg.gap
+    )
+    for stale in (out / "site", out / "train"):
+        if stale.exists():
+            shutil.rmtree(stale)
+    for part in ("train", "stop", "test"):
+        if getattr(split, part):
+            materialise(getattr(split, part), out / "site" / part)
+    return split
+
+
 def _copy(src: Path, dst: Path) -> Path:
     return write_atomic(dst, src.read_bytes())
 
@@ -257,13 +274,9 @@ def adapt(
     names = tuple(info["class_names"])
     dcfg = distill_config(info, cfg, deployed, teacher, teacher_layout)
     checked = check_teacher(teacher, data, dcfg)  # TODO(issue #23): the teacher check
-    split = split_by_time(
-        collect(sources, cfg.video_stride), cfg.test_share, cfg.stop_share, cfg.gap
-    )
+    ensure_writable(out / "report.json")
+    split = prepare_site(sources, cfg, out)
     site = out / "site"
-    for part in ("train", "stop", "test"):
-        if getattr(split, part):
-            materialise(getattr(split, part), site / part)
     scorer = Scorer(cfg, names, dcfg.img_size, data, site_labels, progress)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     ref_teacher = open_teacher(teacher, names, device, False, teacher_layout)
