@@ -36,7 +36,7 @@ from distill.adapt.sources import collect, materialise
 from distill.adapt.split import SiteSplit, split_by_time
 from distill.config import from_dict, to_dict
 from distill.distillation import DistillConfig, KDConfig
-from runtime.errors import ConfigError
+from runtime.errors import ConfigError, ModelFileError
 from runtime.files import ensure_writable, write_atomic
 
 log = logging.getLogger(__name__)
@@ -274,10 +274,12 @@ def adapt(
     names = tuple(info["class_names"])
     dcfg = distill_config(info, cfg, deployed, teacher, teacher_layout)
     checked = check_teacher(teacher, data, dcfg)  # TODO(issue #23): the teacher check
+    if not Path(teacher).is_file():
+        raise ModelFileError(f"{teacher}: teacher not found")
     ensure_writable(out / "report.json")
+    scorer = Scorer(cfg, names, dcfg.img_size, data, site_labels, progress)  # loads the data
     split = prepare_site(sources, cfg, out)
     site = out / "site"
-    scorer = Scorer(cfg, names, dcfg.img_size, data, site_labels, progress)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     ref_teacher = open_teacher(teacher, names, device, False, teacher_layout)
     for part in ("stop", "test"):

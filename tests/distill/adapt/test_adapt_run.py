@@ -126,3 +126,16 @@ def test_adapt_from_a_served_shadow_folder(
     chosen = out / "adapted.pt" if gate["replace"] else tiny_checkpoint
     assert (out / "student.pt").read_bytes() == chosen.read_bytes()
     assert report["student"]["is"] == ("adapted" if gate["replace"] else "deployed")
+
+
+def test_bad_inputs_end_in_one_line(
+    tmp_path: Path, tiny_data: Path, tiny_checkpoint: Path, capsys
+) -> None:
+    base = ["adapt", "--student", str(tiny_checkpoint), "--data", str(tiny_data / "data.yaml")]
+    base += ["--out", str(tmp_path / "out")]
+    assert main([*base, "--teacher", str(tmp_path / "none.pt"), "--site", str(tmp_path)]) == 2
+    assert "none.pt: teacher not found" in capsys.readouterr().err
+    assert main([*base, "--teacher", str(tiny_checkpoint), "--site", str(tmp_path / "gone")]) == 2
+    assert "gone: site source not found" in capsys.readouterr().err
+    assert main([*base, "--teacher", str(tiny_checkpoint), "--site", "x", "--set", "epoch=1"]) == 2
+    assert "unknown key 'epoch'" in capsys.readouterr().err
