@@ -291,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "date": today(),
         "load_average_at_start": round(load_start, 2),
+        "load_average_at_end": round(os.getloadavg()[0], 2),
         "configuration": configuration(args, data, teacher, student, report),
         "shadow": shadow,
         "site_frames": report["site_frames"],
@@ -353,7 +354,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         f"Command: `{doc['command']}`",
         "",
-        f"Machine: {doc['machine']}; load average at start {doc['load_average_at_start']}",
+        f"Machine: {doc['machine']}; load average at start {doc['load_average_at_start']}, "
+        f"at the end {doc.get('load_average_at_end', 'n/a')}",
         "",
         *([f"**{c['reduced_note']}**", ""] if c["reduced_note"] else []),
         f"Site: synth scenes with {c['site_shift']}; {c['site_train_images']} footage images "
