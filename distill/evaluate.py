@@ -28,29 +28,15 @@ def evaluate_model(
     model, split: DatasetSplit, img_size: int, batch_size: int = 16, progress: bool = True
 ) -> EvalResult:
     """Evaluate a torch Detector (eval mode, fp32) on a split."""
-    import torch
     from torch.utils.data import DataLoader
-    from tqdm import tqdm
 
     from distill.data.torch_dataset import DetectionDataset, collate
 
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    post = _postprocessor(model, split, img_size)
     ds = DetectionDataset(split, img_size, augment=False, cache=False)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)
-    predictions: dict[int, Detections] = {}
-    t_model = 0.0
-    with torch.inference_mode():
-        for images, _, metas in tqdm(loader, desc="eval", disable=not progress, leave=False):
-            t0 = time.perf_counter()
-            boxes, scores = model.decode(model(images.to(device)))
-            t_model += time.perf_counter() - t0
-            outputs = {"boxes": boxes.float().cpu().numpy(), "scores": scores.float().cpu().numpy()}
-            for meta, det in zip(metas, post(outputs, [letterbox_of(m, img_size) for m in metas])):
-                predictions[int(meta.image_id)] = det
-    model.train(was_training)
+    predictions, t_model = predict_batches(
+        model_outputs(model), ((b[0], b[2]) for b in loader), img_size, split.class_names, progress
+    )
     m, m50, per_class = coco_evaluate(split, predictions)
     return EvalResult(m, m50, per_class, len(ds), round(len(ds) / max(t_model, 1e-9), 1))
 
@@ -88,6 +74,54 @@ def evaluate_detect(
     return EvalResult(m, m50, per_class, n, round(n / max(t_model, 1e-9), 1))
 
 
+def model_outputs(model):
+    """A function (B, 3, S, S) images -> (boxes (B, A, 4) xyxy network pixels, scores
+    (B, A, C)) of a torch Detector, run in eval mode under inference_mode (the model's
+    training flag is restored after each call)."""
+    import torch
+
+    def run(images):
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            out = model.decode(model(images.to(device)))
+        model.train(was_training)
+        return out
+
+    return run
+
+
+def predict_batches(
+    outputs,
+    batches,
+    img_size: int,
+    class_names: tuple[str, ...],
+    progress: bool = False,
+    score_threshold: float = EVAL_SCORE_THRESHOLD,
+) -> tuple[dict[int, Detections], float]:
+    """Detections per image id from network outputs, through the runtime's
+    post-processing (so evaluation matches deployment).
+
+    ``outputs``: images (B, 3, S, S) -> (boxes (B, A, 4) xyxy network pixels, scores
+    (B, A, C)), e.g. :func:`model_outputs` or a teacher; ``batches``: (images, metas) pairs
+    (metas: FrameMeta of the letterboxed images). Returns ({image_id: Detections in
+    original-image pixels}, seconds spent in ``outputs``)."""
+    from tqdm import tqdm
+
+    post = decoded_postprocessor(class_names, img_size, score_threshold)
+    predictions: dict[int, Detections] = {}
+    t_model = 0.0
+    for images, metas in tqdm(batches, desc="eval", disable=not progress, leave=False):
+        t0 = time.perf_counter()
+        boxes, scores = outputs(images)
+        t_model += time.perf_counter() - t0
+        arrays = {"boxes": boxes.float().cpu().numpy(), "scores": scores.float().cpu().numpy()}
+        for meta, det in zip(metas, post(arrays, [letterbox_of(m, img_size) for m in metas])):
+            predictions[int(meta.image_id)] = det
+    return predictions, t_model
+
+
 def evaluate_path(
     path: str | Path,
     split: DatasetSplit,
@@ -105,32 +139,22 @@ def evaluate_path(
     return evaluate_runtime(path, split, progress=progress)
 
 
-def _postprocessor(model, split: DatasetSplit, img_size: int):
-    """The runtime's post-processing (so evaluation matches deployment) for a torch model's
-    decoded outputs at ``img_size``."""
-    return eval_postprocessor(split.class_names, img_size, tuple(model.strides), model.reg_max)
-
-
-def eval_postprocessor(
-    class_names: tuple[str, ...] | list[str],
-    img_size: int,
-    strides: tuple[int, ...] = (8, 16, 32),
-    reg_max: int = 16,
+def decoded_postprocessor(
+    class_names: tuple[str, ...], img_size: int, score_threshold: float = EVAL_SCORE_THRESHOLD
 ):
-    """The runtime's post-processing with the evaluation thresholds, for decoded outputs
-    ``{"boxes": (B, A, 4) xyxy network pixels, "scores": (B, A, C)}`` at ``img_size``."""
+    """The runtime's post-processing of decoded (xyxy boxes, class scores) outputs at
+    ``img_size`` (threshold, class-aware NMS, un-letterbox)."""
     from runtime.model_spec import ModelSpec
     from runtime.postprocess import Postprocessor
 
     spec = ModelSpec(
         class_names=tuple(class_names),
         input_size=(img_size, img_size),
-        strides=strides,
-        reg_max=reg_max,
+        output_layout="decoded_xyxy",
     )
     return Postprocessor(
         spec,
-        score_threshold=EVAL_SCORE_THRESHOLD,
+        score_threshold=score_threshold,
         iou_threshold=EVAL_IOU_THRESHOLD,
         max_detections=EVAL_MAX_DETECTIONS,
     )

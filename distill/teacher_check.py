@@ -136,7 +136,7 @@ def teacher_detect(teacher, images: list, img_size: int) -> list:
     """
     import torch
 
-    from distill.evaluate import eval_postprocessor
+    from distill.evaluate import decoded_postprocessor
     from runtime.model_spec import ModelSpec
     from runtime.preprocess import Preprocessor
 
@@ -147,7 +147,7 @@ def teacher_detect(teacher, images: list, img_size: int) -> list:
     letterboxes = [pre(img, i, "RGB") for i, img in enumerate(images)]
     out = teacher(torch.from_numpy(pre.batch(len(images)).copy()))
     outputs = {"boxes": out.boxes.float().cpu().numpy(), "scores": out.scores.float().cpu().numpy()}
-    return eval_postprocessor(names, img_size)(outputs, letterboxes)
+    return decoded_postprocessor(tuple(names), img_size)(outputs, letterboxes)
 
 
 def evaluate_teacher(

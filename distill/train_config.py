@@ -42,6 +42,8 @@ class TrainConfig:
     workers: int = 0
     cache: bool = True
     skip_bad: bool = False  # leave out damaged images and label lines (--skip-bad)
+    init: str = ""  # start from this checkpoint's weights ("" = random init; distill/finetune.py)
+    freeze: int = 0  # freeze the first N backbone blocks (stem, stage1..4); 0 = none
     loss: LossWeights = field(default_factory=LossWeights)
     aug: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -58,6 +60,8 @@ class TrainConfig:
             raise ConfigError(f"bf16 {self.bf16!r} must be auto, on or off")
         if not 0 < self.labelled_fraction <= 1:
             raise ConfigError("labelled_fraction must be in (0, 1]")
+        if not 0 <= self.freeze <= 5:
+            raise ConfigError(f"freeze {self.freeze} must be in 0..5 (stem, stage1..stage4)")
 
     def scale(self) -> Scale:
         """The architecture: the preset's width/depth/channel cap, overridden where set."""

@@ -22,6 +22,7 @@ from torch import nn
 from distill import ddp
 from distill.checkpoint import make_checkpoint, read_checkpoint, save_atomic
 from distill.config import to_dict
+from distill.finetune import freeze_blocks, load_initial_weights
 from distill.losses.assigner import Assignment
 from distill.losses.detection import detection_loss
 from distill.models.detector import Detector
@@ -99,6 +100,9 @@ class Trainee:
         seed_everything(cfg.seed + rank)  # the same initial weights as a run of its own
         self.model: Detector = build_detector(self.scale, len(names)).to(device)
         self.model.head.reset_bias(cfg.img_size)
+        if cfg.init:  # fine-tuning: start from a checkpoint, early blocks frozen
+            load_initial_weights(self.model, cfg.init, names)
+        freeze_blocks(self.model, cfg.freeze)
         self.extra = [m.to(device) for m in distiller.trainable_modules()] if distiller else []
         self.params = list(self.model.named_parameters())
         for i, m in enumerate(self.extra):

@@ -27,6 +27,7 @@ from runtime.metrics import ServerMetrics
 from runtime.proto import pb, pb_grpc
 from runtime.scheduler import Answered, Dropped, Failed, Job, Outcome, Scheduler
 from runtime.server_config import ServerConfig
+from runtime.shadow_saver import FrameTag
 from runtime.stream_session import FrameMeta, Rejected, StreamSession, frame_meta
 
 
@@ -34,6 +35,8 @@ class ShadowReporter(Protocol):
     """What GetModelInfo needs from a shadow teacher (``runtime.shadow.ShadowTeacher``)."""
 
     def report(self) -> pb.ShadowReport: ...
+
+    def tag(self, image: np.ndarray, tag: FrameTag) -> None: ...
 
 
 DROP_REASONS = {
@@ -150,6 +153,11 @@ class DetectorServicer(pb_grpc.DetectorServicer):
         decode_ms = (time.perf_counter() - start) * 1000.0
         budget = budget or self.config.budget_ms
         meta = frame_meta(frame, decoded.width, decoded.height, budget, decoded.scale)
+        if self._shadow is not None:  # where and when, for the frames the shadow saves
+            ts = frame.capture_time
+            capture = ts.seconds * 1_000_000_000 + ts.nanos if ts.seconds or ts.nanos else None
+            tag = FrameTag(frame.camera_id, frame.frame_id, capture, time.time_ns())
+            self._shadow.tag(decoded.image, tag)
         return decoded.image, meta, decode_ms
 
     def capture_ages(self, frame: pb.Frame, received: float) -> tuple[float, float]:

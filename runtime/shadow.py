@@ -13,7 +13,9 @@ the same class with the highest IoU, if that IoU is >= 0.5 (true positive); unma
 student boxes are false positives, unmatched teacher boxes false negatives. Precision =
 tp / (tp + fp), recall = tp / (tp + fn), accumulated since start. Frames whose F1
 (2 tp / (2 tp + fp + fn); 1 when both sides are empty) is below a threshold are saved
-for retraining (:mod:`runtime.shadow_saver`).
+for retraining (:mod:`runtime.shadow_saver`), with where and when the frame was seen: the
+servicer tags each decoded image (:meth:`ShadowTeacher.tag`: camera id, frame id, capture
+and arrival time) and the tap looks the tag up by the image's identity when it offers it.
 
 Limit: the teacher's pre/post-processing runs Python code and holds the GIL for short
 stretches; inference itself (ONNX Runtime, TensorRT) releases it.
@@ -28,6 +30,7 @@ import os
 import queue
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,7 +44,7 @@ from runtime.postprocess import box_iou
 from runtime.proto import pb
 from runtime.scheduler import DetectorLike
 from runtime.server_config import ShadowConfig
-from runtime.shadow_saver import DisagreementSaver
+from runtime.shadow_saver import DisagreementSaver, FrameTag
 from runtime.types import Detections, StageTimings
 
 log = logging.getLogger(__name__)
@@ -157,7 +160,10 @@ class ShadowTeacher:
             else None
         )
         self._source = teacher
-        self._queue: queue.Queue[tuple[np.ndarray, Detections]] = queue.Queue(config.queue_size)
+        self._queue: queue.Queue[tuple[np.ndarray, Detections, FrameTag | None]] = queue.Queue(
+            config.queue_size
+        )
+        self._tags: dict[int, FrameTag] = {}  # id(image) -> tag, while the image lives
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
         self._total = Agreement.zeros(len(self.class_names))
@@ -177,12 +183,21 @@ class ShadowTeacher:
         if self._error is not None:
             raise self._error
 
+    def tag(self, image: np.ndarray, tag: FrameTag) -> None:
+        """Remember where and when ``image`` (a decoded frame about to be scheduled) was
+        seen, until the image is freed; only kept when frames are saved. O(1)."""
+        if self.saver is None:
+            return
+        key = id(image)
+        self._tags[key] = tag
+        weakref.finalize(image, self._tags.pop, key, None)
+
     def offer(self, image: np.ndarray, detections: Detections) -> bool:
         """Hot path (the model worker): O(1), never blocks. True if the frame was queued."""
         if next(self._counter) % self.config.every:
             return False
         try:
-            self._queue.put_nowait((image, detections))
+            self._queue.put_nowait((image, detections, self._tags.get(id(image))))
         except queue.Full:
             self.skipped += 1
             if self.metrics is not None:
@@ -224,15 +239,17 @@ class ShadowTeacher:
         try:
             while not self._stop.is_set():
                 try:
-                    image, student = self._queue.get(timeout=0.1)
+                    image, student, tag = self._queue.get(timeout=0.1)
                 except queue.Empty:
                     continue
-                self._compare(teacher, image, student)
+                self._compare(teacher, image, student, tag)
         finally:
             if owned:
                 teacher.close()
 
-    def _compare(self, teacher: Any, image: np.ndarray, student: Detections) -> None:
+    def _compare(
+        self, teacher: Any, image: np.ndarray, student: Detections, tag: FrameTag | None = None
+    ) -> None:
         start = time.perf_counter()
         try:
             result: tuple[Detections, StageTimings] = teacher.detect(image)
@@ -262,7 +279,7 @@ class ShadowTeacher:
             )
         f1 = counts.f1()
         if self.saver is not None and f1 < self.config.save_below_f1:
-            self._save(image, student, reference, counts, f1, teacher_ms)
+            self._save(image, student, reference, counts, f1, teacher_ms, tag)
         with self._lock:  # counted once everything about the frame is recorded (and saved)
             self.compared += 1
 
@@ -274,6 +291,7 @@ class ShadowTeacher:
         counts: Agreement,
         f1: float,
         teacher_ms: float,
+        tag: FrameTag | None = None,
     ) -> None:
         info = {
             "f1": round(f1, 4),
@@ -285,7 +303,7 @@ class ShadowTeacher:
             "false_negatives": int(counts.fn.sum()),
         }
         try:
-            saved = self.saver.save(image, student, teacher, info)  # type: ignore[union-attr]
+            saved = self.saver.save(image, student, teacher, info, tag)  # type: ignore[union-attr]
         except (OSError, ValueError) as e:
             log.warning("shadow: could not save a disagreeing frame: %s", e)
             return

@@ -31,6 +31,11 @@ Output (the same dataset in two formats; file names ``000000.jpg`` ... in genera
     OUT/video.mp4 (or video.avi)  640x480 frames of smoothly moving objects, for streaming
     OUT/synth.json         config, seed, class names, counts, generator version
 
+Site shift: ``generate(..., shift=SiteShift(background="tiles", cast=(1.25, 0.95, 0.6)))``
+renders the same kind of scenes as another site's camera would see them (a background
+family the standard set never has, a colour cast; :mod:`distill.data.synth_shift`), for
+the site-adaptation benchmark (``benchmarks/adapt.py``).
+
 Determinism: image ``i`` of split ``s`` uses ``default_rng([seed, code(s), i])`` and the
 video ``default_rng([seed, 3])``, so the same seed and config give byte-identical label
 files and identical images (on the same numpy/OpenCV build). COCO category id = class
@@ -52,13 +57,13 @@ import yaml
 from distill.data.synth_config import SynthConfig
 from distill.data.synth_scene import (
     CLASS_NAMES,
-    background,
     distractors,
     paint,
     photometric,
     render_mask,
     sample_object,
 )
+from distill.data.synth_shift import SiteShift, apply_cast, site_background
 from distill.data.synth_video import write_video
 from runtime.errors import DataError
 
@@ -67,14 +72,18 @@ SPLIT_CODES = {"train": 0, "val": 1, "unlabelled": 2}
 
 
 def render_scene(
-    rng: np.random.Generator, cfg: SynthConfig, width: int, height: int
+    rng: np.random.Generator,
+    cfg: SynthConfig,
+    width: int,
+    height: int,
+    shift: SiteShift | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One labelled scene.
+    """One labelled scene (under a site ``shift``, :mod:`distill.data.synth_shift`).
 
     Returns:
         image (H, W, 3) uint8 RGB, boxes (N, 4) float32 xyxy integer pixels, classes (N,) int64.
     """
-    canvas = background(rng, height, width)
+    canvas = site_background(rng, height, width, shift)
     distractors(canvas, rng, int(rng.integers(0, cfg.max_distractors + 1)))
     owner = np.full((height, width), -1, dtype=np.int32)
     full_area: list[int] = []
@@ -107,7 +116,7 @@ def render_scene(
             boxes.append([cx0 + xs.min(), cy0 + ys.min(), cx0 + xs.max() + 1, cy0 + ys.max() + 1])
             classes.append(spec.cls)
             break
-    image = photometric(canvas, rng, cfg.blur_prob, cfg.max_blur, cfg.max_noise)
+    image = apply_cast(photometric(canvas, rng, cfg.blur_prob, cfg.max_blur, cfg.max_noise), shift)
     return (
         image,
         np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
@@ -135,7 +144,9 @@ def yolo_lines(boxes: np.ndarray, classes: np.ndarray, width: int, height: int) 
     return "".join(out)
 
 
-def _write_split(out: Path, split: str, count: int, seed: int, cfg: SynthConfig) -> dict:
+def _write_split(
+    out: Path, split: str, count: int, seed: int, cfg: SynthConfig, shift: SiteShift | None = None
+) -> dict:
     """Render one labelled split; returns its COCO dict."""
     img_dir, lbl_dir = out / "images" / split, out / "labels" / split
     img_dir.mkdir(parents=True)
@@ -143,7 +154,7 @@ def _write_split(out: Path, split: str, count: int, seed: int, cfg: SynthConfig)
     images, annotations = [], []
     for i in range(count):
         rng = np.random.default_rng([seed, SPLIT_CODES[split], i])
-        image, boxes, classes = render_scene(rng, cfg, cfg.width, cfg.height)
+        image, boxes, classes = render_scene(rng, cfg, cfg.width, cfg.height, shift)
         name = f"{i:06d}"
         _write_jpeg(img_dir / f"{name}.jpg", image, cfg.jpeg_quality)
         (lbl_dir / f"{name}.txt").write_text(yolo_lines(boxes, classes, cfg.width, cfg.height))
@@ -166,8 +177,15 @@ def _write_split(out: Path, split: str, count: int, seed: int, cfg: SynthConfig)
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
-def generate(out_dir: str | Path, seed: int, config: SynthConfig | None = None) -> Path:
+def generate(
+    out_dir: str | Path,
+    seed: int,
+    config: SynthConfig | None = None,
+    shift: SiteShift | None = None,
+) -> Path:
     """Write the synthetic dataset to ``out_dir`` (see the module docstring); returns it.
+    With ``shift`` every image and the video are rendered under that site shift
+    (:mod:`distill.data.synth_shift`), recorded in synth.json as ``"shift"``.
 
     The data is written to ``<out_dir>.partial`` and renamed into place at the end. If
     ``out_dir`` already holds a dataset from the same seed, config and generator version,
@@ -180,11 +198,13 @@ def generate(out_dir: str | Path, seed: int, config: SynthConfig | None = None) 
             prior = json.loads((out / "synth.json").read_text())
         except (OSError, json.JSONDecodeError):
             prior = None
-        if prior and (prior.get("seed"), prior.get("config"), prior.get("generator_version")) == (
-            seed,
-            asdict(cfg),
-            GENERATOR_VERSION,
-        ):
+        shift_dict = _shift_dict(shift)
+        if prior and (
+            prior.get("seed"),
+            prior.get("config"),
+            prior.get("generator_version"),
+            prior.get("shift"),
+        ) == (seed, asdict(cfg), GENERATOR_VERSION, shift_dict):
             return out
         raise DataError(
             f"{out}: already exists and is not a synth dataset of this seed and config; "
@@ -197,7 +217,7 @@ def generate(out_dir: str | Path, seed: int, config: SynthConfig | None = None) 
     counts: dict[str, Any] = {}
     (tmp / "annotations").mkdir()
     for split in ("train", "val"):
-        coco = _write_split(tmp, split, getattr(cfg, split), seed, cfg)
+        coco = _write_split(tmp, split, getattr(cfg, split), seed, cfg, shift)
         per_class = np.bincount(
             [a["category_id"] - 1 for a in coco["annotations"]], minlength=len(CLASS_NAMES)
         )
@@ -211,12 +231,34 @@ def generate(out_dir: str | Path, seed: int, config: SynthConfig | None = None) 
     unl.mkdir()
     for i in range(cfg.unlabelled):
         rng = np.random.default_rng([seed, SPLIT_CODES["unlabelled"], i])
-        image, _, _ = render_scene(rng, cfg, cfg.width, cfg.height)
+        image, _, _ = render_scene(rng, cfg, cfg.width, cfg.height, shift)
         _write_jpeg(unl / f"{i:06d}.jpg", image, cfg.jpeg_quality)
     counts["unlabelled"] = {"images": cfg.unlabelled}
-    video = write_video(tmp / "video", seed, cfg) if cfg.video_frames else None
+    video = write_video(tmp / "video", seed, cfg, shift) if cfg.video_frames else None
     counts["video"] = {"frames": cfg.video_frames, "file": video.name if video else None}
     names = list(CLASS_NAMES)
+    _write_yamls(tmp, names)
+    meta = {
+        "generator_version": GENERATOR_VERSION,
+        "seed": seed,
+        "config": asdict(cfg),
+        "class_names": names,
+        "counts": counts,
+    }
+    if shift is not None:
+        meta["shift"] = _shift_dict(shift)
+    (tmp / "synth.json").write_text(json.dumps(meta, indent=2) + "\n")
+    tmp.rename(out)
+    return out
+
+
+def _shift_dict(shift: SiteShift | None) -> dict | None:
+    """The shift as synth.json records it (None: no shift; lists, as JSON reads back)."""
+    return None if shift is None else json.loads(json.dumps(asdict(shift)))
+
+
+def _write_yamls(out: Path, names: list[str]) -> None:
+    """``data.yaml`` (YOLO layout) and ``coco.yaml`` (COCO layout) of a generated dataset."""
     data_yaml = {
         "format": "yolo",
         "names": names,
@@ -230,15 +272,5 @@ def generate(out_dir: str | Path, seed: int, config: SynthConfig | None = None) 
             "annotations": f"annotations/instances_{split}.json",
             "images": f"images/{split}",
         }
-    (tmp / "data.yaml").write_text(yaml.safe_dump(data_yaml, sort_keys=False))
-    (tmp / "coco.yaml").write_text(yaml.safe_dump(coco_yaml, sort_keys=False))
-    meta = {
-        "generator_version": GENERATOR_VERSION,
-        "seed": seed,
-        "config": asdict(cfg),
-        "class_names": names,
-        "counts": counts,
-    }
-    (tmp / "synth.json").write_text(json.dumps(meta, indent=2) + "\n")
-    tmp.rename(out)
-    return out
+    (out / "data.yaml").write_text(yaml.safe_dump(data_yaml, sort_keys=False))
+    (out / "coco.yaml").write_text(yaml.safe_dump(coco_yaml, sort_keys=False))

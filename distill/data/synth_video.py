@@ -20,20 +20,23 @@ import numpy as np
 from distill.data.synth_config import SynthConfig
 from distill.data.synth_scene import (
     MAX_ANGLE_DEG,
-    background,
     distractors,
     paint,
     render_mask,
     sample_object,
 )
+from distill.data.synth_shift import SiteShift, apply_cast, site_background
 from runtime.errors import DataError
 
 
-def video_frames(rng: np.random.Generator, cfg: SynthConfig) -> Iterator[np.ndarray]:
-    """Yield ``cfg.video_frames`` frames, each (video_height, video_width, 3) uint8 RGB."""
+def video_frames(
+    rng: np.random.Generator, cfg: SynthConfig, shift: SiteShift | None = None
+) -> Iterator[np.ndarray]:
+    """Yield ``cfg.video_frames`` frames, each (video_height, video_width, 3) uint8 RGB
+    (under a site ``shift``: its background family and colour cast)."""
     w, h = cfg.video_width, cfg.video_height
     k = w / cfg.width
-    bg = background(rng, h, w)
+    bg = site_background(rng, h, w, shift)
     distractors(bg, rng, int(rng.integers(0, cfg.max_distractors + 1)))
     n = int(rng.integers(max(cfg.min_objects, 6), max(cfg.max_objects, 6) + 1))
     specs = [sample_object(rng, w, h, (cfg.min_size * k, cfg.max_size * k)) for _ in range(n)]
@@ -60,7 +63,7 @@ def video_frames(rng: np.random.Generator, cfg: SynthConfig) -> Iterator[np.ndar
         gain = 0.9 + 0.25 * np.sin(2 * np.pi * t / 150 + light_phase)
         noise = rng.standard_normal(size=canvas.shape, dtype=np.float32) * np.float32(3.0)
         f = canvas.astype(np.float32) * np.float32(gain) + noise
-        yield np.clip(f, 0, 255).astype(np.uint8)
+        yield apply_cast(np.clip(f, 0, 255).astype(np.uint8), shift)
         pos += vel
         for axis, limit in ((0, w), (1, h)):
             out = (pos[:, axis] < 0) | (pos[:, axis] > limit)
@@ -88,12 +91,12 @@ def _write(path: Path, fourcc: str, frames: Iterator[np.ndarray], cfg: SynthConf
     return n == cfg.video_frames
 
 
-def write_video(stem: Path, seed: int, cfg: SynthConfig) -> Path:
+def write_video(stem: Path, seed: int, cfg: SynthConfig, shift: SiteShift | None = None) -> Path:
     """Render the video (``default_rng([seed, 3])``) into ``stem.mp4`` (or ``stem.avi``),
     one frame at a time; returns the file."""
     for suffix, fourcc in ((".mp4", "mp4v"), (".avi", "MJPG")):
         path = stem.with_suffix(suffix)
-        frames = video_frames(np.random.default_rng([seed, 3]), cfg)
+        frames = video_frames(np.random.default_rng([seed, 3]), cfg, shift)
         if _write(path, fourcc, frames, cfg):
             return path
         path.unlink(missing_ok=True)

@@ -18,12 +18,12 @@ import pytest
 
 from runtime.cli import main
 from runtime.client import DetectorClient
-from runtime.errors import ConfigError
+from runtime.errors import ConfigError, DataError
 from runtime.model_spec import ModelSpec
 from runtime.server import build_server
 from runtime.server_config import ServerConfig, ShadowConfig
 from runtime.shadow import match_detections
-from runtime.shadow_saver import DisagreementSaver
+from runtime.shadow_saver import DisagreementSaver, FrameTag, read_record
 from runtime.types import Detections, StageTimings
 from tests.runtime.serving_fakes import (
     CLASS_NAMES,
@@ -181,20 +181,62 @@ def test_saver_keeps_the_folder_under_its_cap(tmp_path: Path) -> None:
     again = DisagreementSaver(folder, 1.2 * pair / (1024 * 1024), CLASS_NAMES)
     assert sorted(p.stem for p in folder.glob("*.json")) == left[-1:]
     assert again.total_bytes == sum(p.stat().st_size for p in folder.iterdir())
+    # layout version 2 without a tag: no camera, no capture time; time from the saver
+    assert record["version"] == 2 and record["camera_id"] == "" and record["frame_id"] == 0
+    assert record["capture_time_ns"] is None and record["saved_time_ns"] > 0
     # a pair larger than the whole cap is not written at all
     tiny = DisagreementSaver(tmp_path / "tiny", 0.001, CLASS_NAMES)
     assert tiny.save(_noise(9), Detections.empty(), Detections.empty(), {}) is None
     assert list((tmp_path / "tiny").iterdir()) == []
 
 
+def test_records_of_both_layout_versions_read_back(tmp_path: Path) -> None:
+    saver = DisagreementSaver(tmp_path, 10.0, CLASS_NAMES)
+    tag = FrameTag("cam-a", 7, 1_000_000_000_123, 1_000_000_000_999)
+    student = dets([(1, 2, 11, 12, 0.9, 1)])
+    teacher = dets([(1, 2, 11, 12, 0.8, 1), (20, 20, 30, 30, 0.7, 2)])
+    new = read_record(saver.save(_noise(1), student, teacher, {"f1": 0.5}, tag))
+    assert (new.version, new.camera_id, new.frame_id) == (2, "cam-a", 7)
+    assert new.time_ns == new.capture_time_ns == 1_000_000_000_123
+    np.testing.assert_array_equal(new.teacher.class_ids, [1, 2])
+    np.testing.assert_allclose(new.student.boxes, [[1, 2, 11, 12]])
+    assert new.image.is_file()
+    # a version 1 record (before capture time and camera id were kept)
+    old = tmp_path / "shadow_00000000000000000042_000003.json"
+    old.write_text(
+        json.dumps(
+            {
+                "image": "x.jpg",
+                "width": 4,
+                "height": 4,
+                "f1": 0.1,
+                "student": [],
+                "teacher": [{"box": [0, 0, 2, 2], "score": 0.5, "class_id": 0, "label": "person"}],
+            }
+        )
+    )
+    back = read_record(old)
+    assert (back.version, back.camera_id, back.time_ns, back.capture_time_ns) == (1, "", 42, None)
+    assert len(back.student) == 0 and len(back.teacher) == 1
+    # no capture time: the arrival time orders it
+    arrived = read_record(saver.save(_noise(2), student, teacher, {}, FrameTag("b", 1, None, 55)))
+    assert arrived.time_ns == 55 and arrived.capture_time_ns is None
+    (tmp_path / "shadow_bad.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"shadow_bad\.json"):
+        read_record(tmp_path / "shadow_bad.json")
+
+
 # ---------------------------------------------------------------------- in the service
-def _closed_loop(client: DetectorClient, n: int, after=None) -> list[float]:
+CAPTURE_T0 = 1_764_480_000_000_000_000  # capture times sent by _closed_loop: T0 + i ms
+
+
+def _closed_loop(client: DetectorClient, n: int, after=None, camera_id: str = "") -> list[float]:
     """Send ``n`` frames one at a time on one stream; the server-side total_ms of each."""
-    call = client.open_stream(budget_ms=10_000, encode="raw")
+    call = client.open_stream(budget_ms=10_000, encode="raw", camera_id=camera_id)
     responses = iter(call)
     totals = []
     for i in range(n):
-        call.send(solid(i % 250), frame_id=i)
+        call.send(solid(i % 250), frame_id=i, capture_time_ns=CAPTURE_T0 + i * 1_000_000)
         r = next(responses)
         assert r.HasField("result"), r
         totals.append(r.result.timings.total_ms)
@@ -262,7 +304,10 @@ def test_agreement_reaches_metrics_model_info_and_save_folder(tmp_path: Path) ->
         shadow = srv.shadow
         with DetectorClient(f"127.0.0.1:{srv.port}", timeout=10) as client:
             _closed_loop(
-                client, 6, after=lambda _: wait_until(lambda: shadow.compared == shadow.offered)
+                client,
+                6,
+                after=lambda _: wait_until(lambda: shadow.compared == shadow.offered),
+                camera_id="dock-3",
             )
             info = client.model_info()
     finally:
@@ -301,6 +346,19 @@ def test_agreement_reaches_metrics_model_info_and_save_folder(tmp_path: Path) ->
     assert [len(r["teacher"]) for r in records] == [2, 2, 2]
     assert [r["teacher"][0]["label"] for r in records] == ["car", "person", "dog"]
     assert records[0]["f1"] == pytest.approx(2 / 3, abs=1e-4) and records[0]["width"] == 64
+    # where and when each saved frame was seen (layout version 2)
+    assert [r["version"] for r in records] == [2, 2, 2]
+    assert [r["camera_id"] for r in records] == ["dock-3"] * 3
+    assert [r["frame_id"] for r in records] == [1, 3, 5]
+    assert [r["capture_time_ns"] for r in records] == [
+        CAPTURE_T0 + k * 1_000_000 for k in (1, 3, 5)
+    ]
+    for r in records:
+        assert r["received_time_ns"] <= r["saved_time_ns"]
+    back = [read_record(p) for p in sorted(save.glob("*.json"))]
+    assert [b.time_ns for b in back] == [r["capture_time_ns"] for r in records]
+    assert [len(b.teacher) for b in back] == [2, 2, 2] and back[0].image.is_file()
+    assert not srv.shadow._tags or len(srv.shadow._tags) <= 2  # tags go with their frames
     assert teacher.closed is False  # handed in loaded: the caller closes it
     if sys.platform == "linux":
         assert set(teacher.niceness) == {19}  # the worker thread lowered its priority
