@@ -30,7 +30,7 @@ import numpy as np
 from runtime.errors import InputError
 from runtime.frames import check_pixels, decode_encoded_scaled
 from runtime.kserve.raw import RawInput, RawOutputs
-from runtime.kserve.tensors import NUMPY_TO_DATATYPE, InputTensor, TensorError, add_output
+from runtime.kserve.tensors import NUMPY_TO_DATATYPE, TensorError, add_output, read_inputs
 from runtime.model_spec import INPUT_NAME, ModelSpec
 from runtime.proto.inference import grpc_service_pb2 as kpb
 from runtime.proto.inference import model_config_pb2 as mc
@@ -126,11 +126,11 @@ class DetectionModel:
             model_transaction_policy=mc.ModelTransactionPolicy(decoupled=False),
         )
 
-    def prepare(self, request: kpb.ModelInferRequest, inputs: list[InputTensor], limits: Limits):
+    def prepare(self, request: kpb.ModelInferRequest, limits: Limits) -> Prepared:
         """The image of a request (exactly one of IMAGE, FRAME) -> :class:`Prepared`."""
         outputs = _requested(request, self.outputs, self.name)
         known = {n: (t, s) for n, t, s in self.inputs}
-        for tensor in inputs:
+        for tensor in request.inputs:
             if tensor.name not in known:
                 raise TensorError(
                     f"model {self.name!r} has no input {tensor.name!r}; send IMAGE (an "
@@ -140,16 +140,20 @@ class DetectionModel:
                 raise TensorError(
                     f"input {tensor.name!r} must be {known[tensor.name][0]}, got {tensor.datatype}"
                 )
-        if len(inputs) != 1:
+        if len(request.inputs) != 1:
+            names = ", ".join(t.name for t in request.inputs) or "none"
             raise TensorError(
                 f"model {self.name!r} takes exactly one input, IMAGE or FRAME; got "
-                f"{len(inputs)} ({', '.join(t.name for t in inputs) or 'none'})"
+                f"{len(request.inputs)} ({names})"
             )
+        if request.inputs[0].name == "IMAGE" and list(request.inputs[0].shape) != [1]:
+            raise TensorError(
+                f"input 'IMAGE' must have shape [1], got {list(request.inputs[0].shape)}"
+            )
+        inputs = read_inputs(request)
         tensor = inputs[0]
         start = time.perf_counter()
         if tensor.name == "IMAGE":
-            if tensor.shape != (1,):
-                raise TensorError(f"input 'IMAGE' must have shape [1], got {list(tensor.shape)}")
             try:
                 image, header, r = decode_encoded_scaled(
                     tensor.value[0], max_pixels=limits.max_pixels, fit_size=limits.fit_size
@@ -254,11 +258,11 @@ class RawModel:
             model_transaction_policy=mc.ModelTransactionPolicy(decoupled=False),
         )
 
-    def prepare(self, request: kpb.ModelInferRequest, inputs: list[InputTensor], limits: Limits):
+    def prepare(self, request: kpb.ModelInferRequest, limits: Limits) -> Prepared:
         """The input batch of a request -> :class:`Prepared` (image = a RawInput)."""
         outputs = _requested(request, self.outputs, self.name)
         h, w = self.spec.input_size
-        names = [t.name for t in inputs]
+        names = [t.name for t in request.inputs]
         if names != [INPUT_NAME]:
             unknown = [n for n in names if n != INPUT_NAME]
             what = f"has no input {unknown[0]!r}" if unknown else "takes exactly one input"
@@ -266,17 +270,15 @@ class RawModel:
                 f"model {self.name!r} {what}: send {INPUT_NAME!r} {self.input_datatype} "
                 f"[B, 3, {h}, {w}]"
             )
-        tensor = inputs[0]
-        if tensor.datatype != self.input_datatype:
-            raise TensorError(
-                f"input {INPUT_NAME!r} must be {self.input_datatype}, got {tensor.datatype}"
-            )
-        shape = tensor.shape
+        datatype, shape = request.inputs[0].datatype, tuple(request.inputs[0].shape)
+        if datatype != self.input_datatype:
+            raise TensorError(f"input {INPUT_NAME!r} must be {self.input_datatype}, got {datatype}")
         if len(shape) != 4 or shape[1:] != (3, h, w) or not 1 <= shape[0] <= self.max_batch:
             raise TensorError(
                 f"input {INPUT_NAME!r} must have shape [B, 3, {h}, {w}] with 1 <= B <= "
                 f"{self.max_batch}, got {list(shape)}"
             )
+        tensor = read_inputs(request)[0]
         batch = np.ascontiguousarray(tensor.value, self.input_dtype)
         return Prepared(RawInput(batch), w, h, 1, 0.0, tuple(outputs))
 

@@ -36,7 +36,7 @@ import grpc
 from runtime.kserve.models import VERSION, DetectionModel, Limits, Prepared, RawModel
 from runtime.kserve.raw import RawTap
 from runtime.kserve.statistics import detection_statistics, raw_statistics
-from runtime.kserve.tensors import TensorError, read_inputs
+from runtime.kserve.tensors import TensorError
 from runtime.metrics import ServerMetrics
 from runtime.proto.inference import grpc_service_pb2 as kpb
 from runtime.proto.inference import grpc_service_pb2_grpc as kpb_grpc
@@ -177,7 +177,7 @@ class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
         """Check and decode a request: (its ticket, its scheduler input). Raises TensorError."""
         model = self._model(request.model_name, request.model_version)
         budget = self._budget_ms(request)
-        prepared = model.prepare(request, read_inputs(request), self.limits)
+        prepared = model.prepare(request, self.limits)
         final = "triton_enable_empty_final_response" in request.parameters and bool(
             request.parameters["triton_enable_empty_final_response"].bool_param
         )
