@@ -218,7 +218,12 @@ def test_bad_requests_are_refused_and_the_server_keeps_serving() -> None:
 def test_other_rpcs_unimplemented_with_one_line() -> None:
     with running(FakeDetector()) as (server, _client):
         channel = grpc.insecure_channel(server.target)
-        for method in ("RepositoryIndex", "SystemSharedMemoryStatus", "Trace", "LogSettings"):
+        for method in (
+            "RepositoryIndex",
+            "SystemSharedMemoryStatus",
+            "TraceSetting",
+            "LogSettings",
+        ):
             call = channel.unary_unary(f"/inference.GRPCInferenceService/{method}")
             with pytest.raises(grpc.RpcError) as e:
                 call(b"")
