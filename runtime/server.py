@@ -147,11 +147,7 @@ class RunningServer:
                     self.metrics.add_shadow(names),
                 )
                 shadow.start()
-            # RawTap: the KServe <name>_raw model's jobs run the backend alone
-            tap = RawTap(
-                ShadowTap(detector, shadow) if shadow is not None else detector,
-                getattr(detector, "backend", None),
-            )
+            tap = _model_tap(detector, shadow)
             scheduler = Scheduler(
                 tap,
                 config,
@@ -222,6 +218,13 @@ class RunningServer:
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)
+
+
+def _model_tap(detector: DetectorLike, shadow: ShadowTeacher | None) -> RawTap:
+    """What the scheduler runs: the detector (through the shadow teacher's tap when there
+    is one), plus the KServe ``<name>_raw`` model's jobs on the detector's backend alone."""
+    inner = ShadowTap(detector, shadow) if shadow is not None else detector
+    return RawTap(inner, getattr(detector, "backend", None))
 
 
 def _grpc_server(

@@ -301,3 +301,20 @@ def test_model_name_flag_and_raw_model_on_a_real_network(tmp_path) -> None:
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     reference.close()
     assert pb  # the understudy.v1 stubs and the inference stubs live side by side
+
+
+def test_model_name_option_is_checked() -> None:
+    import argparse
+
+    from runtime.commands import serve
+    from runtime.errors import ConfigError
+    from runtime.server_config import ServerConfig
+
+    parser = argparse.ArgumentParser()
+    serve.register(parser.add_subparsers())
+    args = parser.parse_args(["serve", "--model", "m.onnx", "--model-name", "det-v2.1"])
+    config, _ = serve.server_config(args)
+    assert config.model_name == "det-v2.1"
+    for bad in ("", "a/b", "späti", "x y"):
+        with pytest.raises(ConfigError, match="--model-name"):
+            ServerConfig(model_name=bad).validate()
