@@ -9,13 +9,14 @@ and answers ``DETECTIONS`` FP32 [-1, 6]: one row per detection, (x1, y1, x2, y2,
 class), boxes in the pixels of the image as sent. Class names are in ModelConfig's
 ``parameters["class_names"]`` (a JSON list).
 
-``<name>_raw`` (``max_batch_size`` = the backend's largest batch) is the network itself: input
-``images`` FP32 (or FP16) [3, H, W] per batch element, letterboxed and normalized as the
-model's spec says (``parameters``: input_size, pixel_format, mean, std, layout), outputs the
-network's tensors (``box_dist``/``cls_logits`` or ``boxes``/``scores``) as FP32.
+``<name>_raw`` (``max_batch_size`` = the backend's largest batch: ``--max-batch``) is the
+network itself: input ``images`` FP32 (or FP16) [3, H, W] per batch element, letterboxed
+and normalized as the model's spec says (``parameters``: input_size, pixel_format, mean,
+std, layout), outputs the network's tensors (``box_dist``/``cls_logits`` or
+``boxes``/``scores``) as FP32.
 
 Each view turns a request into a scheduler input (:meth:`prepare`) and an outcome into a
-response (:meth:`respond`); malformed requests raise :class:`TensorError`.
+response (:meth:`fill`); malformed requests raise :class:`TensorError`.
 """
 
 from __future__ import annotations
