@@ -81,7 +81,10 @@ def test_unary_frame_answer_statistics_and_metrics() -> None:
         # FakeDetector: one box over the top-left quarter, score 0.5, class value % 3
         np.testing.assert_allclose(detections(response), [[0, 0, 15, 10, 0.5, 1]])
         assert "understudy_dropped" not in response.parameters
-        stub.ModelInfer(frame_request(solid(5, 20, 30)))
+        typed = kpb.ModelInferRequest(model_name=NAME)  # typed contents, not raw bytes
+        typed.inputs.add(name="FRAME", datatype="UINT8", shape=[20, 30, 3])
+        typed.inputs[0].contents.uint_contents.extend(solid(5, 20, 30).ravel().tolist())
+        np.testing.assert_allclose(detections(stub.ModelInfer(typed)), [[0, 0, 15, 10, 0.5, 2]])
         stats = stub.ModelStatistics(kpb.ModelStatisticsRequest(name=NAME)).model_stats
         assert [s.name for s in stats] == [NAME] and stats[0].version == "1"
         s = stats[0].inference_stats
@@ -206,6 +209,8 @@ def test_bad_requests_are_refused_and_the_server_keeps_serving() -> None:
             assert text in e.value.details() and "\n" not in e.value.details(), name
         assert detections(stub.ModelInfer(frame_request(solid(1, 8, 8)))).shape == (1, 6)
         assert client.detect(solid(1, 8, 8)).detections  # understudy.v1 still answers
+        stats = stub.ModelStatistics(kpb.ModelStatisticsRequest(name=NAME)).model_stats[0]
+        assert stats.inference_stats.fail.count == len(_bad_requests())
         # in a stream: an error_message for that request, the others answered
         requests = [frame_request(solid(1, 8, 8), rid="a"), image_request(b"nope", rid="b")]
         requests.append(frame_request(solid(2, 8, 8), rid="c"))
