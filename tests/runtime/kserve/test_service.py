@@ -323,3 +323,22 @@ def test_model_name_option_is_checked() -> None:
     for bad in ("", "a/b", "späti", "x y"):
         with pytest.raises(ConfigError, match="--model-name"):
             ServerConfig(model_name=bad).validate()
+
+
+def test_graceful_stop_ends_open_streams() -> None:
+    from runtime.server import build_server
+    from runtime.server_config import ServerConfig
+
+    server = build_server(FakeDetector(), ServerConfig(port=0, budget_ms=10_000.0))
+    assert server.wait_ready(10)
+    stub = _stub(server)
+    requests: queue.Queue = queue.Queue()
+    responses = _stream(stub, requests)
+    requests.put(frame_request(solid(1, 8, 8), rid="before"))
+    first = next(responses)
+    assert first.infer_response.id == "before" and not first.error_message
+    stopper = threading.Thread(target=server.stop, args=(2.0,))
+    stopper.start()
+    assert list(responses) == []  # the server ended the stream cleanly (status OK)
+    stopper.join(10)
+    assert not stopper.is_alive()
