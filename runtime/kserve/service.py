@@ -63,7 +63,7 @@ def _server_version() -> str:
 def model_name(config: ServerConfig, spec: Any) -> str:
     """The name Triton clients use: ``--model-name``, else the model's preset, else
     "understudy"; the raw network is ``<name>_raw``."""
-    return getattr(config, "model_name", None) or spec.preset or "understudy"
+    return config.model_name or spec.preset or "understudy"
 
 
 @dataclass(frozen=True)
