@@ -13,7 +13,10 @@ Exported series (latency in seconds, Prometheus convention):
 - ``understudy_active_streams``, ``understudy_model_ready`` gauges;
 - ``understudy_batch_size`` histogram (frames per model call);
 - ``understudy_capture_age_seconds`` histogram (frames' capture time to arrival on the
-  server's clock) and ``understudy_capture_time_future_total``: clock offsets show here.
+  server's clock) and ``understudy_capture_time_future_total``: clock offsets show here;
+- ``understudy_raw_stage_duration_seconds{stage}`` histogram, stage in queue, infer, total:
+  requests to the KServe ``<name>_raw`` model (the network alone, :mod:`runtime.kserve`),
+  kept apart from the frames' stages above.
 
 With a shadow teacher (:class:`ShadowMetrics`, added by ``ServerMetrics.add_shadow``):
 - ``understudy_shadow_true_positives_total{class}``, ``..._false_positives_total{class}``,
@@ -40,6 +43,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from runtime.types import StageTimings
 
 STAGES = ("queue", "decode", "preprocess", "infer", "postprocess", "total")
+RAW_STAGES = ("queue", "infer", "total")  # the KServe <name>_raw model's requests
 _LATENCY_BUCKETS = (
     0.0005,
     0.001,
@@ -118,8 +122,17 @@ class ServerMetrics:
             "Frames whose capture time is ahead of the server's clock (its clock is behind)",
             registry=r,
         )
+        self.raw_stage_seconds = Histogram(
+            "understudy_raw_stage_duration_seconds",
+            "Per-request time of the KServe <name>_raw model (the network alone) in each stage",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         for stage in STAGES:  # make every series visible from the start
             self.stage_seconds.labels(stage=stage)
+        for stage in RAW_STAGES:
+            self.raw_stage_seconds.labels(stage=stage)
         self._http: Any = None
         self._http_thread: threading.Thread | None = None
 
@@ -145,6 +158,11 @@ class ServerMetrics:
         )
         for stage, ms in zip(STAGES, values):
             self.stage_seconds.labels(stage=stage).observe(ms / 1000.0)
+
+    def observe_raw_timings(self, t: StageTimings) -> None:
+        """Record one answered ``<name>_raw`` request's stage times (ms in, seconds out)."""
+        for stage, ms in zip(RAW_STAGES, (t.queue_ms, t.infer_ms, t.total_ms)):
+            self.raw_stage_seconds.labels(stage=stage).observe(ms / 1000.0)
 
     def serve_http(self, port: int, host: str = "127.0.0.1") -> int:
         """Start the /metrics HTTP endpoint; returns the bound port (port 0 = ephemeral)."""

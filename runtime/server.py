@@ -17,6 +17,9 @@ failed budget keeps it NOT_SERVING, calls are refused (UNAVAILABLE) and
 
 Shadow teacher: ``build_server(..., shadow_teacher=...)``, see :mod:`runtime.shadow`.
 
+KServe v2 / Triton (:mod:`runtime.kserve`): ``inference.GRPCInferenceService`` is served on
+the same port, by the same scheduler, metrics, auth and TLS (``RunningServer.kserve``).
+
 Auth (:mod:`runtime.auth`): with a token, every call but ``grpc.health.v1.Health`` needs
 ``authorization: Bearer <token>`` metadata (reflection too), else UNAUTHENTICATED.
 """
@@ -39,6 +42,9 @@ from grpc_reflection.v1alpha import reflection
 
 from runtime.auth import HEALTH_SERVICE_NAME, TokenAuthInterceptor
 from runtime.errors import ConfigError
+from runtime.kserve.raw import RawTap
+from runtime.kserve.service import KServeServicer
+from runtime.kserve.service import add_to_server as add_kserve_to_server
 from runtime.measure import rss_mb
 from runtime.metrics import ServerMetrics
 from runtime.proto import SERVICE_NAME, pb, pb_grpc
@@ -88,6 +94,7 @@ class RunningServer:
         self.budget: StartupBudget | None = None  # with config.budget, once warm
         self.refused: str | None = None  # why the server refuses to serve (strict budget)
         self.shadow: ShadowTeacher | None = None
+        self.kserve: KServeServicer | None = None  # the KServe v2 service (build_server)
         self._shadow_source = shadow_source
         self._owns_detector = False
         self._ready = threading.Event()
@@ -140,8 +147,9 @@ class RunningServer:
                     self.metrics.add_shadow(names),
                 )
                 shadow.start()
+            tap = _model_tap(detector, shadow)
             scheduler = Scheduler(
-                ShadowTap(detector, shadow) if shadow is not None else detector,
+                tap,
                 config,
                 on_batch=self.metrics.batch_size.observe,
             )
@@ -161,11 +169,15 @@ class RunningServer:
                 if refused:
                     self.refused = f"{budget.summary()}; refusing to serve (--strict-budget)"
                     self.servicer.refuse(self.refused)
+                    if self.kserve is not None:
+                        self.kserve.refuse(self.refused)
                     log.error("%s: %s", config.budget_source, self.refused)
                     return
                 scheduler.start()
                 self.scheduler, self.model_info = scheduler, info
                 self.servicer.attach(scheduler, tuple(detector.spec.class_names), info, shadow)
+                if self.kserve is not None:
+                    self.kserve.attach(scheduler, tap)
                 for name in ("", SERVICE_NAME):
                     self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
                 self.metrics.model_ready.set(1)
@@ -190,6 +202,8 @@ class RunningServer:
         self.health.enter_graceful_shutdown()
         self.metrics.model_ready.set(0)
         self.servicer.begin_shutdown()
+        if self.kserve is not None:
+            self.kserve.begin_shutdown()
         self.server.stop(grace).wait(grace + 1.0)
         idle = self.scheduler is None or self.scheduler.join(timeout=grace + 1.0)
         if not idle:
@@ -206,11 +220,22 @@ class RunningServer:
         return self._stopped.wait(timeout)
 
 
+def _model_tap(detector: DetectorLike, shadow: ShadowTeacher | None) -> RawTap:
+    """What the scheduler runs: the detector (through the shadow teacher's tap when there
+    is one), plus the KServe ``<name>_raw`` model's jobs on the detector's backend alone."""
+    inner = ShadowTap(detector, shadow) if shadow is not None else detector
+    return RawTap(inner, getattr(detector, "backend", None))
+
+
 def _grpc_server(
-    config: ServerConfig, servicer: DetectorServicer, health_servicer: health.HealthServicer
+    config: ServerConfig,
+    servicer: DetectorServicer,
+    health_servicer: health.HealthServicer,
+    kserve: KServeServicer | None = None,
 ) -> grpc.Server:
-    """A gRPC server (not yet bound) with the detector, health and reflection services,
-    the token check when ``config.token`` is set, and one thread per possible call."""
+    """A gRPC server (not yet bound) with the detector, health and reflection services
+    (and ``kserve``'s ``inference.GRPCInferenceService`` when given), the token check
+    when ``config.token`` is set, and one thread per possible call."""
     interceptors = [TokenAuthInterceptor(config.token)] if config.token else []
     max_bytes = int(config.max_message_mb * 1024 * 1024)
     workers = config.max_streams + config.unary_workers + 4
@@ -228,8 +253,9 @@ def _grpc_server(
     )
     pb_grpc.add_DetectorServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    kserve_names = (add_kserve_to_server(kserve, server),) if kserve is not None else ()
     reflection.enable_server_reflection(
-        (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
+        (SERVICE_NAME, *kserve_names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     return server
 
@@ -274,10 +300,11 @@ def build_server(
     config.validate()
     metrics = ServerMetrics()
     servicer = DetectorServicer(metrics, config)
+    kserve = KServeServicer(metrics, config)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    server = _grpc_server(config, servicer, health_servicer)
+    server = _grpc_server(config, servicer, health_servicer, kserve)
     port = _bind(server, config)
     server.start()
     metrics_port = None
@@ -290,6 +317,7 @@ def build_server(
     running = RunningServer(
         server, port, config, servicer, health_servicer, metrics, metrics_port, shadow_teacher
     )
+    running.kserve = kserve
     threading.Thread(
         target=running._load, args=(detector,), name="understudy-load", daemon=True
     ).start()

@@ -14,6 +14,11 @@ POLICIES = ("keep-latest", "queue")  # what a stream's lane does while the model
 DEADLINE_FROM = ("arrival", "capture")  # when a frame's budget starts
 
 
+def _plain_name(name: str) -> bool:
+    """A model name clients can put in a path or config file: [A-Za-z0-9._-]+."""
+    return bool(name) and all(c.isascii() and (c.isalnum() or c in "._-") for c in name)
+
+
 @dataclass(frozen=True)
 class ShadowConfig:
     """Shadow teacher settings (the ``understudy serve --shadow-*`` flags)."""
@@ -74,6 +79,7 @@ class ServerConfig:
     budget_source: str = "budget"  # the budget file, for messages
     strict_budget: bool = False  # refuse to serve when the budget fails
     shadow: ShadowConfig | None = None  # settings of the shadow teacher, when one is given
+    model_name: str | None = None  # KServe v2 model name (None: the model's preset)
     extra_options: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
 
     def validate(self) -> None:
@@ -104,6 +110,10 @@ class ServerConfig:
                 "--tls-cert and --tls-key must be given together",
             ),
             (self.budget is not None or not self.strict_budget, "--strict-budget needs --budget"),
+            (
+                self.model_name is None or _plain_name(self.model_name),
+                f"--model-name must be letters, digits, '.', '_' or '-', got {self.model_name!r}",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -1,7 +1,7 @@
-"""``understudy serve``: serve a model over gRPC (understudy.v1.Detector + health +
-reflection, optional Prometheus metrics, TLS and bearer token), optionally checking a
-budget file at start-up (``--budget``) and checking the student against a shadow teacher
-(``--shadow-teacher``)."""
+"""``understudy serve``: serve a model over gRPC (understudy.v1.Detector, the KServe v2 /
+Triton inference.GRPCInferenceService, health, reflection, optional Prometheus metrics,
+TLS and bearer token), optionally checking a budget file at start-up (``--budget``) and
+checking the student against a shadow teacher (``--shadow-teacher``)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "serve",
         help="serve a model over gRPC with latency budgets",
-        description="Serve a detector over gRPC (understudy.v1.Detector, grpc.health.v1, "
-        "reflection). Health says NOT_SERVING until the model is warm. SIGTERM/SIGINT stop "
-        "gracefully. See docs/protocol.md.",
+        description="Serve a detector over gRPC (understudy.v1.Detector, the KServe v2 / Triton "
+        "inference.GRPCInferenceService, grpc.health.v1, reflection). Health says NOT_SERVING "
+        "until the model is warm. SIGTERM/SIGINT stop gracefully. See docs/protocol.md.",
     )
     _address_options(p)
     _budget_options(p)
@@ -171,6 +171,12 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         help="teacher latency to report in GetModelInfo",
     )
     p.add_argument("--grace", type=float, default=5.0, help="seconds to finish on shutdown")
+    p.add_argument(
+        "--model-name",
+        default=None,
+        help="the model's name for KServe v2 / Triton clients (default: its preset, else "
+        "'understudy'); the network alone is served as NAME_raw",
+    )
 
 
 def _shadow_options(p: argparse.ArgumentParser) -> None:
@@ -281,6 +287,7 @@ def server_config(args: argparse.Namespace) -> tuple[Any, Any]:
         budget_source=str(args.budget or "budget"),
         strict_budget=args.strict_budget,
         shadow=shadow,
+        model_name=args.model_name,
     )
     config.validate()
     return config, load_teacher
