@@ -32,7 +32,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
@@ -52,7 +51,12 @@ def setup() -> tuple[int, int, torch.device]:
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
-        dist.init_process_group(backend, timeout=timeout)
+        store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
+        # a key space of its own per torchrun attempt: after a restart, a process that
+        # gets here first must not read the dead attempt's addresses (it would fail to
+        # connect and end the restarted job)
+        store = dist.PrefixStore(f"understudy/attempt{restarted()}", store)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
     rank = dist.get_rank() if dist.is_initialized() else 0
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -74,6 +78,23 @@ def _world() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """Σ over the processes of a tensor, inside autograd: the gradient of each process's
+    input is the sum of the processes' output gradients (the loss being their sum)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        out = grad.contiguous().clone()
+        dist.all_reduce(out)
+        return out
+
+
 class _GlobalBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are those of all processes' images together
     (torch's SyncBatchNorm, for the CPU and gloo). Mean and variance are computed in two
@@ -86,11 +107,11 @@ class _GlobalBatchNorm2d(nn.BatchNorm2d):
         c = x.shape[1]
         dims = (0, 2, 3)
         n_local = torch.tensor([x.numel() / c], dtype=x.dtype, device=x.device)
-        total = dist_fn.all_reduce(torch.cat([x.sum(dims), n_local]))
-        n = total[c]
+        total = _SumOverRanks.apply(torch.cat([x.sum(dims), n_local]))
+        n = total[c].detach()
         mean = total[:c] / n
         centred = x - mean[None, :, None, None]
-        var = dist_fn.all_reduce(centred.pow(2).sum(dims)) / n
+        var = _SumOverRanks.apply(centred.pow(2).sum(dims)) / n
         if self.track_running_stats and self.running_mean is not None:
             self._track(mean.detach(), var.detach(), float(n))
         y = centred * torch.rsqrt(var + self.eps)[None, :, None, None]

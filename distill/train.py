@@ -127,7 +127,8 @@ def train_many(
     loop, val_split = _make_loop(cfgs, data, out_dirs, distillers, progress, skipped)
     loop.info = (val_split.class_names, data, teacher_path)
     if ddp.restarted() and not resume:
-        log.warning("torchrun restarted the job (%d): resuming from last.pt", ddp.restarted())
+        if loop.rank == 0:
+            log.warning("torchrun restarted the job (%d): resuming from last.pt", ddp.restarted())
         resume = True
     start = _resume(loop) if resume else _Start()
     for r in loop.runs:
