@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from distill import ddp
 from distill.config import load
 from distill.data.torch_dataset import collate, collate_frames
-from distill.distillation import DistillConfig, _distillers, distill
+from distill.distillation import DistillConfig, _distillers
 from distill.train import load_data, train, training_dataset
 from distill.train_config import TrainConfig
 from distill.trainee import Trainee
@@ -57,9 +58,16 @@ def job(mode: str, data: Path, teacher: Path, out: Path, extra: list[str], batch
     }
 
 
-def launch(jobs: list[dict], processes: int, restarts: int = 0, timeout: int = 400):
-    """Run the driver on ``jobs``: alone, or under torchrun with ``processes``."""
+def launch(
+    jobs: list[dict], processes: int, restarts: int = 0, timeout: int = 400, gpus: bool = False
+):
+    """Run the driver on ``jobs``: alone, or under torchrun with ``processes``; on the CPU
+    (gloo) unless ``gpus`` (then one GPU per process, nccl, fp32 without TF32)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "UNDERSTUDY_DDP_TIMEOUT": "120"}
+    if gpus:
+        env["NVIDIA_TF32_OVERRIDE"] = "0"
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = ""
     env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
     if processes == 1:
         cmd = [sys.executable, str(DRIVER), json.dumps(jobs)]
@@ -78,6 +86,12 @@ def launch(jobs: list[dict], processes: int, restarts: int = 0, timeout: int = 4
 def weights(path: Path, key: str = "model_raw") -> dict[str, torch.Tensor]:
     ckpt = torch.load(path, weights_only=True)
     return ckpt["train_state"][key] if key != "model" else ckpt["model"]
+
+
+@pytest.fixture
+def on_cpu(monkeypatch) -> None:
+    """Runs in this process train on the CPU, as the launched ones (even beside a GPU)."""
+    monkeypatch.setattr(ddp, "setup", lambda: (0, 1, torch.device("cpu")))
 
 
 def records(folder: Path) -> list[dict]:
@@ -167,10 +181,19 @@ def _reference_step(mode: str, data: Path, teacher: Path, recs: list[dict], out:
 
 @pytest.mark.parametrize("mode", ["plain", "unlabelled"])
 def test_one_ddp_step_equals_one_process_on_the_concatenated_batch(
-    mode: str, one_step: Path, tiny_data: Path, tiny_checkpoint: Path, tmp_path: Path
+    mode: str, one_step: Path, tiny_data: Path, tiny_checkpoint: Path, tmp_path: Path, on_cpu
 ) -> None:
+    assert_one_step_matches(mode, one_step, tiny_data, tiny_checkpoint, tmp_path, 2e-3)
+
+
+def assert_one_step_matches(
+    mode: str, one_step: Path, data: Path, teacher: Path, tmp_path: Path, tol: float
+) -> None:
+    """The DDP run's weights, adapters and logged losses after its step in ``one_step``
+    equal those of one process's step on the concatenated batch (the update to within
+    ``tol`` of its size)."""
     recs = records(one_step / f"rec_{mode}")
-    ref = _reference_step(mode, tiny_data, tiny_checkpoint, recs, tmp_path)
+    ref = _reference_step(mode, data, teacher, recs, tmp_path)
     got = weights(one_step / mode / "last.pt")
     want = ref.model.state_dict()
     assert set(got) == set(want)
@@ -181,7 +204,7 @@ def test_one_ddp_step_equals_one_process_on_the_concatenated_batch(
         moved = (w - ref.initial[k]).norm()
         if moved > 1e-6:  # the update itself matches, not just the weights
             err = (got[k] - w).norm() / moved
-            assert err < 2e-3, f"{k}: DDP update differs from the global batch's by {err:.2e}"
+            assert err < tol, f"{k}: DDP update differs from the global batch's by {err:.2e}"
         assert torch.allclose(got[k], w, rtol=1e-4, atol=1e-6), k
     if mode != "plain":  # the adapters, averaged outside DDP
         ckpt = torch.load(one_step / mode / "last.pt", weights_only=True)
@@ -225,40 +248,45 @@ def _steps(mode: str, processes: int) -> int:
     return 2 * 8 // (labelled * processes)
 
 
+@pytest.fixture(scope="module")
+def one_process_runs(tmp_path_factory, tiny_data: Path, tiny_checkpoint: Path) -> Path:
+    """Each mode in one process: ``killed/<mode>`` SIGKILLed at its last step (one launch
+    each; last.pt is then 1 or 2 steps back, mid-epoch), then one launch that resumes
+    them and runs ``full/<mode>`` uninterrupted."""
+    root = tmp_path_factory.mktemp("alone")
+    for m in MODES:
+        killed = _resume_job(
+            m, tiny_data, tiny_checkpoint, root / "killed" / m, kill_at=_steps(m, 1) - 1
+        )
+        r = launch([killed], 1)
+        assert r.returncode == -9, r.stderr[-3000:]
+        state = torch.load(root / "killed" / m / "last.pt", weights_only=True)["train_state"]
+        assert state["batch"] > 0, "the last checkpoint was written mid-epoch"
+        assert not (root / "killed" / m / "model.pt").exists()
+    jobs = [
+        _resume_job(m, tiny_data, tiny_checkpoint, root / "killed" / m, resume=True) for m in MODES
+    ]
+    jobs += [_resume_job(m, tiny_data, tiny_checkpoint, root / "full" / m) for m in MODES]
+    r = launch(jobs, 1)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return root
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_single_process_run_killed_mid_epoch_resumes_to_the_same_weights(
-    mode: str, tmp_path: Path, tiny_data: Path, tiny_checkpoint: Path
+    mode: str, one_process_runs: Path
 ) -> None:
-    kill_at = _steps(mode, 1) - 1  # the last step: last.pt is 1 or 2 steps back, mid-epoch
-    killed = _resume_job(mode, tiny_data, tiny_checkpoint, tmp_path / "killed", kill_at=kill_at)
-    r = launch([killed], 1)
-    assert r.returncode == -9, r.stderr[-3000:]
-    state = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["train_state"]
-    assert state["batch"] > 0, "the last checkpoint was written mid-epoch"
-    assert not (tmp_path / "killed" / "model.pt").exists()
-    cfg_type = TrainConfig if mode == "plain" else DistillConfig
-    cfg = load(cfg_type, None, settings(mode, RESUME, 2))
-    frames = str(tiny_data / "unlabelled") if mode == "unlabelled" else None
-    outs = {}
-    for name, resume in (("killed", True), ("full", False)):
-        out = tmp_path / name
-        if mode == "plain":
-            outs[name] = train(cfg, tiny_data, out, resume=resume, progress=False)
-        else:
-            outs[name] = distill(
-                cfg, str(tiny_checkpoint), str(tiny_data), str(out), frames, resume, False
-            )
-    full, resumed = weights(outs["full"], "model"), weights(outs["killed"], "model")
-    assert all(torch.equal(full[k], resumed[k]) for k in full), f"{mode}: resumed != uninterrupted"
-    full_raw = weights(tmp_path / "full" / "last.pt")
-    resumed_raw = weights(tmp_path / "killed" / "last.pt")
-    assert all(torch.equal(full_raw[k], resumed_raw[k]) for k in full_raw)
-    logged = [(tmp_path / n / "metrics.jsonl").read_text().splitlines() for n in ("full", "killed")]
-    strip = [
+    full, killed = one_process_runs / "full" / mode, one_process_runs / "killed" / mode
+    a, b = weights(full / "model.pt", "model"), weights(killed / "model.pt", "model")
+    assert all(torch.equal(a[k], b[k]) for k in a), f"{mode}: resumed != uninterrupted"
+    a, b = weights(full / "last.pt"), weights(killed / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    logged = [(f / "metrics.jsonl").read_text().splitlines() for f in (full, killed)]
+    losses = [
         [{k: v for k, v in json.loads(x).items() if k.startswith("loss_")} for x in lines]
         for lines in logged
     ]
-    assert strip[0] == strip[1], "the resumed run logs the same losses"
+    assert losses[0] == losses[1], "the resumed run logs the same losses"
 
 
 @pytest.fixture(scope="module")
@@ -302,7 +330,7 @@ def test_a_dead_process_ends_its_peers_with_a_clear_message(two_process_runs: Pa
 
 
 def test_resuming_with_another_number_of_processes_restarts_the_epoch_and_says_so(
-    tmp_path: Path, tiny_data: Path, caplog
+    tmp_path: Path, tiny_data: Path, caplog, on_cpu
 ) -> None:
     cfg = load(TrainConfig, None, settings("plain", RESUME, 2))
     out = tmp_path / "run"
@@ -317,3 +345,50 @@ def test_resuming_with_another_number_of_processes_restarts_the_epoch_and_says_s
     assert "written by 2 process(es) and this run has 1" in caplog.text
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["epoch"] == 2 and record["step"] == 8  # epoch 2 again, all 4 of its steps
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    torch.cuda.device_count() < 2,
+    reason=f"needs 2 CUDA devices (nccl); this machine has {torch.cuda.device_count()}",
+)
+def test_the_same_on_two_gpus(
+    tmp_path: Path, tiny_data: Path, tiny_checkpoint: Path, on_cpu
+) -> None:
+    """On 2 CUDA devices (nccl, torch's SyncBatchNorm): one step of plain training and of
+    distillation with frames equals one (CPU) process's step on the concatenated batch,
+    and a run killed mid-epoch and resumed by torchrun's restart ends where the
+    uninterrupted one does (to within fp32 noise: CUDA kernels are not bitwise
+    reproducible across runs)."""
+    one = tmp_path / "one_step"
+    jobs = [
+        job(
+            m,
+            tiny_data,
+            tiny_checkpoint,
+            one / m,
+            [*ONE_STEP, "workers=0"],
+            b,
+            record=str(one / f"rec_{m}"),
+        )
+        for m, b in (("plain", 2), ("unlabelled", 4))
+    ]
+    jobs.append(_resume_job("unlabelled", tiny_data, tiny_checkpoint, tmp_path / "full"))
+    r = launch(jobs, 2, gpus=True)
+    assert r.returncode == 0, r.stderr[-4000:]
+    for mode in ("plain", "unlabelled"):
+        r0, r1 = records(one / f"rec_{mode}")
+        assert not set(r0["images"]) & set(r1["images"]) and r1["writes"] == []
+        assert_one_step_matches(mode, one, tiny_data, tiny_checkpoint, tmp_path / mode, 1e-2)
+    killed = _resume_job(
+        "unlabelled",
+        tiny_data,
+        tiny_checkpoint,
+        tmp_path / "killed",
+        kill_at=_steps("unlabelled", 2) - 1,
+    )
+    r = launch([killed], 2, restarts=1, gpus=True)
+    assert r.returncode == 0, r.stderr[-4000:]
+    a = weights(tmp_path / "full" / "model.pt", "model")
+    b = weights(tmp_path / "killed" / "model.pt", "model")
+    assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-5) for k in a)
