@@ -6,6 +6,7 @@ object: ``mode`` (plain | distill | unlabelled), ``data``, ``teacher``, ``out``,
 (config overrides), ``resume``; optionally ``kill_at`` (SIGKILL a process when it is
 about to take the job's ``kill_at``-th step (0-based)) on torchrun's attempt
 ``kill_attempt`` (default 0; alone: always), ``kill_rank`` (which process; default 1),
+``hang_at`` (process 1 sleeps an hour before that step instead),
 and ``record`` (a folder: each process writes ``rank<N>.json`` there with the training
 samples it loaded, its own per-step losses and learning rates, and the files it wrote).
 A restarted torchrun attempt runs the jobs again: finished ones resume at their end.
@@ -19,6 +20,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -59,6 +61,8 @@ def _record_steps() -> None:
         chosen = alone or (attempt and JOB.get("kill_rank", 1) == RANK)
         if kill is not None and CALLS[0] == kill and chosen:
             os.kill(os.getpid(), signal.SIGKILL)
+        if JOB.get("hang_at") == CALLS[0] and RANK == 1:  # alive but silent
+            time.sleep(3600)
         CALLS[0] += 1
         original(self, *args, **kwargs)
         SEEN["logs"].append(dict(self.logs))

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import torch
 from distill import ddp
 from distill.config import load
 from distill.data.torch_dataset import collate, collate_frames
-from distill.distillation import DistillConfig, _distillers
+from distill.distillation import DistillConfig, FrameStream, _distillers
 from distill.train import load_data, train, training_dataset
 from distill.train_config import TrainConfig
 from distill.trainee import Trainee
@@ -59,11 +60,17 @@ def job(mode: str, data: Path, teacher: Path, out: Path, extra: list[str], batch
 
 
 def launch(
-    jobs: list[dict], processes: int, restarts: int = 0, timeout: int = 400, gpus: bool = False
+    jobs: list[dict],
+    processes: int,
+    restarts: int = 0,
+    timeout: int = 400,
+    gpus: bool = False,
+    timeout_s: int = 120,
 ):
     """Run the driver on ``jobs``: alone, or under torchrun with ``processes``; on the CPU
-    (gloo) unless ``gpus`` (then one GPU per process, nccl, fp32 without TF32)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "UNDERSTUDY_DDP_TIMEOUT": "120"}
+    (gloo) unless ``gpus`` (then one GPU per process, nccl, fp32 without TF32).
+    ``timeout_s``: the process group's timeout."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "UNDERSTUDY_DDP_TIMEOUT": str(timeout_s)}
     if gpus:
         env["NVIDIA_TF32_OVERRIDE"] = "0"
     else:
@@ -77,6 +84,7 @@ def launch(
             "--standalone",
             f"--nproc-per-node={processes}",
             f"--max-restarts={restarts}",
+            "--monitor-interval=1",  # the survivor has time to say why it stops
             str(DRIVER),
             json.dumps(jobs),
         ]
@@ -327,6 +335,52 @@ def test_a_dead_process_ends_its_peers_with_a_clear_message(two_process_runs: Pa
     log = (two_process_runs / "killed.log").read_text()
     assert "another process died or stopped answering" in log
     assert "resuming from last.pt" in log  # torchrun's restart resumed on its own
+
+
+class _Numbers:
+    """A stand-in for UnlabelledFrames: frame i is the tensor [i]."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return torch.tensor([float(i)]), i
+
+
+def _draw(stream: FrameStream, k: int) -> list[int]:
+    return [i for _ in range(k) for i in next(stream)[1]]
+
+
+def test_frame_stream_shares_are_disjoint_and_resume_where_they_stopped() -> None:
+    frames = _Numbers(10)
+    a, b = FrameStream(frames, 2, 7, 0, 2), FrameStream(frames, 2, 7, 1, 2)
+    for _ in range(3):  # passes: each share is 4 of the 10 frames (2 sit a pass out)
+        da, db = _draw(a, 2), _draw(b, 2)
+        assert not set(da) & set(db) and len(set(da) | set(db)) == 8
+    alone = FrameStream(frames, 3, 7)
+    _draw(alone, 4)  # into the second pass
+    state = alone.state_dict()
+    expected = _draw(alone, 5)
+    resumed = FrameStream(frames, 3, 7)
+    resumed.load_state_dict(state)
+    assert _draw(resumed, 5) == expected
+    other = FrameStream(frames, 3, 7, 0, 2)
+    other.load_state_dict(state)  # written by 1 process, read by 2: the pass starts again
+    assert other.state_dict() == {"pass": state["pass"], "batch": 0, "world": 2}
+
+
+def test_a_silent_process_ends_the_job_within_the_timeout(
+    tmp_path: Path, tiny_data: Path, tiny_checkpoint: Path
+) -> None:
+    hangs = job("plain", tiny_data, tiny_checkpoint, tmp_path / "run", RESUME, 2, hang_at=1)
+    t0 = time.monotonic()
+    r = launch([hangs], 2, timeout_s=15)
+    assert r.returncode != 0
+    assert "another process died or stopped answering at epoch 1 step 1" in r.stderr
+    assert time.monotonic() - t0 < 200  # ended by the 15 s timeout, not the hour's sleep
 
 
 def test_resuming_with_another_number_of_processes_restarts_the_epoch_and_says_so(
