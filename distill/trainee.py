@@ -255,7 +255,6 @@ class Trainee:
         self.save_last(end.point(), ranks, common)
         if last_epoch:
             self.metrics["train_seconds"] = round(time.perf_counter() - end.t_start, 1)
-            common["metrics"] = self.metrics
             save_atomic(make_checkpoint(self.ema.module, **common), self.out_dir / "model.pt")
 
     def rank_state(self) -> dict[str, Any]:

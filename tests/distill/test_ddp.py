@@ -92,7 +92,7 @@ def launch(
 
 
 def weights(path: Path, key: str = "model_raw") -> dict[str, torch.Tensor]:
-    ckpt = torch.load(path, weights_only=True)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     return ckpt["train_state"][key] if key != "model" else ckpt["model"]
 
 
@@ -215,7 +215,7 @@ def assert_one_step_matches(
             assert err < tol, f"{k}: DDP update differs from the global batch's by {err:.2e}"
         assert torch.allclose(got[k], w, rtol=1e-4, atol=1e-6), k
     if mode != "plain":  # the adapters, averaged outside DDP
-        ckpt = torch.load(one_step / mode / "last.pt", weights_only=True)
+        ckpt = torch.load(one_step / mode / "last.pt", map_location="cpu", weights_only=True)
         for k, w in ref.extra[0].state_dict().items():
             assert torch.allclose(ckpt["train_state"]["extra_modules"][0][k], w, atol=1e-6), k
     record = json.loads((one_step / mode / "metrics.jsonl").read_text().splitlines()[-1])
