@@ -209,7 +209,11 @@ def _write_markdown(doc: dict, path: Path) -> None:
         *markdown_table(measured, cols),
         "",
         "Efficiency: images/s at N processes / (N x images/s at 1 process). Each process "
-        "trains on its batch; the global batch is processes x batch.",
+        "trains on its batch; the global batch is processes x batch. On a CPU, N processes "
+        "share the cores (torch threads = cores / N) where one process uses them all: on a "
+        "machine of few cores the CPU rows show what DDP's communication costs (the gradient "
+        "all-reduce, and BatchNorm's global statistics: four small all-reduces per layer and "
+        "step, two forward, two backward) more than scaling onto more hardware.",
     ]
     if missing:
         gpus = sorted({r["processes"] for r in missing})
