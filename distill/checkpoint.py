@@ -8,14 +8,23 @@ Layout (plain containers and tensors, so ``torch.load(weights_only=True)`` reads
      "config": {...}, "metrics": {...}, "teacher": "path or ''", "data": "...",
      "train_state": {...}  # only in last.pt: raw weights, optimizer, epoch, step, ema
     }
+
+``train_state`` (see :meth:`distill.trainee.Trainee.train_state`) holds what an exact
+resume needs: raw weights, optimizer, EMA, KD modules, the position (``epoch`` to run
+and the ``batch`` of it to start at: 0 at an epoch's end, more in a checkpoint written
+mid-epoch), ``step``, ``world`` (processes that wrote it), ``ranks`` (per process: the
+RNG states of :func:`rng_state` and the epoch's loss sums so far) and ``plugin`` (the
+distiller's state: the unlabelled frame stream's position).
 """
 
 from __future__ import annotations
 
 import hashlib
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from distill.models.detector import DecodedDetector, Detector
@@ -27,11 +36,38 @@ from runtime.model_spec import ModelSpec
 FORMAT = "understudy-checkpoint"
 
 
-def save_atomic(obj: Any, path: str | Path) -> Path:
-    """torch.save to a temp file in the same folder, then rename into place."""
-    with atomic_path(path) as tmp:
+def save_atomic(obj: Any, path: str | Path, fsync: bool = True) -> Path:
+    """torch.save to a temp file in the same folder, flushed to the disk (``fsync``, with
+    the folder after the rename), then renamed into place: a killed job or machine leaves
+    the previous checkpoint or the new one, whole."""
+    with atomic_path(path, fsync=fsync) as tmp:
         torch.save(obj, tmp)
     return Path(path)
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's global RNG states (python, numpy, torch, CUDA) as plain containers
+    and tensors, so that ``torch.load(weights_only=True)`` reads them back."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def make_checkpoint(

@@ -8,14 +8,12 @@ pseudo-labels, and after the student's forward pass (4) computes the method's KD
 
 from __future__ import annotations
 
-import itertools
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler
 
 from distill.losses.assigner import Assignment
 from distill.losses.kd import (
@@ -31,7 +29,7 @@ from distill.losses.kd import (
 )
 from distill.models.head import HeadOutput
 from distill.train_config import TrainConfig, bf16_enabled
-from runtime.errors import ConfigError
+from runtime.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from distill.train import StepTiming
@@ -120,6 +118,8 @@ class Distiller:
         batch_size: int = 16,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         self.cfg = cfg
         self.device = torch.device(device)
@@ -146,7 +146,7 @@ class Distiller:
         self._frames = None
         if unlabelled is not None and cfg.unlabelled_ratio > 0:
             self.n_unlabelled = max(1, round(batch_size * cfg.unlabelled_ratio))
-            self._frames = _cycle(unlabelled, self.n_unlabelled, seed)
+            self._frames = FrameStream(unlabelled, self.n_unlabelled, seed, rank, world)
         self._post = None
         self._warned_sparse = False
 
@@ -156,6 +156,15 @@ class Distiller:
 
     def trainable_modules(self) -> list[torch.nn.Module]:
         return [self.adapters] if self.adapters is not None else []
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to prepare the same batches: the frame stream's
+        position (the teacher and the KD terms hold no state between steps)."""
+        return {"frames": self._frames.state_dict()} if self._frames is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self._frames is not None and "frames" in state:
+            self._frames.load_state_dict(state["frames"])
 
     def prepare(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor, Context]:
         """Images and targets on the training device, plus the teacher's outputs."""
@@ -256,22 +265,61 @@ class Distiller:
         return boxes_to_level_masks(boxes, (self.img_size, self.img_size), shapes)
 
 
-def _cycle(dataset, batch: int, seed: int):
-    """Endless shuffled batches of unlabelled frames."""
-    from distill.data.torch_dataset import collate_frames
+class FrameStream:
+    """Endless batches of unlabelled frames: this process's share, resumable.
 
-    for epoch in itertools.count():
-        sampler = RandomSampler(
-            dataset, generator=torch.Generator().manual_seed(seed * 1000 + epoch)
-        )
-        loader = DataLoader(
-            dataset,
-            batch_size=batch,
-            sampler=sampler,
-            collate_fn=collate_frames,
-            drop_last=len(dataset) >= batch,
-        )
-        yield from loader
+    Pass ``p`` shuffles all frames with the seed ``seed * 1000 + p``; process ``rank`` of
+    ``world`` takes every ``world``-th frame of that order from position ``rank`` (the
+    shares are disjoint; a tail that does not divide evenly sits the pass out), in
+    batches of ``batch`` (the last, smaller one left out when the share holds a full
+    batch). Its position (pass, batch) goes into ``last.pt``
+    (:meth:`state_dict`), so that a resumed run draws the frames the interrupted one
+    would have drawn next. Each item: :func:`collate_frames` of the batch.
+    """
+
+    def __init__(self, dataset, batch: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        if len(dataset) < world:
+            raise DataError(
+                f"{len(dataset)} unlabelled frames cannot be shared by {world} processes; "
+                "add frames or run fewer processes"
+            )
+        self.dataset, self.batch, self.seed = dataset, batch, seed
+        self.rank, self.world = rank, world
+        self.pass_, self.next_batch = 0, 0
+
+    def share(self, pass_: int) -> list[int]:
+        """This process's frame indices in pass ``pass_``, in drawing order."""
+        g = torch.Generator().manual_seed(self.seed * 1000 + pass_)
+        order = torch.randperm(len(self.dataset), generator=g).tolist()
+        usable = len(order) - len(order) % self.world
+        return order[self.rank : usable : self.world]
+
+    def batches_per_pass(self) -> int:
+        n = len(self.dataset) // self.world
+        return n // self.batch if n >= self.batch else 1
+
+    def __iter__(self) -> FrameStream:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, list]:
+        from distill.data.torch_dataset import collate_frames
+
+        if self.next_batch >= self.batches_per_pass():
+            self.pass_, self.next_batch = self.pass_ + 1, 0
+        k = self.next_batch
+        idx = self.share(self.pass_)[k * self.batch : (k + 1) * self.batch]
+        self.next_batch += 1
+        return collate_frames([self.dataset[i] for i in idx])
+
+    def state_dict(self) -> dict[str, int]:
+        return {"pass": self.pass_, "batch": self.next_batch, "world": self.world}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue at ``state``'s position; from another number of processes the shares
+        differ, so the stream starts its current pass again."""
+        self.pass_ = int(state["pass"])
+        same = int(state.get("world", 1)) == self.world
+        self.next_batch = int(state["batch"]) if same else 0
 
 
 def distill(
@@ -351,7 +399,7 @@ def _distillers(
 
     cfg = cfgs[0]
     names = load_split(data, "val", skip_bad=cfg.skip_bad).class_names
-    _, _, device = ddp.setup()  # this process's GPU under torchrun, else cuda / cpu
+    rank, world, device = ddp.setup()  # this process's GPU under torchrun, else cuda / cpu
     teacher = open_teacher(
         teacher_path,
         names,
@@ -374,6 +422,8 @@ def _distillers(
             c.batch_size,
             c.seed,
             device=device,
+            rank=rank,
+            world=world,
         )
         for c in cfgs
     ]

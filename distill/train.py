@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -21,7 +22,7 @@ from distill import ddp
 from distill.data.torch_dataset import DetectionDataset, collate
 from distill.optim import lr_at, seed_everything
 from distill.train_config import TrainConfig, bf16_enabled
-from distill.trainee import EpochEnd, KDPlugin, Trainee, tensorboard_writer
+from distill.trainee import EpochEnd, KDPlugin, SavePoint, Trainee, tensorboard_writer
 from runtime.data.dataset import load_split
 from runtime.data.records import DatasetSplit, Skipped
 from runtime.data.verify import SKIP_REPORT, drop_undecodable, log_skipped, write_skip_report
@@ -59,6 +60,7 @@ SHARED_KEYS = (
     "skip_bad",
     "aug",
     "bf16",
+    "save_every",
 )
 
 
@@ -122,42 +124,63 @@ def train_many(
     if not cfgs or len(cfgs) != len(out_dirs) or len(cfgs) != len(distillers):
         raise ValueError("train_many needs one out_dir and one distiller slot per config")
     _check_shared(cfgs, distillers)
-    cfg0 = cfgs[0]
     loop, val_split = _make_loop(cfgs, data, out_dirs, distillers, progress, skipped)
-    runs, rank, names = loop.runs, loop.rank, val_split.class_names
-    start_epoch, step = _resume(runs) if resume else (0, 0)
-    for r in runs:
-        if rank == 0:
+    loop.info = (val_split.class_names, data, teacher_path)
+    if ddp.restarted() and not resume:
+        if loop.rank == 0:
+            log.warning("torchrun restarted the job (%d): resuming from last.pt", ddp.restarted())
+        resume = True
+    start = _resume(loop) if resume else _Start()
+    for r in loop.runs:
+        if loop.rank == 0:
             r.out_dir.mkdir(parents=True, exist_ok=True)
             r.writer = tensorboard_writer(r.out_dir)
+    try:
+        _run_epochs(loop, start, val_split)
+    except Exception as e:
+        if loop.world > 1 and ddp.is_peer_failure(e):
+            raise ddp.peer_lost(e, loop.rank, loop.world, loop.where, str(out_dirs[0])) from e
+        raise
+    ddp.cleanup()
+    for r in loop.runs:
+        if r.writer is not None:
+            r.writer.close()
+    return [r.out_dir / "model.pt" for r in loop.runs]
+
+
+def _run_epochs(loop: _Loop, start: _Start, val_split: DatasetSplit) -> None:
+    """Train from ``start`` to the last epoch (or ``max_steps``), ending every epoch."""
+    cfg0, step, batch = loop.cfg, start.step, start.batch
+    names, data, teacher_path = loop.info
     t_start = time.perf_counter()
-    for epoch in range(start_epoch, cfg0.epochs):
-        step, n_images, n_batches, t0 = _train_epoch(loop, epoch, step)
+    for epoch in range(start.epoch, cfg0.epochs):
+        step, n_images, n_batches, t0 = _train_epoch(loop, epoch, step, batch)
+        n_images, seconds = ddp.sum_and_max(n_images, time.perf_counter() - t0)
         last_epoch = epoch + 1 == cfg0.epochs or bool(cfg0.max_steps and step >= cfg0.max_steps)
         end = EpochEnd(
             epoch=epoch,
             step=step,
-            n_images=n_images,
-            n_batches=n_batches,
+            n_images=int(n_images),
+            n_batches=batch + n_batches,
             t0=t0,
             t_start=t_start,
             last_epoch=last_epoch,
-            rank=rank,
+            rank=loop.rank,
             names=names,
             val_split=val_split,
             data=data,
             teacher_path=teacher_path,
-            progress=progress,
+            progress=loop.progress,
+            seconds=seconds,
+            world=loop.world,
+            plugin=_plugin_state(loop.lead),
         )
-        for r in runs:
+        loop.where = f"the end of epoch {epoch + 1}"
+        for r in loop.runs:
             r.end_epoch(end)
+        batch = 0
         if last_epoch:
             break
-    ddp.cleanup()
-    for r in runs:
-        if r.writer is not None:
-            r.writer.close()
-    return [r.out_dir / "model.pt" for r in runs]
 
 
 def load_data(
@@ -273,15 +296,61 @@ def _batch_size(cfg: TrainConfig, distillers: list[KDPlugin | None], n_images: i
     return min(sizes.pop(), n_images)
 
 
-def _resume(runs: list[Trainee]) -> tuple[int, int]:
-    """(epoch, step) that every run reached in its last.pt ((0, 0) when none has one)."""
-    reached = {r.resume() for r in runs}
+@dataclass(frozen=True)
+class _Start:
+    """Where a run starts: epoch ``epoch`` (0-based) from its batch ``batch``, at
+    optimizer step ``step``."""
+
+    epoch: int = 0
+    step: int = 0
+    batch: int = 0
+
+
+def _plugin_state(plugin: KDPlugin | None) -> dict[str, Any]:
+    """The lead plugin's state for last.pt (a KDPlugin without ``state_dict``: none)."""
+    return plugin.state_dict() if hasattr(plugin, "state_dict") else {}
+
+
+def _resume(loop: _Loop) -> _Start:
+    """Load every run's last.pt and return where they stopped (the start when none has
+    one). With the processes that wrote it the run continues exactly: position, RNG
+    states, frame stream and loss sums. With another number of processes the global
+    batch and each process's share differ: it restarts the epoch it was in (the weights
+    keep what they learnt) and says so."""
+    states = [r.resume() for r in loop.runs]
+    reached = {(s["epoch"], s.get("batch", 0), s["step"]) if s else None for s in states}
     if len(reached) > 1:
         raise ConfigError(
             f"runs trained together stopped at different points {sorted(map(str, reached))}"
             "; resume them one by one"
         )
-    return reached.pop() or (0, 0)
+    state = states[0]
+    if state is None:
+        return _Start()
+    epoch, batch, step = int(state["epoch"]), int(state.get("batch", 0)), int(state["step"])
+    if loop.lead is not None and hasattr(loop.lead, "load_state_dict"):
+        loop.lead.load_state_dict(state.get("plugin", {}))
+    saved_world = int(state.get("world", loop.world))
+    if saved_world != loop.world:
+        if loop.rank == 0:
+            log.warning(
+                "%s/last.pt was written by %d process(es) and this run has %d: the global "
+                "batch and each process's share of the data differ, so the run resumes at "
+                "the start of epoch %d, not exactly where it stopped (batch %d); resume "
+                "with %d processes to continue exactly",
+                loop.runs[0].out_dir,
+                saved_world,
+                loop.world,
+                epoch + 1,
+                batch,
+                saved_world,
+            )
+        return _Start(epoch, epoch * loop.steps_per_epoch, 0)
+    ranks = state.get("ranks") or []
+    if len(ranks) == loop.world:
+        for r, s in zip(loop.runs, states):
+            r.restore_rank(s["ranks"][loop.rank])
+    return _Start(epoch, step, batch)
 
 
 @dataclass
@@ -299,6 +368,8 @@ class _Loop:
     world: int
     progress: bool  # progress bars (else a log line every 50 batches)
     use_bf16: bool  # bf16 autocast for the students' forward passes
+    info: tuple = ((), "", "")  # (class names, data, teacher path) for the checkpoints
+    where: str = "the start"  # the step being trained, for error messages
 
     @property
     def total_steps(self) -> int:
@@ -310,23 +381,36 @@ class _Loop:
         return self.runs[0].cfg.arch_name if len(self.runs) == 1 else f"{len(self.runs)} runs"
 
 
-def _train_epoch(loop: _Loop, epoch: int, step: int) -> tuple[int, int, int, float]:
-    """Train every run for one epoch (or until ``cfg.max_steps``); returns (optimizer
-    steps so far, images trained on by all processes, batches (>= 1), the
+def _train_epoch(
+    loop: _Loop, epoch: int, step: int, start_batch: int = 0
+) -> tuple[int, int, int, float]:
+    """Train every run for one epoch from its batch ``start_batch`` (or until
+    ``cfg.max_steps``), writing last.pt every ``cfg.save_every`` steps; returns (optimizer
+    steps so far, images this process trained on, batches trained here (>= 1), the
     ``time.perf_counter()`` at which the first batch was asked for)."""
     cfg, runs, rank = loop.cfg, loop.runs, loop.rank
     loop.dataset.set_epoch(epoch)
     if epoch >= cfg.epochs - cfg.close_mosaic:
         loop.dataset.aug = replace(cfg.aug, mosaic=0.0)
     loader = ddp.loader(
-        loop.dataset, loop.batch, collate, cfg.workers, cfg.seed + epoch, rank, loop.world
+        loop.dataset,
+        loop.batch,
+        collate,
+        cfg.workers,
+        cfg.seed,
+        rank,
+        loop.world,
+        epoch,
+        start_batch,
     )
     for r in runs:
         r.net.train()
-        r.sums = {}
+        if not start_batch:  # else: the sums restored from last.pt
+            r.sums = {}
     n_images, n_batches, t0 = 0, 0, time.perf_counter()
     bar = tqdm(
         loader,
+        initial=start_batch,
         total=loop.steps_per_epoch,
         desc=f"{loop.desc} {epoch + 1}/{cfg.epochs}",
         disable=not loop.progress or rank != 0,
@@ -339,7 +423,7 @@ def _train_epoch(loop: _Loop, epoch: int, step: int) -> tuple[int, int, int, flo
         else:
             images, targets, context = batch_data[0], batch_data[1], None
         images, targets = images.to(loop.device, non_blocking=True), targets.to(loop.device)
-        where = f"epoch {epoch + 1} step {step}"
+        where = loop.where = f"epoch {epoch + 1} step {step}"
         for r in runs:
             c = r.cfg
             warmup = int(c.warmup_epochs * loop.steps_per_epoch)
@@ -347,8 +431,8 @@ def _train_epoch(loop: _Loop, epoch: int, step: int) -> tuple[int, int, int, flo
             r.step(images, targets, context, lr, loop.use_bf16, loop.world, where)
         step += 1
         n_batches += 1
-        n_images += images.shape[0] * loop.world
-        ips = n_images / (time.perf_counter() - t0)
+        n_images += images.shape[0]
+        ips = n_images * loop.world / (time.perf_counter() - t0)
         shown = runs[0].logs if len(runs) == 1 else {}
         bar.set_postfix(
             {
@@ -361,8 +445,18 @@ def _train_epoch(loop: _Loop, epoch: int, step: int) -> tuple[int, int, int, flo
             _log_progress(runs, epoch, n_batches, loop.steps_per_epoch, ips)
         if cfg.max_steps and step >= cfg.max_steps:
             break
+        if cfg.save_every and step % cfg.save_every == 0 and n_batches < len(loader):
+            _save_mid_epoch(loop, epoch, start_batch + n_batches, step)
     bar.close()
     return step, n_images, max(1, n_batches), t0
+
+
+def _save_mid_epoch(loop: _Loop, epoch: int, batch: int, step: int) -> None:
+    """Write every run's last.pt in the middle of ``epoch`` (after its ``batch`` batches)."""
+    point = SavePoint(epoch, batch, step, loop.world, _plugin_state(loop.lead))
+    loop.where = f"a checkpoint at epoch {epoch + 1} step {step}"
+    for r in loop.runs:
+        r.save_mid_epoch(point, loop.rank, *loop.info)
 
 
 def _log_progress(
@@ -403,7 +497,7 @@ def measure_steps(
     the run will have (epoch 1's batches, ``cfg.epochs`` deciding the mosaic). Writes
     nothing; the weights trained here are thrown away."""
     t_start = time.perf_counter()
-    cfg = replace(cfg, max_steps=0)
+    cfg = replace(cfg, max_steps=0, save_every=0)
     loop, _ = _make_loop([cfg], data, [Path("unused")], [distiller], progress=False)
     setup_s = time.perf_counter() - t_start
     warmup_s, per_step = _time_steps(loop, cfg, warmup, steps)

@@ -39,6 +39,7 @@ class TrainConfig:
     eval_every: int = 0  # 0: evaluate only at the end
     labelled_fraction: float = 1.0  # keep this fraction of labelled images (label-scarce runs)
     max_steps: int = 0  # stop after N optimizer steps (tests, smoke runs); 0 = no limit
+    save_every: int = 0  # also write last.pt every N optimizer steps mid-epoch; 0 = epoch ends
     workers: int = 0
     cache: bool = True
     skip_bad: bool = False  # leave out damaged images and label lines (--skip-bad)
@@ -62,6 +63,8 @@ class TrainConfig:
             raise ConfigError("labelled_fraction must be in (0, 1]")
         if not 0 <= self.freeze <= 5:
             raise ConfigError(f"freeze {self.freeze} must be in 0..5 (stem, stage1..stage4)")
+        if self.save_every < 0:
+            raise ConfigError("save_every must be >= 0 (0: last.pt at epoch ends only)")
 
     def scale(self) -> Scale:
         """The architecture: the preset's width/depth/channel cap, overridden where set."""

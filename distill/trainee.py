@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,7 +20,13 @@ import torch
 from torch import nn
 
 from distill import ddp
-from distill.checkpoint import make_checkpoint, read_checkpoint, save_atomic
+from distill.checkpoint import (
+    make_checkpoint,
+    read_checkpoint,
+    rng_state,
+    save_atomic,
+    set_rng_state,
+)
 from distill.config import to_dict
 from distill.finetune import freeze_blocks, load_initial_weights
 from distill.losses.assigner import Assignment
@@ -80,6 +86,25 @@ class EpochEnd:
     data: str | Path  # the dataset, for the checkpoint
     teacher_path: str  # the teacher, for the checkpoint ("" when none)
     progress: bool  # progress bars while evaluating
+    seconds: float = 0.0  # this epoch's training time, the slowest process's (0: from t0)
+    world: int = 1  # processes
+    plugin: dict[str, Any] = field(default_factory=dict)  # the lead KDPlugin's state_dict
+
+    def point(self) -> SavePoint:
+        """Where a run resumed from this epoch's end starts: the next epoch."""
+        return SavePoint(self.epoch + 1, 0, self.step, self.world, self.plugin)
+
+
+@dataclass(frozen=True)
+class SavePoint:
+    """The position a ``last.pt`` records: a resumed run trains epoch ``epoch`` (0-based)
+    from its batch ``batch`` (0 at an epoch's end) at optimizer step ``step``."""
+
+    epoch: int
+    batch: int
+    step: int
+    world: int  # processes that trained up to here
+    plugin: dict[str, Any]  # the lead KDPlugin's state_dict (frame stream position)
 
 
 class Trainee:
@@ -97,7 +122,7 @@ class Trainee:
     ) -> None:
         self.cfg, self.out_dir, self.distiller = cfg, out_dir, distiller
         self.scale = cfg.scale()
-        seed_everything(cfg.seed + rank)  # the same initial weights as a run of its own
+        seed_everything(cfg.seed)  # the same initial weights in every process, as alone
         self.model: Detector = build_detector(self.scale, len(names)).to(device)
         self.model.head.reset_bias(cfg.img_size)
         if cfg.init:  # fine-tuning: start from a checkpoint, early blocks frozen
@@ -120,8 +145,10 @@ class Trainee:
         self.lr = 0.0  # of the last step
         self.writer = None
 
-    def resume(self) -> tuple[int, int] | None:
-        """Load ``last.pt`` if there is one: (epoch, step) reached, else None."""
+    def resume(self) -> dict[str, Any] | None:
+        """Load ``last.pt`` if there is one and return its ``train_state`` (the position
+        reached: ``epoch``, ``batch``, ``step``; ``world``, ``ranks``, ``plugin``), else
+        None. The caller decides what of the position and per-process states to use."""
         last = self.out_dir / "last.pt"
         if not last.exists():
             log.info("--resume: no %s yet, starting fresh", last)
@@ -135,9 +162,20 @@ class Trainee:
         for m, sd in zip(self.extra, state.get("extra_modules", [])):
             m.load_state_dict(sd)
         self.metrics = ckpt.get("metrics", {})
-        epoch, step = int(state["epoch"]), int(state["step"])
-        log.info("resuming %s at epoch %d (step %d)", last, epoch, step)
-        return epoch, step
+        log.info(
+            "resuming %s at epoch %d batch %d (step %d)",
+            last,
+            int(state["epoch"]) + 1,
+            int(state.get("batch", 0)),
+            int(state["step"]),
+        )
+        return state
+
+    def restore_rank(self, state: dict[str, Any]) -> None:
+        """Continue this process exactly: its RNG states and the epoch's loss sums so far
+        (one entry of a ``train_state``'s ``ranks``)."""
+        set_rng_state(state["rng"])
+        self.sums = dict(state.get("sums", {}))
 
     def step(
         self,
@@ -159,11 +197,13 @@ class Trainee:
                 out, feats = self.net(images, return_features=True)
             else:
                 out, feats = self.net(images), None
-        loss, logs, assignment = detection_loss(out, targets, self.model.strides, self.cfg.loss)
-        if d is not None:
-            kd_loss, kd_logs = d.loss(context, out, feats, assignment)
-            loss = loss + kd_loss * images.shape[0]
-            logs.update(kd_logs)
+        with ddp.global_step(world):  # under DDP: the global batch's loss (see distill.ddp)
+            loss, logs, assignment = detection_loss(out, targets, self.model.strides, self.cfg.loss)
+            if d is not None:
+                kd_loss, kd_logs = d.loss(context, out, feats, assignment)
+                loss = loss + kd_loss * images.shape[0]
+                logs.update(kd_logs)
+        loss = loss * world  # x the global batch; DDP averages the processes' gradients
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"{self.out_dir}: loss is {loss.item()} at {where}")
         self.optimizer.zero_grad(set_to_none=True)
@@ -178,18 +218,29 @@ class Trainee:
             self.sums[k] = self.sums.get(k, 0.0) + v
 
     def end_epoch(self, end: EpochEnd) -> None:
-        """Log the epoch, evaluate when due, and write last.pt (and model.pt at the end)."""
+        """Log the epoch (losses averaged over the processes), evaluate when due, and
+        write last.pt (and model.pt at the end) on process 0 while the others wait."""
+        sums = ddp.mean_over_ranks(self.sums)
+        ranks = ddp.gather(self.rank_state())
+        if end.rank == 0:
+            self._finish_epoch(end, sums, ranks)
+        ddp.barrier()
+
+    def _finish_epoch(self, end: EpochEnd, sums: dict[str, float], ranks: list) -> None:
+        """Process 0's part of :meth:`end_epoch`."""
         cfg, epoch, last_epoch = self.cfg, end.epoch, end.last_epoch
+        seconds = end.seconds or time.perf_counter() - end.t0
         record = {
             "epoch": epoch + 1,
             "step": end.step,
             "lr": self.lr,
-            "images_per_s": round(end.n_images / (time.perf_counter() - end.t0), 2),
+            "images_per_s": round(end.n_images / max(seconds, 1e-9), 2),
             "wall_seconds": round(time.perf_counter() - end.t_start, 1),
-            **{f"loss_{k}": round(v / end.n_batches, 5) for k, v in self.sums.items()},
+            **{f"loss_{k}": round(v / end.n_batches, 5) for k, v in sums.items()},
         }
-        due = last_epoch or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)
-        if end.rank == 0 and due:
+        if end.world > 1:
+            record["processes"] = end.world
+        if last_epoch or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
             from distill.evaluate import evaluate_model
 
             result = evaluate_model(
@@ -197,8 +248,6 @@ class Trainee:
             )
             record.update(map50_95=result.map50_95, map50=result.map50)
             self.metrics = {"map50_95": result.map50_95, "map50": result.map50, "epoch": epoch + 1}
-        if end.rank != 0:
-            return
         with (self.out_dir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self.writer is not None:
@@ -206,31 +255,63 @@ class Trainee:
                 if isinstance(v, (int, float)) and k != "epoch":
                     self.writer.add_scalar(k, v, epoch + 1)
         log.info("%sepoch %s", self.tag, json.dumps(record))
-        train_state = {
-            "model_raw": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
-            "epoch": epoch + 1,
-            "step": end.step,
-            "ema_updates": self.ema.updates,
-            "extra_modules": [m.state_dict() for m in self.extra],
-        }
-        common = dict(
-            preset=cfg.arch_name,
-            scale=self.scale,
-            class_names=end.names,
-            img_size=cfg.img_size,
-            config=to_dict(cfg),
-            metrics=self.metrics,
-            teacher=end.teacher_path,
-            data=str(end.data),
-        )
-        save_atomic(
-            make_checkpoint(self.ema.module, train_state=train_state, **common),
-            self.out_dir / "last.pt",
-        )
+        common = self._checkpoint_fields(end.names, end.data, end.teacher_path)
+        self.save_last(end.point(), ranks, common)
         if last_epoch:
             self.metrics["train_seconds"] = round(time.perf_counter() - end.t_start, 1)
             save_atomic(make_checkpoint(self.ema.module, **common), self.out_dir / "model.pt")
+
+    def rank_state(self) -> dict[str, Any]:
+        """This process's part of an exact resume: RNG states and the epoch's loss sums."""
+        return {"rng": rng_state(), "sums": dict(self.sums)}
+
+    def train_state(self, point: SavePoint, ranks: list[dict[str, Any]]) -> dict[str, Any]:
+        """Everything ``--resume`` restores (see :mod:`distill.checkpoint`); ``ranks``:
+        every process's :meth:`rank_state`, in rank order."""
+        return {
+            "model_raw": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": point.epoch,
+            "batch": point.batch,
+            "step": point.step,
+            "ema_updates": self.ema.updates,
+            "extra_modules": [m.state_dict() for m in self.extra],
+            "world": point.world,
+            "ranks": ranks,
+            "plugin": point.plugin,
+        }
+
+    def _checkpoint_fields(
+        self, names: tuple[str, ...], data: str | Path, teacher_path: str
+    ) -> dict[str, Any]:
+        cfg = self.cfg
+        return dict(
+            preset=cfg.arch_name,
+            scale=self.scale,
+            class_names=names,
+            img_size=cfg.img_size,
+            config=to_dict(cfg),
+            metrics=self.metrics,
+            teacher=teacher_path,
+            data=str(data),
+        )
+
+    def save_last(self, point: SavePoint, ranks: list, common: dict[str, Any]) -> None:
+        """Write ``last.pt`` at ``point`` (process 0 only; ``common``: the checkpoint's
+        descriptive fields, see :meth:`_checkpoint_fields`)."""
+        state = self.train_state(point, ranks)
+        ckpt = make_checkpoint(self.ema.module, train_state=state, **common)
+        save_atomic(ckpt, self.out_dir / "last.pt")
+
+    def save_mid_epoch(
+        self, point: SavePoint, rank: int, names: tuple[str, ...], data: str | Path, teacher: str
+    ) -> None:
+        """Every process calls it; process 0 writes ``last.pt`` at ``point`` (in the middle
+        of an epoch) while the others wait."""
+        ranks = ddp.gather(self.rank_state())
+        if rank == 0:
+            self.save_last(point, ranks, self._checkpoint_fields(names, data, teacher))
+        ddp.barrier()
 
 
 def tensorboard_writer(out_dir: Path):

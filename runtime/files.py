@@ -28,29 +28,46 @@ def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
 
 
+def _fsync(path: Path) -> None:
+    """Flush ``path`` (a file or a folder) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, fsync: bool = False) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on a clean exit rename it onto ``path``.
 
     The parent folder is created. On an exception the temp file is removed and the
     exception propagates; an OSError of the rename becomes a one-line UnderstudyError.
+    With ``fsync`` the temp file is flushed to the disk before the rename and the folder
+    after it, so that a power cut or a killed machine leaves the old file or the complete
+    new one (checkpoints that a restarted job resumes from).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(path)
     try:
         yield tmp
+        if fsync:
+            _fsync(tmp)
         os.replace(tmp, path)
+        if fsync:
+            _fsync(path.parent)
     except OSError as e:
         raise UnderstudyError(f"{path}: cannot write ({e.strerror or e})") from e
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def write_atomic(path: str | Path, data: bytes | str) -> Path:
-    """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically; returns ``path``."""
+def write_atomic(path: str | Path, data: bytes | str, fsync: bool = False) -> Path:
+    """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically; returns ``path``.
+    ``fsync``: see :func:`atomic_path`."""
     payload = data.encode() if isinstance(data, str) else data
-    with atomic_path(path) as tmp:
+    with atomic_path(path, fsync) as tmp:
         tmp.write_bytes(payload)
     return Path(path)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from distill import ddp
 from distill.losses.assigner import Assignment, task_aligned_assign
 from distill.losses.iou import giou
 from distill.models.head import HeadOutput, boxes_to_distances, make_anchors
@@ -97,7 +98,7 @@ def detection_loss(
         )
     fg = assignment.fg
     target_scores = assignment.scores
-    norm = target_scores.sum().clamp(min=1.0)
+    norm = ddp.denominator(target_scores.sum(), 1.0)  # global under DDP
 
     loss_cls = classification_loss(cls_logits, target_scores, weights.cls_loss) / norm
     if fg.any():

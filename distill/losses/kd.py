@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distill import ddp
 from distill.losses.kd_masks import boxes_to_level_masks, scores_to_level_masks
 
 __all__ = [
@@ -60,7 +61,7 @@ def _weighted_mean(per_anchor: Tensor, weight: Tensor | None) -> Tensor:
     """Σ w·x / max(Σ w, eps) over (B, A); the plain mean when ``weight`` is None."""
     if weight is None:
         return per_anchor.mean()
-    return (per_anchor * weight).sum() / weight.sum().clamp_min(_EPS)
+    return (per_anchor * weight).sum() / ddp.denominator(weight.sum(), _EPS)
 
 
 def logit_kd(
@@ -254,9 +255,9 @@ def feature_kd(
             bg = (m <= 0).float()
             bg_num.append((sq * bg).sum())
             bg_den.append(bg.sum() * channels)
-    loss = torch.stack(fg_num).sum() / torch.stack(fg_den).sum().clamp_min(_EPS)
+    loss = torch.stack(fg_num).sum() / ddp.denominator(torch.stack(fg_den).sum(), _EPS)
     if bg_num:
-        bg_loss = torch.stack(bg_num).sum() / torch.stack(bg_den).sum().clamp_min(_EPS)
+        bg_loss = torch.stack(bg_num).sum() / ddp.denominator(torch.stack(bg_den).sum(), _EPS)
         loss = loss + background_weight * bg_loss
     return loss
 

@@ -78,7 +78,7 @@ def test_resume_continues_an_interrupted_run(tmp_path: Path, tiny_data: Path, mo
 def test_ddp_two_cpu_processes(tmp_path: Path, tiny_data: Path) -> None:
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # gloo
     r = subprocess.run(
         [
             torchrun,

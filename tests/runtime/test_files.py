@@ -50,3 +50,36 @@ def test_unwritable_target_is_one_line_error(tmp_path: Path) -> None:
         ensure_writable(tmp_path / "d")
     ensure_writable(tmp_path / "new" / "out.onnx")
     assert (tmp_path / "new").is_dir() and not list((tmp_path / "new").iterdir())
+
+
+def test_fsync_flushes_the_file_before_the_rename_and_the_folder_after(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import os
+
+    events: list[tuple[str, str]] = []
+    real_open, real_fsync, real_replace = os.open, os.fsync, os.replace
+    names: dict[int, str] = {}
+
+    def fake_open(path, flags, *args, **kwargs):
+        fd = real_open(path, flags, *args, **kwargs)
+        names[fd] = Path(path).name
+        return fd
+
+    def fake_fsync(fd: int) -> None:
+        events.append(("fsync", names.get(fd, "?")))
+        real_fsync(fd)
+
+    def fake_replace(src, dst) -> None:
+        events.append(("rename", Path(dst).name))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    monkeypatch.setattr(os, "fsync", fake_fsync)
+    monkeypatch.setattr(os, "replace", fake_replace)
+    write_atomic(tmp_path / "last.pt", b"weights", fsync=True)
+    tmp_name = f".last.tmp{os.getpid()}.pt"
+    assert events == [("fsync", tmp_name), ("rename", "last.pt"), ("fsync", tmp_path.name)]
+    events.clear()
+    write_atomic(tmp_path / "report.json", b"{}")  # the default: no fsync
+    assert events == [("rename", "report.json")]
