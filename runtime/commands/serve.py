@@ -114,9 +114,18 @@ def _scheduling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--service-quantile",
         type=float,
-        default=0.9,
-        help="quantile of the last 64 model-call times taken as a frame's expected processing "
-        "time when predicting budget misses (higher: fewer late answers, more drops)",
+        default=0.99,
+        help="quantile of the model-call times of the last 2 s (at least the last 16 calls) "
+        "taken as a frame's expected processing time when predicting budget misses "
+        "(higher: fewer late answers, more drops)",
+    )
+    p.add_argument(
+        "--schedule",
+        choices=("deficit", "edf", "arrival"),
+        default="deficit",
+        help="which stream the model serves next under overload: deficit (the stream served "
+        "least for its weight; frames' priority sets the weight), edf (earliest deadline "
+        "that can still be met) or arrival (the order frames arrived; for comparison)",
     )
 
 
@@ -267,6 +276,7 @@ def server_config(args: argparse.Namespace) -> tuple[Any, Any]:
         predict_drops=not args.no_predict_drops,
         reply_margin_ms=args.reply_margin_ms,
         service_quantile=args.service_quantile,
+        schedule=args.schedule,
         deadline_from=args.deadline_from,
         metrics_port=args.metrics_port,
         max_message_mb=args.max_message_mb,
