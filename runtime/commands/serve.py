@@ -169,7 +169,13 @@ def _security_options(p: argparse.ArgumentParser) -> None:
 
 def _model_options(p: argparse.ArgumentParser) -> None:
     """How the model runs, what it reports and how the server stops."""
-    p.add_argument("--threads", type=int, default=None, help="model intra-op threads")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="model intra-op threads (default: the cores but one, at least 1, leaving a core "
+        "to decoding and gRPC; 0 = the backend's own default)",
+    )
     p.add_argument("--backend", default=None, help="force a backend (onnxruntime, tensorrt, torch)")
     p.add_argument("--score-threshold", type=float, default=0.25)
     p.add_argument("--iou-threshold", type=float, default=0.45)
@@ -296,6 +302,21 @@ def server_config(args: argparse.Namespace) -> tuple[Any, Any]:
     return config, load_teacher
 
 
+def model_threads(args: argparse.Namespace) -> int | None:
+    """The model's intra-op threads: ``--threads``, else the cores this process may use but
+    one (at least 1); 0 means the backend's own default (None).
+
+    Why not all cores: a server is more than its model. JPEG decoding, gRPC and the Python
+    threads that feed the model need CPU at the same moments, and ONNX Runtime's spinning
+    worker threads would take it from them; on a 2-core CPU under 4 x 30 FPS the model was
+    no faster with two threads than with one, while decoding and replies waited
+    (benchmarks/results/stream.md, rows by threads)."""
+    if args.threads is not None:
+        return args.threads or None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) - 1)
+
+
 def run(args: argparse.Namespace) -> int:
     from runtime.errors import ModelFileError
     from runtime.server import run_until_signal
@@ -311,7 +332,7 @@ def run(args: argparse.Namespace) -> int:
         return Detector(
             model,
             backend=args.backend,
-            threads=args.threads,
+            threads=model_threads(args),
             score_threshold=args.score_threshold,
             iou_threshold=args.iou_threshold,
             max_batch=args.max_batch,
