@@ -50,6 +50,7 @@ class StreamTally:
     late: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     first_answer: int | None = None  # index of the first answered frame
+    worst_ms: float = 0.0  # the longest server time of an answered frame
 
 
 _EMPTY = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
@@ -105,6 +106,7 @@ def simulate(
             if isinstance(o, Answered):
                 t.answered += 1
                 t.late += o.timings.total_ms > budget_ms
+                t.worst_ms = max(t.worst_ms, o.timings.total_ms)
                 t.first_answer = i if t.first_answer is None else t.first_answer
             elif isinstance(o, Dropped):
                 t.dropped[o.reason] += 1

@@ -158,6 +158,7 @@ class Lane:
     weight: float = 1.0  # 1 + the priority of its latest frame
     tag: float = -math.inf  # virtual time at which its service so far ends (``deficit``)
     served: int = 0  # frames given to the model
+    missed: int = 0  # frames dropped as too late since it was last served
     last_arrival: float = -math.inf  # when its latest frame arrived (clock s)
     period: float = 0.0  # its frames' recent spacing (s; 0 = not known yet)
 
@@ -346,6 +347,7 @@ class Scheduler:
                 lane.pending.popleft()
                 if reason is not None:
                     drops.append((job, "budget_exceeded", reason))
+                    lane.missed += 1
             if not lane.pending:
                 lane.queued = False
                 self._ready.remove(lane)
@@ -390,6 +392,7 @@ class Scheduler:
             reason = self._budget_drop(job, now)
             if reason:
                 drops.append((job, "budget_exceeded", reason))
+                lane.missed += 1
                 continue
             self._charge(lane)
             batch.append(job)
@@ -404,10 +407,12 @@ class Scheduler:
         return min(self._ready, key=lambda lane: (self._start_tag(lane), lane.pending[0].deadline))
 
     def _hold(self, now: float) -> float | None:
-        """Deficit only: when the next lane is at least a frame ahead of an open lane whose
-        next frame is due before the next lane's frame stops being meetable, the time to
-        wait until (the model idles meanwhile, so the lane behind gets its turn instead of
-        arriving just after every call started); else None (lock held)."""
+        """Deficit only: when the next lane is at least a frame ahead of an open lane that
+        lost its last frame as too late and whose next frame is due before the next lane's
+        frame stops being meetable, the time to wait until (the model idles meanwhile, so
+        the lane behind gets its turn instead of arriving just after every call started);
+        else None (lock held). Lanes that are not losing frames are never waited for: with
+        capacity to spare nobody waits."""
         if self.schedule != "deficit":
             return None
         lane = self._pick()
@@ -417,7 +422,7 @@ class Scheduler:
         latest = start + (job.budget_ms - self.margin_ms - self._expected_ms) / 1000.0
         hold = None
         for other in self._lanes:
-            if other.queued or other.period == 0.0:
+            if other.queued or other.period == 0.0 or other.missed == 0:
                 continue
             behind = (ahead - self._start_tag(other)) * other.weight  # frames
             if behind < 1.0:
@@ -442,6 +447,7 @@ class Scheduler:
         self._vtime = max(self._vtime, start)
         lane.tag = start + 1.0 / lane.weight
         lane.served += 1
+        lane.missed = 0
 
     def _budget_drop(self, job: Job, now: float) -> str | None:
         start = job.received if job.deadline_start is None else job.deadline_start
