@@ -21,7 +21,15 @@ budget (the others' frames are dropped as they come up, see below):
   low tag and is served with its next frame; a lane's tag is never more than one frame
   behind ``V`` (``CREDIT_FRAMES``), so an idle or new lane gets at most one frame ahead of
   the others: a new stream is served from its first frame, a stream cannot bank credit.
-  Ties go to the earliest deadline.
+  Ties go to the earliest deadline. Serving the lowest tag is not enough on its own: a
+  model call started on a frame that arrived just before another stream's frame makes
+  that frame wait a whole call, every period when the streams' rates are equal, so it is
+  predicted late and dropped every time. So each lane learns its frame spacing, and when
+  the lane next in line is a whole frame ahead of a lane that lost its last frame as too
+  late and whose next frame is due soon, the worker waits for that frame (``_hold``):
+  until the frame in line would stop being meetable, or, two frames ahead, at most one
+  expected model call. Lanes that lose nothing are never waited for, so with capacity to
+  spare no frame waits.
 - ``edf``: the earliest deadline that can still be met goes first.
 - ``arrival``: lanes in the order their waiting frame arrived (the scheduler before
   ``deficit``; kept for comparison). Under overload at equal frame rates it phase-locks:
