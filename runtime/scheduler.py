@@ -312,7 +312,8 @@ class Scheduler:
 
     def run_once(self, block: bool = True) -> bool:
         """Take the next batch (dropping the frames that cannot be in time) and run it.
-        Returns False when shutting down, or with ``block=False`` when nothing waits (the
+        Returns False when shutting down, or with ``block=False`` when nothing can run now:
+        nothing waits, or the worker holds for a stream behind until ``hold_until`` (the
         worker thread calls it in a loop; tests call it directly with a fake clock)."""
         drops: list[tuple[Job, str, str]] = []
         batch: list[Job] = []
