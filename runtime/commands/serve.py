@@ -310,7 +310,7 @@ def model_threads(args: argparse.Namespace) -> int | None:
     threads that feed the model need CPU at the same moments, and ONNX Runtime's spinning
     worker threads would take it from them; on a 2-core CPU under 4 x 30 FPS the model was
     no faster with two threads than with one, while decoding and replies waited
-    (benchmarks/results/stream.md, rows by threads)."""
+    (benchmarks/results/stream_2026-11-28.md; benchmarks/results/stream.md, rows by threads)."""
     if args.threads is not None:
         return args.threads or None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
