@@ -88,6 +88,7 @@ MD_COLUMNS = (
     ("schedule", "schedule"),
     ("stream_fps_min", "stream fps min"),
     ("stream_fps_max", "stream fps max"),
+    ("load_1min", "load avg start / end"),
     ("server_rss_mb_start", "RSS start MB"),
     ("server_rss_mb_warm", "RSS warm MB"),
     ("server_rss_mb_end", "RSS end MB"),
@@ -185,6 +186,7 @@ def run_scenario(
         **{key: getattr(args, key) for key in PASSED_ON},  # None: serve's default
         "load_avg_start": load_start,
         "load_avg_end": list(os.getloadavg()),
+        "load_1min": f"{load_start[0]:.2f} / {os.getloadavg()[0]:.2f}",
         "duration_s": args.duration,
         "frame": f"{args.size[0]}x{args.size[1]} jpeg",
         "model": model.name,
