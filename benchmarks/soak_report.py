@@ -152,7 +152,7 @@ def write_results(out_dir: Path, name: str, command: str, row: dict, samples: li
         f"Command: `{command}`",
         "",
         f"Machine: {doc['machine']}; load average (1, 5, 15 min) at start "
-        f"{row['load_avg_start']}, at end {row['load_avg_end']}",
+        f"{_loads(row['load_avg_start'])}, at end {_loads(row['load_avg_end'])}",
         "",
         f"{row['streams']} streams, {row['elapsed_s']:g} s, sessions of {row['session_s']:g} s "
         f"each on a new channel; model p50 {row['model_p50_ms']} ms at start-up; budget "
@@ -191,6 +191,10 @@ def write_results(out_dir: Path, name: str, command: str, row: dict, samples: li
     write_atomic(path.with_suffix(".md"), "\n".join(lines) + "\n")
     _plot(samples, row, path.with_suffix(".png"))
     return path
+
+
+def _loads(values: list[float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in values)
 
 
 def _plot(samples: list[dict], row: dict, path: Path) -> None:
