@@ -6,12 +6,12 @@ long time, at a given overload.
 
 A fresh server runs in another process (``python -m runtime.cli serve`` with its
 defaults, plus the options given). Each of ``--streams`` clients opens a channel and a
-StreamDetect call, sends JPEG frames open loop at ``--fps`` for ``--session-s`` seconds
-(like a camera whose video ends), closes the call and the channel, waits for its answers
-and reconnects at once, until ``--duration`` is over. ``--overload X`` sets the frame rate
-to X times what the model answers (1000 / the start-up p50 of the model, over all
-streams). Every ``--sample-s`` the server's resident memory, threads and open file
-descriptors are read from /proc.
+StreamDetect call on a TCP connection of its own, sends JPEG frames open loop at ``--fps``
+for ``--session-s`` seconds (like a camera whose video ends), closes the call and the
+connection, waits for its answers and reconnects at once, until ``--duration`` is over.
+``--overload X`` sets the frame rate to X times what the model answers (1000 / the
+start-up p50 of the model, over all streams). Every ``--sample-s`` the server's resident
+memory, threads and open file descriptors are read from /proc.
 
 Checked (the issue's targets): no errors (stream errors, frame errors, the server's exit
 status, health SERVING at the end); every session longer than 1 s gets answers; the ratio
@@ -75,7 +75,7 @@ def run_session(
     target: str, frames: list[bytes], fps: float, args: argparse.Namespace, s: Session
 ) -> None:
     """One session: a new channel, ``args.session_s`` seconds of frames at ``fps``."""
-    client = DetectorClient(target)
+    client = DetectorClient(target, own_connection=True)  # a reconnect is a new connection
     call = client.open_stream(camera_id=f"cam{s.stream}", budget_ms=args.budget_ms, queue_size=8)
 
     def receive() -> None:

@@ -183,7 +183,9 @@ class StreamCall:
 
 class DetectorClient:
     """Client of one server. ``token``: bearer token; ``tls_ca``: PEM file of the CA (or
-    self-signed certificate) to trust, enabling TLS; ``timeout``: seconds per unary call."""
+    self-signed certificate) to trust, enabling TLS; ``timeout``: seconds per unary call;
+    ``own_connection``: open a TCP connection of its own (by default gRPC may share one
+    between the channels of a process to the same server)."""
 
     def __init__(
         self,
@@ -194,12 +196,15 @@ class DetectorClient:
         timeout: float | None = None,
         max_message_mb: float = 16.0,
         tls_server_name: str | None = None,
+        own_connection: bool = False,
     ) -> None:
         max_bytes = int(max_message_mb * 1024 * 1024)
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", max_bytes),
             ("grpc.max_send_message_length", max_bytes),
         ]
+        if own_connection:  # else gRPC may share one TCP connection among a process's channels
+            options.append(("grpc.use_local_subchannel_pool", 1))
         if tls_ca is not None:
             try:
                 ca = Path(tls_ca).read_bytes()
