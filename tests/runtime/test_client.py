@@ -115,6 +115,12 @@ def test_stream_command_folder_to_annotated_video(tmp_path: Path) -> None:
         cv2.imwrite(str(folder / f"{i:03d}.png"), solid(i * 40, 48, 64))
     out, summary = tmp_path / "annotated.avi", tmp_path / "summary.json"
     with running(FakeDetector()) as (srv, _client):
+        priorities: list[int] = []
+        submit = srv.scheduler.submit
+        srv.scheduler.submit = lambda lane, job: (
+            priorities.append(job.priority),
+            submit(lane, job),
+        )
         rc = main(
             [
                 "stream",
@@ -129,9 +135,12 @@ def test_stream_command_folder_to_annotated_video(tmp_path: Path) -> None:
                 str(out),
                 "--json",
                 str(summary),
+                "--priority",
+                "2",
             ]
         )
     assert rc == 0
+    assert priorities == [2] * 6  # --priority reaches the scheduler with every frame
     s = json.loads(summary.read_text())
     assert s["sent"] == 6 and s["answered"] + s["dropped"] == 6 and s["errors"] == 0
     cap = cv2.VideoCapture(str(out))
