@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -83,21 +84,62 @@ MD_COLUMNS = (
     ("overhead_p50_ms", "overhead p50"),
     ("server_overhead_p50_ms", "server overhead p50"),
     ("budget_miss_rate", "budget miss"),
+    ("server_budget_miss_rate", "late (server clock)"),
+    ("schedule", "schedule"),
+    ("stream_fps_min", "stream fps min"),
+    ("stream_fps_max", "stream fps max"),
+    ("load_1min", "load avg start / end"),
     ("server_rss_mb_start", "RSS start MB"),
     ("server_rss_mb_warm", "RSS warm MB"),
     ("server_rss_mb_end", "RSS end MB"),
 )
 
 
+# server options passed on only when given: a row without them measures serve's defaults
+PASSED_ON = ("threads", "reply_margin_ms", "service_quantile", "deadline_from", "schedule")
+
+
 def serve_args(model: Path, args: argparse.Namespace, max_batch: int, decode: str) -> list[str]:
     """The ``understudy serve`` options of one scenario."""
     out = ["--model", str(model), "--budget-ms", str(args.budget_ms), "--policy", args.policy]
     out += ["--max-batch", str(max_batch), "--max-wait-ms", str(args.max_wait_ms)]
-    if args.threads:
-        out += ["--threads", str(args.threads)]
-    out += ["--decode", decode, "--reply-margin-ms", str(args.reply_margin_ms)]
-    out += ["--service-quantile", str(args.service_quantile)]
-    return [*out, "--deadline-from", args.deadline_from]
+    out += ["--decode", decode]
+    for key in PASSED_ON:
+        value = getattr(args, key)
+        if value is not None:
+            out += ["--" + key.replace("_", "-"), str(value)]
+    return out
+
+
+def per_stream(results: list, elapsed: float) -> list[dict]:
+    """One entry per camera stream: its delivered FPS, drop rate and late rates (answers
+    over the budget end to end on the client, and by the server's own clock)."""
+    out = []
+    for k, r in enumerate(results):
+        s = r.stats.summary(sent=r.sent, elapsed_s=elapsed)
+        out.append(
+            {
+                "stream": k,
+                "sent": r.sent,
+                "answered": s["answered"],
+                "delivered_fps": s["delivered_fps"],
+                "drop_rate": s["drop_rate"],
+                "late_rate": s["budget_miss_rate"],
+                "server_late_rate": s["server_budget_miss_rate"],
+            }
+        )
+    return out
+
+
+def fairness(streams: list[dict]) -> dict:
+    """The spread of delivered FPS across streams: min, max and max / min."""
+    fps = [s["delivered_fps"] for s in streams]
+    low, high = min(fps), max(fps)
+    return {
+        "stream_fps_min": low,
+        "stream_fps_max": high,
+        "fairness_ratio": round(high / low, 3) if low > 0 else None,
+    }
 
 
 def run_scenario(
@@ -111,6 +153,7 @@ def run_scenario(
 ) -> dict:
     """A fresh server, ``streams`` cameras at ``fps`` against it for ``args.duration``
     seconds, the server stopped: the scenario's row."""
+    load_start = list(os.getloadavg())
     server = Server(serve_args(model, args, max_batch, decode))
     try:
         rss = {"start": server.rss_mb()}
@@ -128,18 +171,22 @@ def run_scenario(
     for r in results:
         total.merge(r.stats)
     summary = total.summary(sent=sum(r.sent for r in results), elapsed_s=elapsed)
+    streams_view = per_stream(results, elapsed)
     return {
         "streams": streams,
         "fps_per_stream": fps,
         "budget_ms": args.budget_ms,
         **{k: summary[k] for k in SUMMARY_KEYS},
         **{f"server_rss_mb_{k}": rss[k] for k in ("start", "warm", "end", "max")},
+        **fairness(streams_view),
+        "per_stream": streams_view,
         "max_batch": max_batch,
         "policy": args.policy,
         "decode": decode,
-        "reply_margin_ms": args.reply_margin_ms,
-        "service_quantile": args.service_quantile,
-        "deadline_from": args.deadline_from,
+        **{key: getattr(args, key) for key in PASSED_ON},  # None: serve's default
+        "load_avg_start": load_start,
+        "load_avg_end": list(os.getloadavg()),
+        "load_1min": f"{load_start[0]:.2f} / {os.getloadavg()[0]:.2f}",
         "duration_s": args.duration,
         "frame": f"{args.size[0]}x{args.size[1]} jpeg",
         "model": model.name,
@@ -162,6 +209,7 @@ def row_key(r: dict) -> tuple:
             "deadline_from",
             "policy",
             "budget_ms",
+            "schedule",
         )
     )
 
@@ -232,7 +280,15 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--micro-batch", action="store_true", help="also run with --max-batch N")
     p.add_argument("--max-batch", type=int, default=4, help="micro-batch size for --micro-batch")
     p.add_argument("--max-wait-ms", type=float, default=2.0)
-    p.add_argument("--threads", type=int, default=None, help="model intra-op threads")
+    p.add_argument(
+        "--threads", type=int, default=None, help="the server's --threads (default: serve's)"
+    )
+    p.add_argument(
+        "--schedule",
+        choices=("deficit", "edf", "arrival"),
+        default=None,
+        help="the server's --schedule (default: serve's)",
+    )
     p.add_argument(
         "--decode",
         nargs="+",
@@ -241,16 +297,23 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
         help="the server's --decode mode(s); each runs every scenario",
     )
     p.add_argument(
-        "--reply-margin-ms", type=float, default=2.0, help="the server's --reply-margin-ms"
+        "--reply-margin-ms",
+        type=float,
+        default=None,
+        help="the server's --reply-margin-ms (default: serve's)",
     )
     p.add_argument(
-        "--service-quantile", type=float, default=0.9, help="the server's --service-quantile"
+        "--service-quantile",
+        type=float,
+        default=None,
+        help="the server's --service-quantile (default: serve's)",
     )
     p.add_argument(
         "--deadline-from",
         choices=("arrival", "capture"),
-        default="arrival",
-        help="the server's --deadline-from (the streams run on this machine: one clock)",
+        default=None,
+        help="the server's --deadline-from (the streams run on this machine: one clock; "
+        "default: serve's)",
     )
 
 
@@ -266,7 +329,6 @@ def main(argv: list[str] | None = None) -> int:
     rows = json.loads(path.read_text())["rows"] if args.append and path.is_file() else []
     for dec, mb, n, f in tqdm(runs, desc="stream scenarios", unit="scenario"):
         row = run_scenario(args.model, n, f, args, frames, mb, dec)
-        row["threads"] = args.threads
         row["command"] = command
         rows = [r for r in rows if row_key(r) != row_key(row)]
         tqdm.write(json.dumps({k: row[k] for k in PROGRESS_KEYS}))

@@ -88,8 +88,10 @@ class StreamCall:
         encode: str,
         queue_size: int,
         jpeg_quality: int,
+        priority: int = 0,
     ) -> None:
         self._camera_id, self._budget_ms, self._encode = camera_id, budget_ms, encode
+        self._priority = priority  # the stream's weight under overload (docs/protocol.md)
         self._quality = jpeg_quality
         self._queue: collections.deque[Any] = collections.deque()
         self._queue_size = queue_size
@@ -157,7 +159,7 @@ class StreamCall:
                 return
             image, frame_id, ns, budget = item
             self.sent += 1
-            yield make_frame(
+            frame = make_frame(
                 image,
                 frame_id=frame_id,
                 camera_id=self._camera_id,
@@ -166,6 +168,8 @@ class StreamCall:
                 capture_time_ns=ns,
                 jpeg_quality=self._quality,
             )
+            frame.priority = self._priority
+            yield frame
 
     def __iter__(self) -> Iterator[pb.StreamResponse]:
         return iter(self._call)
@@ -179,7 +183,9 @@ class StreamCall:
 
 class DetectorClient:
     """Client of one server. ``token``: bearer token; ``tls_ca``: PEM file of the CA (or
-    self-signed certificate) to trust, enabling TLS; ``timeout``: seconds per unary call."""
+    self-signed certificate) to trust, enabling TLS; ``timeout``: seconds per unary call;
+    ``own_connection``: open a TCP connection of its own (by default gRPC may share one
+    between the channels of a process to the same server)."""
 
     def __init__(
         self,
@@ -190,12 +196,15 @@ class DetectorClient:
         timeout: float | None = None,
         max_message_mb: float = 16.0,
         tls_server_name: str | None = None,
+        own_connection: bool = False,
     ) -> None:
         max_bytes = int(max_message_mb * 1024 * 1024)
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", max_bytes),
             ("grpc.max_send_message_length", max_bytes),
         ]
+        if own_connection:  # else gRPC may share one TCP connection among a process's channels
+            options.append(("grpc.use_local_subchannel_pool", 1))
         if tls_ca is not None:
             try:
                 ca = Path(tls_ca).read_bytes()
@@ -242,8 +251,10 @@ class DetectorClient:
         encode: str = "jpeg",
         queue_size: int = 8,
         jpeg_quality: int = 90,
+        priority: int = 0,
     ) -> StreamCall:
-        """Open a StreamDetect call to ``send`` frames to (see :class:`StreamCall`)."""
+        """Open a StreamDetect call to ``send`` frames to (see :class:`StreamCall`);
+        ``priority``: the stream's weight under overload (0 = normal, see docs/protocol.md)."""
         return StreamCall(
             self,
             camera_id=camera_id,
@@ -251,6 +262,7 @@ class DetectorClient:
             encode=encode,
             queue_size=queue_size,
             jpeg_quality=jpeg_quality,
+            priority=priority,
         )
 
     def stream(

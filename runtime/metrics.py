@@ -16,7 +16,15 @@ Exported series (latency in seconds, Prometheus convention):
   server's clock) and ``understudy_capture_time_future_total``: clock offsets show here;
 - ``understudy_raw_stage_duration_seconds{stage}`` histogram, stage in queue, infer, total:
   requests to the KServe ``<name>_raw`` model (the network alone, :mod:`runtime.kserve`),
-  kept apart from the frames' stages above.
+  kept apart from the frames' stages above;
+- per stream (:class:`StreamMetrics`), over the last ``STREAM_WINDOW_S`` seconds:
+  ``understudy_stream_delivered_fps{stream}`` (answers per second),
+  ``understudy_stream_drop_rate{stream}`` (drop notices / frames settled) and
+  ``understudy_stream_late_rate{stream}`` (answers over their budget / answers). The label
+  is the frames' ``camera_id`` (streams without one share ``stream="-"``); at most
+  ``MAX_STREAM_SERIES`` streams are exported (the least recently active one makes room for
+  a new one) and a stream silent for the whole window disappears, so the number of series
+  stays bounded whatever the clients send.
 
 With a shadow teacher (:class:`ShadowMetrics`, added by ``ServerMetrics.add_shadow``):
 - ``understudy_shadow_true_positives_total{class}``, ``..._false_positives_total{class}``,
@@ -34,11 +42,14 @@ With a shadow teacher (:class:`ShadowMetrics`, added by ``ServerMetrics.add_shad
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
 
 from runtime.types import StageTimings
 
@@ -68,6 +79,8 @@ _LATENCY_BUCKETS = (
 _BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32)
 _CAPTURE_AGE_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0)
 _TEACHER_BUCKETS = (*_LATENCY_BUCKETS, 5.0, 10.0, 30.0)
+STREAM_WINDOW_S = 10.0  # the per-stream gauges cover this many recent seconds
+MAX_STREAM_SERIES = 32  # per-stream label values exported at most
 
 
 class ServerMetrics:
@@ -133,6 +146,8 @@ class ServerMetrics:
             self.stage_seconds.labels(stage=stage)
         for stage in RAW_STAGES:
             self.raw_stage_seconds.labels(stage=stage)
+        self.streams = StreamMetrics()
+        r.register(self.streams)
         self._http: Any = None
         self._http_thread: threading.Thread | None = None
 
@@ -263,3 +278,88 @@ class ShadowMetrics:
             self.overall_precision.set(tp / (tp + fp))
         if tp + fn:
             self.overall_recall.set(tp / (tp + fn))
+
+
+class StreamMetrics:
+    """Per-stream delivered FPS, drop rate and late rate over a recent window, exported as
+    gauges with a bounded number of label values (see the module docstring). ``record``
+    costs a lock and a deque append per frame; the rates are computed when scraped."""
+
+    KINDS = ("answered", "late", "dropped")
+
+    def __init__(
+        self,
+        window_s: float = STREAM_WINDOW_S,
+        max_series: int = MAX_STREAM_SERIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.window_s = float(window_s)
+        self.max_series = int(max_series)
+        self._clock = clock
+        self._lock = threading.Lock()
+        # label -> (first seen, deque of (time, kind)); least recently active first
+        self._streams: OrderedDict[str, tuple[float, deque[tuple[float, str]]]] = OrderedDict()
+
+    def record(self, camera_id: str, kind: str) -> None:
+        """One frame's outcome on stream ``camera_id``: "answered" (in time), "late"
+        (answered over its budget) or "dropped"."""
+        label = camera_id or "-"
+        now = self._clock()
+        with self._lock:
+            entry = self._streams.get(label)
+            if entry is None:
+                if len(self._streams) >= self.max_series:
+                    self._streams.popitem(last=False)  # the least recently active
+                entry = (now, deque())
+                self._streams[label] = entry
+            else:
+                self._streams.move_to_end(label)
+            events = entry[1]
+            events.append((now, kind))
+            while events and events[0][0] < now - self.window_s:
+                events.popleft()
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        """{stream: {"delivered_fps", "drop_rate", "late_rate"}} over the window, for the
+        streams heard from within it (the others are forgotten)."""
+        now = self._clock()
+        out: dict[str, dict[str, float]] = {}
+        with self._lock:
+            for label in list(self._streams):
+                first, events = self._streams[label]
+                while events and events[0][0] < now - self.window_s:
+                    events.popleft()
+                if not events:
+                    del self._streams[label]
+                    continue
+                n = {k: 0 for k in self.KINDS}
+                for _, kind in events:
+                    n[kind] += 1
+                answers = n["answered"] + n["late"]
+                span = max(min(self.window_s, now - first), 1e-3)
+                settled = answers + n["dropped"]
+                out[label] = {
+                    "delivered_fps": answers / span,
+                    "drop_rate": n["dropped"] / settled if settled else 0.0,
+                    "late_rate": n["late"] / answers if answers else 0.0,
+                }
+        return out
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return list(self._families({}))
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._families(self.snapshot())
+
+    def _families(self, snap: dict[str, dict[str, float]]) -> Iterator[GaugeMetricFamily]:
+        window = f"over the last {self.window_s:g} s"
+        texts = {
+            "delivered_fps": f"Answers per second of each stream {window}",
+            "drop_rate": f"Drop notices / frames settled of each stream {window}",
+            "late_rate": f"Answers over their budget / answers of each stream {window}",
+        }
+        for key, text in texts.items():
+            family = GaugeMetricFamily(f"understudy_stream_{key}", text, labels=["stream"])
+            for label, values in snap.items():
+                family.add_metric([label], values[key])
+            yield family

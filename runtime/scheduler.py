@@ -1,11 +1,10 @@
-"""Frame scheduling: per-stream lanes, drop policies, one model worker, micro-batching.
+"""Frame scheduling: per-stream lanes, fair service, budget drops, one model worker.
 
 Every stream (and every unary call) gets a :class:`Lane`. Decoded frames are submitted to
-their lane as :class:`Job` objects; a single worker thread takes jobs round-robin across
-lanes (FIFO within a lane, so per-stream order holds) and runs the model one batch at a
-time. Every submitted job ends in exactly one call of ``job.on_done`` with an
-:class:`Answered`, :class:`Dropped` or :class:`Failed` outcome (a cancelled job ends
-silently).
+their lane as :class:`Job` objects; a single worker thread takes jobs from the lanes (FIFO
+within a lane, so per-stream order holds) and runs the model one batch at a time. Every
+submitted job ends in exactly one call of ``job.on_done`` with an :class:`Answered`,
+:class:`Dropped` or :class:`Failed` outcome (a cancelled job ends silently).
 
 Policies (per lane):
 - ``keep-latest``: at most one waiting frame; a newer frame replaces it and the replaced
@@ -13,28 +12,65 @@ Policies (per lane):
 - ``queue``: up to ``queue_size`` waiting frames; a frame arriving to a full queue is
   dropped as ``queue_full``.
 
-Budgets: when the worker takes a job, the time since the server received it is compared
-with its budget. A job that can no longer be answered in time is dropped as
-``budget_exceeded``: its wait plus ``reply_margin_ms`` (kept for the answer's trip back to
-the client) already exceeds the budget, or (``predict_drops``) its wait plus the expected
-processing time plus the margin exceeds it. The expected processing time is a high
-quantile (``service_quantile``, default the 90th percentile) of the last 64 model calls,
-so that the frames that are answered meet their budget in the tail too, not only on
-average. The prediction is only used while the model alone fits in the budget; a model
-slower than the budget still answers frames that did not wait past it. Nor is it used
-when the model has not run for ``refresh_s`` (1 s): an estimate too pessimistic for the
-machine now (a slow warm-up, a load that went away) would otherwise drop every frame
+Which lane goes next (``schedule``), among lanes whose first frame can still meet its
+budget (the others' frames are dropped as they come up, see below):
+- ``deficit`` (default): the lane served least, in frames divided by its weight, goes
+  first (start-time fair queueing on a virtual clock ``V``: serving a lane moves its tag
+  ``1 / weight`` ahead; ``V`` is the tag of the lane served last). A dropped frame does
+  not count as service, so a stream whose frames keep arriving at a bad moment keeps its
+  low tag and is served with its next frame; a lane's tag is never more than one frame
+  behind ``V`` (``CREDIT_FRAMES``), so an idle or new lane gets at most one frame ahead of
+  the others: a new stream is served from its first frame, a stream cannot bank credit.
+  Ties go to the earliest deadline. Serving the lowest tag is not enough on its own: a
+  model call started on a frame that arrived just before another stream's frame makes
+  that frame wait a whole call, every period when the streams' rates are equal, so it is
+  predicted late and dropped every time. So each lane learns its frame spacing, and when
+  the lane next in line is a whole frame ahead of a lane that lost its last frame as too
+  late and whose next frame is due soon, the worker waits for that frame (``_hold``):
+  until the frame in line would stop being meetable, or, two frames ahead, at most one
+  expected model call. Lanes that lose nothing are never waited for, so with capacity to
+  spare no frame waits.
+- ``edf``: the earliest deadline that can still be met goes first.
+- ``arrival``: lanes in the order their waiting frame arrived (the scheduler before
+  ``deficit``; kept for comparison). Under overload at equal frame rates it phase-locks:
+  a stream whose frames arrive just after the others' waits a whole model call every
+  time, is dropped every time, and its drop uses its turn (``tests/runtime/
+  test_scheduler_fairness.py`` reproduces it).
+
+Weights: a frame's ``priority`` (0 = normal) gives its lane the weight ``1 + priority``
+(capped at ``MAX_PRIORITY``), so under overload a stream of priority 1 gets twice the
+frames of a stream of priority 0; with enough capacity every stream gets every frame.
+
+Budgets: when the worker takes a job, the time since its budget started (arrival, or
+capture with ``--deadline-from capture``) is compared with its budget. A job that can no
+longer be answered in time is dropped as ``budget_exceeded``: its wait plus
+``reply_margin_ms`` (kept for the answer's trip back to the client) already exceeds the
+budget, or (``predict_drops``) its wait plus the expected processing time plus the margin
+exceeds it. The expected processing time is the recent tail of model time under the
+current load: the ``service_quantile`` (default the 99th percentile) of the model calls of
+the last ``SERVICE_WINDOW_S`` seconds (at least the last ``SERVICE_MIN_CALLS``, at most
+``SERVICE_MAX_CALLS``), so that answered frames meet their budget in the tail too when
+other processes share the CPU; a mean or a long window would hide the slow calls that
+make answers late. The prediction is only used while the model alone fits in the budget;
+a model slower than the budget still answers frames that did not wait past it. Nor is it
+used when the model has not run for ``refresh_s`` (1 s): an estimate too pessimistic for
+the machine now (a slow warm-up, a load that went away) would otherwise drop every frame
 and never be corrected, so at least one frame a second is processed and measured.
 
 Micro-batching: with ``max_batch > 1`` the worker, having taken a first job, waits up to
 ``max_wait_ms`` for jobs from other lanes and runs them as one ``detect_batch`` call.
+
+Clock: every time is read from ``clock`` (default ``time.perf_counter``, seconds); tests
+pass a fake one and drive :meth:`Scheduler.run_once` without the worker thread.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +82,14 @@ from runtime.server_config import ServerConfig
 from runtime.types import Detections, StageTimings
 
 log = logging.getLogger(__name__)
+
+CREDIT_FRAMES = 1.0  # how far (in frames) a lane's tag may lag behind the virtual clock
+MAX_PRIORITY = 15  # a frame's priority is capped here: weights 1..16
+SERVICE_WINDOW_S = 2.0  # model calls this recent make the expected processing time...
+SERVICE_MIN_CALLS = 16  # ...but at least this many of the last calls...
+SERVICE_MAX_CALLS = 256  # ...and at most this many
+PERIOD_MAX_S = 1.0  # frame gaps longer than this are pauses, not a stream's frame rate
+DUE_TOLERANCE_S = 0.002  # a lane's next frame is awaited this long past its due time
 
 
 class DetectorLike(Protocol):
@@ -89,7 +133,8 @@ Outcome = Answered | Dropped | Failed
 
 @dataclass(eq=False)
 class Job:
-    """One decoded frame waiting for the model. Times are ``time.perf_counter()`` s."""
+    """One decoded frame waiting for the model. Times are the scheduler's clock, seconds
+    (``time.perf_counter()`` in the server)."""
 
     image: np.ndarray
     budget_ms: float
@@ -101,15 +146,36 @@ class Job:
     # when the budget started (perf_counter s): ``received``, or earlier when the server
     # counts budgets from the frame's capture time (``--deadline-from capture``)
     deadline_start: float | None = None
+    # the frame's priority (0 = normal): its lane's weight is 1 + priority (module docstring)
+    priority: int = 0
+
+    @property
+    def deadline(self) -> float:
+        """When its budget ends (clock seconds)."""
+        start = self.received if self.deadline_start is None else self.deadline_start
+        return start + self.budget_ms / 1000.0
 
 
 @dataclass(eq=False)
 class Lane:
-    """The waiting jobs of one stream or unary call."""
+    """The waiting jobs of one stream or unary call, and its share of the model."""
 
     pending: deque[Job] = field(default_factory=deque)
     queued: bool = False  # in the scheduler's ready list
     closed: bool = False
+    weight: float = 1.0  # 1 + the priority of its latest frame
+    tag: float = -math.inf  # virtual time at which its service so far ends (``deficit``)
+    served: int = 0  # frames given to the model
+    missed: int = 0  # frames dropped as too late since it was last served
+    last_arrival: float = -math.inf  # when its latest frame arrived (clock s)
+    period: float = 0.0  # its frames' recent spacing (s; 0 = not known yet)
+
+    def note_arrival(self, at: float) -> None:
+        """Track the frame spacing, to tell when the lane's next frame is due."""
+        gap = at - self.last_arrival
+        if 0.0 < gap < PERIOD_MAX_S:
+            self.period = gap if self.period == 0.0 else 0.8 * self.period + 0.2 * gap
+        self.last_arrival = at
 
 
 class Scheduler:
@@ -122,16 +188,19 @@ class Scheduler:
         *,
         refresh_s: float = 1.0,
         on_batch: Callable[[int], None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         """``config``: the server's settings (``policy``, ``queue_size``, ``max_batch``,
-        ``max_wait_ms``, ``predict_drops``, ``reply_margin_ms``, ``service_quantile``;
-        default ``ServerConfig()``); raises ConfigError for bad ones. ``on_batch`` is
-        called with the size of every batch the model runs."""
+        ``max_wait_ms``, ``predict_drops``, ``reply_margin_ms``, ``service_quantile``,
+        ``schedule``; default ``ServerConfig()``); raises ConfigError for bad ones.
+        ``on_batch`` is called with the size of every batch the model runs; ``clock``
+        gives the time in seconds (jobs' times must use the same clock)."""
         config = config if config is not None else ServerConfig()
         config.validate()
         self.detector = detector
         self.config = config
         self.policy = config.policy
+        self.schedule = config.schedule
         self.queue_size = config.queue_size
         self.max_batch = max(1, min(config.max_batch, int(getattr(detector, "max_batch", 1) or 1)))
         self.max_wait_s = config.max_wait_ms / 1000.0
@@ -139,13 +208,17 @@ class Scheduler:
         self.margin_ms = float(config.reply_margin_ms)
         self.service_quantile = float(config.service_quantile)
         self.refresh_s = float(refresh_s)
-        self._last_call = time.perf_counter()  # end of the last model call
+        self._clock = clock
+        self._last_call = clock()  # end of the last model call
         self._on_batch = on_batch
         self._cv = threading.Condition()
-        self._ready: deque[Lane] = deque()
+        self._ready: list[Lane] = []  # lanes with waiting jobs, in the order they got them
+        self._lanes: weakref.WeakSet[Lane] = weakref.WeakSet()  # open lanes
+        self.hold_until: float | None = None  # set by run_once(block=False) when it holds
+        self._vtime = 0.0  # the virtual clock of the deficit schedule
         self._stopping = False
-        self._service_window: deque[float] = deque(maxlen=64)  # recent batch times, ms
-        self._expected_ms = 0.0  # service_quantile of the window
+        self._calls: deque[tuple[float, float]] = deque(maxlen=SERVICE_MAX_CALLS)  # (end, ms)
+        self._expected_ms = 0.0  # service_quantile of the recent calls
         self._thread = threading.Thread(target=self._run, name="understudy-infer", daemon=True)
 
     # ----------------------------------------------------------------- public API
@@ -156,7 +229,7 @@ class Scheduler:
         """Seed the expected processing time (e.g. from the warm-up latency probe); the
         model calls that follow replace it."""
         with self._cv:
-            self._service_window.clear()
+            self._calls.clear()
             self._expected_ms = float(ms)
 
     @property
@@ -165,13 +238,17 @@ class Scheduler:
         return self._expected_ms
 
     def open_lane(self) -> Lane:
-        return Lane()
+        lane = Lane()
+        with self._cv:
+            self._lanes.add(lane)
+        return lane
 
     def submit(self, lane: Lane, job: Job) -> None:
-        """Queue ``job`` on ``lane`` under the policy; drops call ``on_done`` right away."""
+        """Queue ``job`` on ``lane`` under the policy; drops call ``on_done`` right away.
+        The job's ``priority`` sets the lane's weight from now on."""
         drops: list[tuple[Job, str, str]] = []
         with self._cv:
-            job.enqueued = time.perf_counter()
+            job.enqueued = self._clock()
             if self._stopping:
                 drops.append((job, "shutting_down", "the server is shutting down"))
             elif lane.closed:
@@ -185,6 +262,9 @@ class Scheduler:
                 drops.append((job, "queue_full", f"{self.queue_size} frames already waiting"))
             else:
                 lane.pending.append(job)
+            if not job.cancelled:
+                lane.weight = 1.0 + min(max(int(job.priority), 0), MAX_PRIORITY)
+                lane.note_arrival(job.received)
             if lane.pending and not lane.queued:
                 lane.queued = True
                 self._ready.append(lane)
@@ -195,6 +275,7 @@ class Scheduler:
         """Forget a finished lane; its waiting jobs are cancelled (no callbacks)."""
         with self._cv:
             lane.closed = True
+            self._lanes.discard(lane)
             for job in lane.pending:
                 job.cancelled = True
             lane.pending.clear()
@@ -226,39 +307,93 @@ class Scheduler:
 
     # ----------------------------------------------------------------- worker
     def _run(self) -> None:
-        while True:
-            drops: list[tuple[Job, str, str]] = []
-            with self._cv:
+        while self.run_once():
+            pass
+
+    def run_once(self, block: bool = True) -> bool:
+        """Take the next batch (dropping the frames that cannot be in time) and run it.
+        Returns False when shutting down, or with ``block=False`` when nothing can run now:
+        nothing waits, or the worker holds for a stream behind until ``hold_until`` (the
+        worker thread calls it in a loop; tests call it directly with a fake clock)."""
+        drops: list[tuple[Job, str, str]] = []
+        batch: list[Job] = []
+        with self._cv:
+            while True:
                 while not self._ready and not self._stopping:
+                    if not block:
+                        return False
                     self._cv.wait()
                 if self._stopping:
-                    return
+                    return False
+                now = self._clock()
+                self._purge(now, drops)
+                hold = self._hold(now) if self._ready else None
+                self.hold_until = hold
+                if hold is None or drops:  # drop notices go out before any wait
+                    break
+                if not block:
+                    return False
+                self._cv.wait(max(0.0, hold - self._clock()))
+            if hold is None and self._ready:
                 batch = self._take(self.max_batch, drops)
                 if self.max_batch > 1 and len(batch) < self.max_batch and self.max_wait_s > 0:
-                    deadline = time.perf_counter() + self.max_wait_s
-                    while len(batch) < self.max_batch and not self._stopping:
-                        remaining = deadline - time.perf_counter()
-                        if remaining <= 0:
-                            break
-                        if not self._ready:
-                            self._cv.wait(remaining)
-                            continue
-                        batch += self._take(self.max_batch - len(batch), drops)
-                    if batch:  # the wait may have pushed some past their budget
-                        batch = self._recheck(batch, drops)
-            self._finish_drops(drops)
-            if batch:
-                self._process(batch)
+                    batch = self._fill(batch, drops)
+        self._finish_drops(drops)
+        if batch:
+            self._process(batch)
+        return True
+
+    def _purge(self, now: float, drops: list[tuple[Job, str, str]]) -> None:
+        """Drop the waiting frames that can no longer meet their budget, front first, and
+        forget cancelled ones, so that only lanes with a runnable frame compete (lock
+        held). Their lanes are not charged: a drop is not service."""
+        for lane in list(self._ready):
+            while lane.pending:
+                job = lane.pending[0]
+                reason = None if job.cancelled else self._budget_drop(job, now)
+                if reason is None and not job.cancelled:
+                    break
+                lane.pending.popleft()
+                if reason is not None:
+                    drops.append((job, "budget_exceeded", reason))
+                    lane.missed += 1
+            if not lane.pending:
+                lane.queued = False
+                self._ready.remove(lane)
+
+    def _fill(self, batch: list[Job], drops: list[tuple[Job, str, str]]) -> list[Job]:
+        """Wait up to ``max_wait_s`` for more jobs to fill a micro-batch (lock held)."""
+        deadline = self._clock() + self.max_wait_s
+        while len(batch) < self.max_batch and not self._stopping:
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                break
+            if not self._ready:
+                self._cv.wait(remaining)
+                continue
+            batch += self._take(self.max_batch - len(batch), drops)
+        if not batch:
+            return batch
+        now, keep = self._clock(), []  # the wait may have pushed some past their budget
+        for job in batch:
+            reason = None if job.cancelled else self._budget_drop(job, now)
+            if reason:
+                drops.append((job, "budget_exceeded", reason))
+            elif not job.cancelled:
+                keep.append(job)
+        return keep
 
     def _take(self, limit: int, drops: list[tuple[Job, str, str]]) -> list[Job]:
-        """Pop up to ``limit`` runnable jobs round-robin (lock held)."""
+        """Pop up to ``limit`` runnable jobs in schedule order (lock held). A job that
+        cannot meet its budget is dropped and its lane is not charged for it."""
         batch: list[Job] = []
-        now = time.perf_counter()
+        now = self._clock()
         while self._ready and len(batch) < limit:
-            lane = self._ready.popleft()
+            lane = self._pick()
             job = lane.pending.popleft()
+            self._ready.remove(lane)
             if lane.pending:
-                self._ready.append(lane)
+                self._ready.append(lane)  # back of the arrival order
             else:
                 lane.queued = False
             if job.cancelled:
@@ -266,22 +401,62 @@ class Scheduler:
             reason = self._budget_drop(job, now)
             if reason:
                 drops.append((job, "budget_exceeded", reason))
-            else:
-                batch.append(job)
+                lane.missed += 1
+                continue
+            self._charge(lane)
+            batch.append(job)
         return batch
 
-    def _recheck(self, batch: list[Job], drops: list[tuple[Job, str, str]]) -> list[Job]:
-        now = time.perf_counter()
-        keep = []
-        for job in batch:
-            if job.cancelled:
+    def _pick(self) -> Lane:
+        """The ready lane whose first job goes next under ``schedule`` (lock held)."""
+        if self.schedule == "arrival":
+            return self._ready[0]
+        if self.schedule == "edf":
+            return min(self._ready, key=lambda lane: lane.pending[0].deadline)
+        return min(self._ready, key=lambda lane: (self._start_tag(lane), lane.pending[0].deadline))
+
+    def _hold(self, now: float) -> float | None:
+        """Deficit only: when the next lane is at least a frame ahead of an open lane that
+        lost its last frame as too late and whose next frame is due before the next lane's
+        frame stops being meetable, the time to wait until (the model idles meanwhile, so
+        the lane behind gets its turn instead of arriving just after every call started);
+        else None (lock held). Lanes that are not losing frames are never waited for: with
+        capacity to spare nobody waits."""
+        if self.schedule != "deficit":
+            return None
+        lane = self._pick()
+        job = lane.pending[0]
+        ahead = self._start_tag(lane)
+        start = job.received if job.deadline_start is None else job.deadline_start
+        latest = start + (job.budget_ms - self.margin_ms - self._expected_ms) / 1000.0
+        hold = None
+        for other in self._lanes:
+            if other.queued or other.period == 0.0 or other.missed == 0:
                 continue
-            reason = self._budget_drop(job, now)
-            if reason:
-                drops.append((job, "budget_exceeded", reason))
-            else:
-                keep.append(job)
-        return keep
+            behind = (ahead - self._start_tag(other)) * other.weight  # frames
+            if behind < 1.0:
+                continue
+            # two frames behind: wait for it even if this frame is then too late, but
+            # never longer than one model call
+            limit = max(latest, now + self._expected_ms / 1000.0) if behind >= 2.0 else latest
+            due = other.last_arrival + other.period
+            if now < due + DUE_TOLERANCE_S and due <= limit:
+                until = min(due + DUE_TOLERANCE_S, limit)
+                hold = until if hold is None else min(hold, until)
+        return hold if hold is not None and hold > now else None
+
+    def _start_tag(self, lane: Lane) -> float:
+        """Where the lane's next frame starts on the virtual clock: its tag, but never more
+        than ``CREDIT_FRAMES`` frames behind the clock (no banked credit)."""
+        return max(lane.tag, self._vtime - CREDIT_FRAMES / lane.weight)
+
+    def _charge(self, lane: Lane) -> None:
+        """Count one frame of service to ``lane`` (lock held)."""
+        start = self._start_tag(lane)
+        self._vtime = max(self._vtime, start)
+        lane.tag = start + 1.0 / lane.weight
+        lane.served += 1
+        lane.missed = 0
 
     def _budget_drop(self, job: Job, now: float) -> str | None:
         start = job.received if job.deadline_start is None else job.deadline_start
@@ -302,7 +477,7 @@ class Scheduler:
         return None
 
     def _process(self, batch: list[Job]) -> None:
-        start = time.perf_counter()
+        start = self._clock()
         try:
             if len(batch) == 1:
                 results = [self.detector.detect(batch[0].image)]
@@ -313,9 +488,9 @@ class Scheduler:
             for job in batch:
                 self._call(job, Failed(f"the model failed on this frame: {type(e).__name__}: {e}"))
             return
-        done = time.perf_counter()
+        done = self._clock()
         self._last_call = done
-        self._update_estimate((done - start) * 1000.0)
+        self._update_estimate((done - start) * 1000.0, done)
         if self._on_batch is not None:
             self._on_batch(len(batch))
         for job, (dets, st) in zip(batch, results):
@@ -330,16 +505,23 @@ class Scheduler:
             )
             self._call(job, Answered(dets, timings, len(batch)))
 
-    def _update_estimate(self, ms: float) -> None:
-        window = self._service_window
-        window.append(ms)
-        ordered = sorted(window)  # at most 64 values: cheaper than numpy for this size
+    def _update_estimate(self, ms: float, now: float | None = None) -> None:
+        """Add one model call (``ms``, ending at ``now``) and recompute the expected time:
+        the ``service_quantile`` of the calls of the last ``SERVICE_WINDOW_S`` seconds, or
+        of the last ``SERVICE_MIN_CALLS`` calls when fewer are that recent."""
+        now = self._clock() if now is None else now
+        calls = self._calls
+        calls.append((now, ms))
+        recent = [m for t, m in calls if now - t <= SERVICE_WINDOW_S]
+        if len(recent) < SERVICE_MIN_CALLS:
+            recent = [m for _, m in list(calls)[-SERVICE_MIN_CALLS:]]
+        ordered = sorted(recent)  # at most 256 values: cheaper than numpy for this size
         self._expected_ms = ordered[
             min(len(ordered) - 1, int(self.service_quantile * len(ordered)))
         ]
 
     def _finish_drops(self, drops: list[tuple[Job, str, str]]) -> None:
-        now = time.perf_counter()
+        now = self._clock()
         for job, reason, detail in drops:
             self._call(job, Dropped(reason, detail, (now - job.enqueued) * 1000.0))
 

@@ -12,6 +12,7 @@ from runtime.errors import ConfigError
 
 POLICIES = ("keep-latest", "queue")  # what a stream's lane does while the model is busy
 DEADLINE_FROM = ("arrival", "capture")  # when a frame's budget starts
+SCHEDULES = ("deficit", "edf", "arrival")  # which stream the model serves next (scheduler)
 
 
 def _plain_name(name: str) -> bool:
@@ -60,7 +61,8 @@ class ServerConfig:
     max_wait_ms: float = 2.0  # how long the worker waits to fill a micro-batch
     predict_drops: bool = True  # drop frames that would miss their budget (see scheduler)
     reply_margin_ms: float = 2.0  # of each budget, kept for the answer's trip to the client
-    service_quantile: float = 0.9  # quantile of recent model calls used to predict misses
+    service_quantile: float = 0.99  # quantile of recent model calls used to predict misses
+    schedule: str = "deficit"  # fair share across streams; "edf" or "arrival" (scheduler)
     deadline_from: str = "arrival"  # or "capture": budgets count from the frame's capture time
     metrics_port: int | None = None  # None = no metrics endpoint, 0 = pick a free port
     max_message_mb: float = 16.0
@@ -97,6 +99,10 @@ class ServerConfig:
             (
                 self.reply_margin_ms >= 0,
                 f"--reply-margin-ms must be >= 0, got {self.reply_margin_ms}",
+            ),
+            (
+                self.schedule in SCHEDULES,
+                f"--schedule must be one of {SCHEDULES}, got {self.schedule!r}",
             ),
             (self.queue_size >= 1, f"--queue-size must be >= 1, got {self.queue_size}"),
             (self.max_batch >= 1, f"--max-batch must be >= 1, got {self.max_batch}"),

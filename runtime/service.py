@@ -239,9 +239,14 @@ class DetectorServicer(pb_grpc.DetectorServicer):
         match outcome:
             case Answered():
                 self.metrics.answered.labels(rpc="stream").inc()
-                return pb.StreamResponse(result=self.detect_response(meta, outcome))
+                result = self.detect_response(meta, outcome)
+                self.metrics.streams.record(
+                    meta.camera_id, "answered" if result.budget_met else "late"
+                )
+                return pb.StreamResponse(result=result)
             case Dropped(reason=reason, detail=detail, queue_ms=queue_ms):
                 self.metrics.dropped.labels(reason=reason).inc()
+                self.metrics.streams.record(meta.camera_id, "dropped")
                 return pb.StreamResponse(
                     dropped=pb.DropNotice(
                         frame_id=meta.frame_id,
@@ -286,6 +291,7 @@ class DetectorServicer(pb_grpc.DetectorServicer):
             decode_ms,
             on_done=slot.set,
             deadline_start=received - age_ms / 1000.0,
+            priority=request.priority,
         )
         lane = scheduler.open_lane()
 

@@ -142,6 +142,7 @@ class StreamSession:
             decode_ms=decode_ms,
             on_done=lambda outcome: self._complete(seq, meta, outcome),
             deadline_start=received - age_ms / 1000.0,
+            priority=frame.priority,
         )
         self._scheduler.submit(self._lane, job)
 

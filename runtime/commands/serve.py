@@ -114,9 +114,18 @@ def _scheduling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--service-quantile",
         type=float,
-        default=0.9,
-        help="quantile of the last 64 model-call times taken as a frame's expected processing "
-        "time when predicting budget misses (higher: fewer late answers, more drops)",
+        default=0.99,
+        help="quantile of the model-call times of the last 2 s (at least the last 16 calls) "
+        "taken as a frame's expected processing time when predicting budget misses "
+        "(higher: fewer late answers, more drops)",
+    )
+    p.add_argument(
+        "--schedule",
+        choices=("deficit", "edf", "arrival"),
+        default="deficit",
+        help="which stream the model serves next under overload: deficit (the stream served "
+        "least for its weight; frames' priority sets the weight), edf (earliest deadline "
+        "that can still be met) or arrival (the order frames arrived; for comparison)",
     )
 
 
@@ -160,7 +169,13 @@ def _security_options(p: argparse.ArgumentParser) -> None:
 
 def _model_options(p: argparse.ArgumentParser) -> None:
     """How the model runs, what it reports and how the server stops."""
-    p.add_argument("--threads", type=int, default=None, help="model intra-op threads")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="model intra-op threads (default: the cores but one, at least 1, leaving a core "
+        "to decoding and gRPC; 0 = the backend's own default)",
+    )
     p.add_argument("--backend", default=None, help="force a backend (onnxruntime, tensorrt, torch)")
     p.add_argument("--score-threshold", type=float, default=0.25)
     p.add_argument("--iou-threshold", type=float, default=0.45)
@@ -273,6 +288,7 @@ def server_config(args: argparse.Namespace) -> tuple[Any, Any]:
         predict_drops=not args.no_predict_drops,
         reply_margin_ms=args.reply_margin_ms,
         service_quantile=args.service_quantile,
+        schedule=args.schedule,
         deadline_from=args.deadline_from,
         metrics_port=args.metrics_port,
         max_message_mb=args.max_message_mb,
@@ -293,6 +309,21 @@ def server_config(args: argparse.Namespace) -> tuple[Any, Any]:
     return config, load_teacher
 
 
+def model_threads(args: argparse.Namespace) -> int | None:
+    """The model's intra-op threads: ``--threads``, else the cores this process may use but
+    one (at least 1); 0 means the backend's own default (None).
+
+    Why not all cores: a server is more than its model. JPEG decoding, gRPC and the Python
+    threads that feed the model need CPU at the same moments, and ONNX Runtime's spinning
+    worker threads would take it from them; on a 2-core CPU under 4 x 30 FPS the model was
+    no faster with two threads than with one, while decoding and replies waited
+    (benchmarks/results/stream_2026-11-28.md; benchmarks/results/stream.md, rows by threads)."""
+    if args.threads is not None:
+        return args.threads or None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) - 1)
+
+
 def run(args: argparse.Namespace) -> int:
     from runtime.errors import ModelFileError
     from runtime.server import run_until_signal
@@ -308,7 +339,7 @@ def run(args: argparse.Namespace) -> int:
         return Detector(
             model,
             backend=args.backend,
-            threads=args.threads,
+            threads=model_threads(args),
             score_threshold=args.score_threshold,
             iou_threshold=args.iou_threshold,
             max_batch=args.max_batch,

@@ -45,6 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-ca", default=None, help="PEM CA/certificate to trust (enables TLS)")
     p.add_argument("--encode", choices=("jpeg", "png", "raw"), default="jpeg")
     p.add_argument("--camera-id", default="", help="camera id sent with every frame")
+    p.add_argument(
+        "--priority",
+        type=int,
+        default=0,
+        help="this stream's weight when the server is overloaded: priority p gets up to 1 + p "
+        "times the frames of a priority-0 stream (0 = normal)",
+    )
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument(
         "--loop",
@@ -272,7 +279,10 @@ def run(args: argparse.Namespace) -> int:
                 "raise --wait-ready"
             )
         call = client.open_stream(
-            camera_id=args.camera_id, budget_ms=args.budget_ms, encode=args.encode
+            camera_id=args.camera_id,
+            budget_ms=args.budget_ms,
+            encode=args.encode,
+            priority=args.priority,
         )
         receiver = _Receiver(call, stats, video)
         receiver.start()

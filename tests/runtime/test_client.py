@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 from runtime.cli import main
-from runtime.client import StreamCall, make_frame, timestamp_ns
+from runtime.client import DetectorClient, StreamCall, make_frame, timestamp_ns
 from runtime.errors import InputError
 from runtime.frames import decode_frame
 from runtime.proto import pb
@@ -113,6 +115,12 @@ def test_stream_command_folder_to_annotated_video(tmp_path: Path) -> None:
         cv2.imwrite(str(folder / f"{i:03d}.png"), solid(i * 40, 48, 64))
     out, summary = tmp_path / "annotated.avi", tmp_path / "summary.json"
     with running(FakeDetector()) as (srv, _client):
+        priorities: list[int] = []
+        submit = srv.scheduler.submit
+        srv.scheduler.submit = lambda lane, job: (
+            priorities.append(job.priority),
+            submit(lane, job),
+        )
         rc = main(
             [
                 "stream",
@@ -127,9 +135,12 @@ def test_stream_command_folder_to_annotated_video(tmp_path: Path) -> None:
                 str(out),
                 "--json",
                 str(summary),
+                "--priority",
+                "2",
             ]
         )
     assert rc == 0
+    assert priorities == [2] * 6  # --priority reaches the scheduler with every frame
     s = json.loads(summary.read_text())
     assert s["sent"] == 6 and s["answered"] + s["dropped"] == 6 and s["errors"] == 0
     cap = cv2.VideoCapture(str(out))
@@ -212,3 +223,31 @@ def test_stream_loop_stops_on_a_source_without_frames(tmp_path: Path) -> None:
     from runtime.commands.stream import looped
 
     assert list(looped(str(tmp_path / "none.mp4"), iter(()))) == []
+
+
+def _sockets() -> int:
+    """Open sockets of this process (fds that close while listed are skipped)."""
+    n = 0
+    for f in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            n += os.readlink(f"/proc/self/fd/{f}").startswith("socket:")
+    return n
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
+def test_own_connection_opens_a_tcp_connection_per_client() -> None:
+    with running(FakeDetector()) as (srv, _client):
+        target = f"127.0.0.1:{srv.port}"
+        clients: list[DetectorClient] = []
+
+        def connected(own: bool) -> int:
+            before = _sockets()
+            for _ in range(3):  # kept open until the end: no socket closes meanwhile
+                clients.append(DetectorClient(target, own_connection=own))
+                clients[-1].detect(solid(1))
+            return _sockets() - before
+
+        shared, own = connected(False), connected(True)
+        for c in clients:
+            c.close()
+    assert own >= 6 and own > shared  # 3 client ends + 3 server ends of their own

@@ -136,3 +136,20 @@ def test_real_detector_serve_sigint(tmp_path: Path) -> None:
         assert server.proc.wait(30) == 0
     finally:
         server.kill()
+
+
+def test_model_threads_leave_a_core_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime.cli import build_parser
+    from runtime.commands.serve import model_threads
+
+    def threads(*flags: str) -> int | None:
+        return model_threads(build_parser().parse_args(["serve", "--model", "m.onnx", *flags]))
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert threads() == 1  # 2 cores: one for the model, one for decoding and gRPC
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert threads() == 7
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert threads() == 1
+    assert threads("--threads", "2") == 2
+    assert threads("--threads", "0") is None  # the backend's own default

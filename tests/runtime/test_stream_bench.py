@@ -40,6 +40,17 @@ def test_stream_benchmark_writes_and_replaces_rows(raw_model: Path, tmp_path: Pa
     assert row["sent"] == 30 and row["answered"] + row["dropped"] == 30 and row["answered"] > 0
     assert row["stream_errors"] == [] and row["server_exit_code"] == 0
     assert row["server_rss_mb_start"] > 0 and row["server_rss_mb_end"] > 0
+    # the per-stream view: one entry per camera, adding up to the row
+    per = row["per_stream"]
+    assert [p["stream"] for p in per] == [0, 1] and sum(p["sent"] for p in per) == 30
+    assert sum(p["answered"] for p in per) == row["answered"]
+    assert all(
+        {"delivered_fps", "drop_rate", "late_rate", "server_late_rate"} <= set(p) for p in per
+    )
+    assert row["stream_fps_min"] == min(p["delivered_fps"] for p in per)
+    assert row["stream_fps_max"] == max(p["delivered_fps"] for p in per)
+    assert row["schedule"] is None and row["threads"] is None  # serve's defaults
+    assert len(row["load_avg_start"]) == 3
     assert "| reduced |" in (tmp_path / "stream.md").read_text()
     # the same settings again with --append: one row, replaced; other settings add a row
     assert stream.main([*argv, "--append"]) == 0

@@ -64,20 +64,22 @@ class RawImage(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., pixel_format: _Optional[_Union[PixelFormat, str]] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = ("frame_id", "camera_id", "capture_time", "encoded", "raw", "budget_ms")
+    __slots__ = ("frame_id", "camera_id", "capture_time", "encoded", "raw", "budget_ms", "priority")
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
     CAPTURE_TIME_FIELD_NUMBER: _ClassVar[int]
     ENCODED_FIELD_NUMBER: _ClassVar[int]
     RAW_FIELD_NUMBER: _ClassVar[int]
     BUDGET_MS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     frame_id: int
     camera_id: str
     capture_time: _timestamp_pb2.Timestamp
     encoded: EncodedImage
     raw: RawImage
     budget_ms: float
-    def __init__(self, frame_id: _Optional[int] = ..., camera_id: _Optional[str] = ..., capture_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., encoded: _Optional[_Union[EncodedImage, _Mapping]] = ..., raw: _Optional[_Union[RawImage, _Mapping]] = ..., budget_ms: _Optional[float] = ...) -> None: ...
+    priority: int
+    def __init__(self, frame_id: _Optional[int] = ..., camera_id: _Optional[str] = ..., capture_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., encoded: _Optional[_Union[EncodedImage, _Mapping]] = ..., raw: _Optional[_Union[RawImage, _Mapping]] = ..., budget_ms: _Optional[float] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class Detection(_message.Message):
     __slots__ = ("x1", "y1", "x2", "y2", "score", "class_id", "label")

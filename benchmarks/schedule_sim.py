@@ -1,0 +1,135 @@
+"""A deterministic simulation of the scheduler (used by ``benchmarks.schedules`` and the
+scheduler tests): a fake clock, open-loop camera streams and
+a model whose every call takes a given time, driven through ``Scheduler.run_once`` without
+the worker thread. Nothing sleeps: the outcome of a run is a function of its arguments.
+
+``simulate`` returns one :class:`StreamTally` per stream: frames sent, answered, dropped
+(by reason) and answered late (server time over the budget).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from runtime.scheduler import Answered, Dropped, Job, Scheduler
+from runtime.server_config import ServerConfig
+from runtime.types import Detections, StageTimings
+
+
+class FakeClock:
+    """A clock the simulation moves by hand (seconds)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass(frozen=True)
+class Camera:
+    """One open-loop stream: frames at ``fps`` from ``start`` + ``offset`` (s) until
+    ``stop`` (s), with ``priority``."""
+
+    fps: float
+    offset: float = 0.0
+    start: float = 0.0
+    stop: float = float("inf")
+    priority: int = 0
+
+
+@dataclass
+class StreamTally:
+    sent: int = 0
+    answered: int = 0
+    late: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    first_answer: int | None = None  # index of the first answered frame
+    worst_ms: float = 0.0  # the longest server time of an answered frame
+
+
+_EMPTY = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
+
+
+class SimModel:
+    """A detector whose calls take ``model_s(call_index)`` seconds of the fake clock; frames
+    that arrive meanwhile are submitted at their arrival times (``during`` callback)."""
+
+    max_batch = 1
+    spec = None
+    backend_name = "sim"
+    precision = "fp32"
+
+    def __init__(self, clock: FakeClock, model_s: Callable[[int], float]) -> None:
+        self.clock = clock
+        self.model_s = model_s
+        self.calls = 0
+        self.during: Callable[[float], None] = lambda end: None
+
+    def detect(self, image: np.ndarray) -> tuple[Detections, StageTimings]:
+        end = self.clock.now + self.model_s(self.calls)
+        self.calls += 1
+        self.during(end)  # frames that arrive while the model computes
+        self.clock.now = end
+        return _EMPTY, StageTimings()
+
+    def detect_batch(self, images: list[np.ndarray]) -> list[tuple[Detections, StageTimings]]:
+        return [self.detect(image) for image in images]
+
+
+def simulate(
+    cameras: Sequence[Camera],
+    duration_s: float,
+    model_s: float | Callable[[int], float],
+    budget_ms: float = 33.0,
+    **config: object,
+) -> list[StreamTally]:
+    """Run ``cameras`` against a scheduler built from ``config`` (ServerConfig fields) for
+    ``duration_s`` of fake time; one tally per camera."""
+    clock = FakeClock()
+    model = SimModel(clock, model_s if callable(model_s) else (lambda i: model_s))
+    sched = Scheduler(model, ServerConfig(**config), clock=clock)  # type: ignore[arg-type]
+    lanes = [sched.open_lane() for _ in cameras]
+    tallies = [StreamTally() for _ in cameras]
+    image = np.zeros((1, 1, 3), np.uint8)
+    arrivals = [(c.start + c.offset, k, 0) for k, c in enumerate(cameras)]
+    heapq.heapify(arrivals)
+
+    def outcome(k: int, i: int) -> Callable[[object], None]:
+        def done(o: object) -> None:
+            t = tallies[k]
+            if isinstance(o, Answered):
+                t.answered += 1
+                t.late += o.timings.total_ms > budget_ms
+                t.worst_ms = max(t.worst_ms, o.timings.total_ms)
+                t.first_answer = i if t.first_answer is None else t.first_answer
+            elif isinstance(o, Dropped):
+                t.dropped[o.reason] += 1
+
+        return done
+
+    def arrive_until(end: float) -> None:
+        while arrivals and arrivals[0][0] <= end and arrivals[0][0] < duration_s:
+            at, k, i = heapq.heappop(arrivals)
+            cam = cameras[k]
+            clock.now = at
+            if at < cam.stop:
+                job = Job(image, budget_ms, at, 0.0, outcome(k, i), priority=cam.priority)
+                sched.submit(lanes[k], job)
+                tallies[k].sent += 1
+                heapq.heappush(arrivals, (cam.start + cam.offset + (i + 1) / cam.fps, k, i + 1))
+
+    model.during = arrive_until
+    while arrivals and arrivals[0][0] < duration_s:
+        if not sched.run_once(block=False):  # idle or holding: jump to the next event
+            hold = sched.hold_until
+            if hold is not None and hold < arrivals[0][0]:
+                clock.now = hold
+            else:
+                arrive_until(arrivals[0][0])
+    return tallies
