@@ -333,8 +333,14 @@ class _StreamRequests:
     def items(requests: Iterator[Any]) -> Iterator[Any]:
         """Requests as the session's frames (frame_id = position in the stream)."""
         for i, request in enumerate(requests):
+            # Triton's `priority` parameter (1 = highest, larger = lower) does not map onto
+            # the scheduler's stream weight (1 + priority): every KServe stream weighs 1
             yield SimpleNamespace(
-                request=request, frame_id=i, camera_id="", capture_time=_NO_CAPTURE_TIME
+                request=request,
+                frame_id=i,
+                camera_id="",
+                capture_time=_NO_CAPTURE_TIME,
+                priority=0,
             )
 
     def prepare(self, item: Any) -> tuple[Any, FrameMeta, float]:
