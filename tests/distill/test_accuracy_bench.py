@@ -22,7 +22,8 @@ def test_plan_has_every_row_of_the_issue() -> None:
     assert names[0] == "teacher"
     for expected in ("scratch-s0", "scratch-s1", "hybrid-s0", "hybrid-s1", "logit-s0", "ld-s0",
                      "feature-s0", "cwd-s0", "attention-s0", "scratch-l20-s0", "scratch-l20-s1",
-                     "pseudo-l20-s0", "pseudo-l20-s1", "hybrid-s0-int8"):  # fmt: skip
+                     "pseudo-l20-s0", "pseudo-l20-s1", "hybrid-s0-int8", "onnx-yolo-s0",
+                     "onnx-yolo-s1", "onnx-detr-s0"):  # fmt: skip
         assert expected in names
 
 
@@ -87,6 +88,28 @@ def test_tiny_benchmark_runs_in_parallel_and_resumes(tiny_data: Path, tmp_path: 
     assert accuracy.main([*common, *only]) == 0  # everything done: nothing retrained
     assert (tmp_path / "runs" / "logit-s0" / "model.pt").stat().st_mtime_ns == stamp
     assert len(json.loads(out.read_text())["rows"]) == len(rows)
+
+
+def test_rows_from_a_teacher_in_other_layouts(tiny_data: Path, tmp_path: Path) -> None:
+    """onnx-yolo / onnx-detr: the teacher exported in that layout, hybrid, no unlabelled
+    frames; --teacher-set changes the teacher's run only."""
+    out = tmp_path / "acc.json"
+    runs = tmp_path / "runs"
+    common = ["--data", str(tiny_data), "--runs", str(runs), "--out", str(out), "--seeds", "0",
+              "--set", "img_size=64", "--set", "epochs=1", "--set", "max_steps=1",
+              "--set", "batch_size=4", "--set", "eval_every=0", "--set", "bf16=off",
+              "--teacher-set", "model=small"]  # fmt: skip
+    assert accuracy.main([*common, "--only", "teacher", "onnx-yolo", "onnx-detr"]) == 0
+    rows = {r["model"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"teacher", "onnx-yolo", "onnx-detr"}
+    assert rows["onnx-yolo"]["teacher_layout"] == "yolo" and "dense" in rows["onnx-yolo"]["note"]
+    assert (runs / "teacher" / "teacher-detr-64.onnx").is_file()
+    assert read_checkpoint(runs / "teacher" / "model.pt")["preset"] == "small"
+    student = read_checkpoint(runs / "onnx-yolo-s0" / "model.pt")
+    assert student["preset"] == "nano" and student["teacher"].endswith("teacher-yolo-64.onnx")
+    assert student["config"]["kd"]["method"] == "hybrid"
+    log = (runs / "onnx-yolo-s0" / "metrics.jsonl").read_text()
+    assert "loss_kd_dense" in log and "loss_kd_logit" not in log
 
 
 def test_results_keep_their_notes_and_render_them(tmp_path: Path) -> None:
