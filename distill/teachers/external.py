@@ -24,6 +24,7 @@ from distill.teachers.base import TeacherOutput, Teaches, detect_images
 from distill.teachers.classes import ClassMap
 from distill.teachers.layout import GraphInfo, OutputLayout, input_size, resolve_layout
 from runtime.errors import ModelFileError
+from runtime.evaluate import EVAL_IOU_THRESHOLD, EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD
 from runtime.model_spec import ModelSpec
 from runtime.preprocess import PAD_VALUE, Letterbox
 from runtime.types import Detections
@@ -168,12 +169,13 @@ class OnnxTeacher:
         self,
         images: Sequence[np.ndarray],
         pixel_format: str = "BGR",
-        score_threshold: float = 0.001,
-        iou_threshold: float = 0.6,
-        max_detections: int = 100,
+        score_threshold: float = EVAL_SCORE_THRESHOLD,
+        iou_threshold: float = EVAL_IOU_THRESHOLD,
+        max_detections: int = EVAL_MAX_DETECTIONS,
     ) -> list[Detections]:
         """Detections on source images (uint8 (H, W, 3) in ``pixel_format``), letterboxed
         at the teacher's own input: boxes xyxy in each image's pixels, class ids of the
-        student's ``class_names`` (the teacher's other classes left out)."""
+        student's ``class_names`` (the teacher's other classes left out). The defaults are
+        the runtime evaluator's (COCO mAP)."""
         args = (pixel_format, score_threshold, iou_threshold, max_detections)
         return detect_images(self.run, self.spec, images, *args)

@@ -13,6 +13,7 @@ import torch
 
 from distill.checkpoint import load_detector
 from distill.teachers.base import TeacherOutput, Teaches, detect_images
+from runtime.evaluate import EVAL_IOU_THRESHOLD, EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD
 from runtime.model_spec import ModelSpec
 from runtime.types import Detections
 
@@ -60,12 +61,13 @@ class NativeTeacher:
         self,
         images: Sequence[np.ndarray],
         pixel_format: str = "BGR",
-        score_threshold: float = 0.001,
-        iou_threshold: float = 0.6,
-        max_detections: int = 100,
+        score_threshold: float = EVAL_SCORE_THRESHOLD,
+        iou_threshold: float = EVAL_IOU_THRESHOLD,
+        max_detections: int = EVAL_MAX_DETECTIONS,
     ) -> list[Detections]:
-        """Detections on source images (uint8 (H, W, 3)), letterboxed at the checkpoint's
-        ``img_size``: boxes xyxy in each image's pixels, class ids of ``class_names``."""
+        """Detections on source images (uint8 (H, W, 3) in ``pixel_format``), letterboxed at
+        the checkpoint's ``img_size``: boxes xyxy in each image's pixels, class ids of
+        ``class_names``. The defaults are the runtime evaluator's (COCO mAP)."""
         s = self.img_size
         spec = ModelSpec(class_names=self.class_names, input_size=(s, s))
         device = next(self.model.parameters()).device
