@@ -330,3 +330,21 @@ def test_yolo_graph_converts_to_the_decoded_xyxy_layout(tmp_path: Path) -> None:
     out = b.infer(np.zeros((1, 3, 64, 64), np.float32))
     np.testing.assert_allclose(out["boxes"][0], [[8, 17, 12, 23], [25, 25, 35, 35], [49, 1, 51, 9]])
     np.testing.assert_allclose(out["scores"][0], raw[0, 4:].T)
+
+
+def test_plan_terms_keeps_what_a_teacher_can_give() -> None:
+    from distill.distillation import KDConfig, plan_terms
+    from distill.teachers import Teaches
+
+    native, aligned = Teaches(True, True, True), Teaches(True, False, False)
+    other = Teaches(False, False, False)
+    assert plan_terms(KDConfig(), native) == (("logit", "ld", "feature"), {})
+    terms, dropped = plan_terms(KDConfig(), aligned)  # this family's export, same size
+    assert terms == ("logit", "dense") and list(dropped) == ["ld", "feature"]
+    terms, dropped = plan_terms(KDConfig(), other)
+    assert terms == ("dense",) and list(dropped) == ["logit", "ld", "feature"]
+    assert plan_terms(KDConfig(method="logit"), other)[0] == ("dense",)
+    assert plan_terms(KDConfig(method="dense"), native) == (("dense",), {})
+    assert plan_terms(KDConfig(method="pseudo"), other) == ((), {})
+    with pytest.raises(ConfigError, match="--method cwd needs a native teacher"):
+        plan_terms(KDConfig(method="cwd"), aligned)
