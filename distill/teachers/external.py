@@ -122,12 +122,16 @@ class OnnxTeacher:
         """(B, 3, H, W) float32 teacher input -> boxes (B, N, 4) xyxy teacher-input pixels,
         scores (B, N, S) probabilities over the student's classes."""
         step = self.batch_fixed or len(x)
+        names = [o.name for o in self.session.get_outputs()]
         parts = []
         for i in range(0, len(x), step):
             chunk = np.ascontiguousarray(x[i : i + step], np.float32)
-            names = [o.name for o in self.session.get_outputs()]
+            n = len(chunk)
+            if n < step:  # a graph of fixed batch: pad the last chunk, keep its n results
+                chunk = np.concatenate([chunk, np.zeros((step - n, *chunk.shape[1:]), np.float32)])
             raw = dict(zip(names, self.session.run(names, {self.layout.input: chunk})))
-            parts.append(self._decode(raw, self.layout, self.input_hw))
+            boxes, scores = self._decode(raw, self.layout, self.input_hw)
+            parts.append((boxes[:n], scores[:n]))
         boxes = np.concatenate([p[0] for p in parts])
         return boxes, self.classes.scores(np.concatenate([p[1] for p in parts]))
 

@@ -69,8 +69,10 @@ def export_wrapped(
     columns: Sequence[int] | None = None,
     queries: int = 100,
     names_metadata: bool = True,
+    batch: int = 1,
 ) -> Path:
-    """Write ``checkpoint`` as an ONNX detector of layout ``kind`` with input (1, 3, H, W).
+    """Write ``checkpoint`` as an ONNX detector of layout ``kind`` with input
+    (``batch``, 3, H, W) (a fixed batch, as most exports have).
 
     class_names: the teacher's output classes (default: the checkpoint's); columns: for
     each output class, the checkpoint class it reads (-1: a class it lacks, always 0);
@@ -94,7 +96,7 @@ def export_wrapped(
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
-            (torch.zeros(1, 3, *input_hw),),
+            (torch.zeros(batch, 3, *input_hw),),
             buf,
             dynamo=False,
             opset_version=17,

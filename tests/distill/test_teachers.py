@@ -111,17 +111,19 @@ def test_wrapped_trained_model_teaches_its_own_outputs(
     kind: str, tmp_path: Path, tiny_checkpoint: Path
 ) -> None:
     native = NativeTeacher(tiny_checkpoint)
-    path = export_wrapped(tiny_checkpoint, tmp_path / f"{kind}.onnx", kind, (64, 64), queries=20)
+    path = export_wrapped(
+        tiny_checkpoint, tmp_path / f"{kind}.onnx", kind, (64, 64), queries=20, batch=2
+    )
     teacher = OnnxTeacher(path, native.class_names)
-    assert teacher.kind == kind  # found from the graph
+    assert teacher.kind == kind and teacher.batch_fixed == 2  # found from the graph
     assert teacher.teaches(64) == (False, False, False)  # not known to line up
-    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))  # 2 + 1 padded
     n, t = native(x), teacher(x)
     if kind == "detr":  # the 20 most confident anchors, as queries
         top = n.scores.amax(-1).topk(20, dim=1)
         torch.testing.assert_close(t.scores.amax(-1).sort(1).values, top.values.sort(1).values)
         idx = t.scores.amax(-1).argmax(1)
-        for i in range(2):
+        for i in range(3):
             a = top.indices[i, 0]
             torch.testing.assert_close(t.boxes[i, idx[i]], n.boxes[i, a], atol=1e-3, rtol=0)
     else:
