@@ -200,7 +200,7 @@ def result_row(r: dict, model_pt: Path) -> dict:
     ips = [json.loads(x)["images_per_s"] for x in log_lines]
     return {
         "model": r["model"],
-        "size": r["size"],
+        "size": ckpt.get("preset") or r["size"],  # the teacher's may be --teacher-set
         "seed": r["seed"],
         "labelled_fraction": r["frac"],
         "precision": "fp32",

@@ -105,6 +105,7 @@ def test_rows_from_a_teacher_in_other_layouts(tiny_data: Path, tmp_path: Path) -
     assert rows["onnx-yolo"]["teacher_layout"] == "yolo" and "dense" in rows["onnx-yolo"]["note"]
     assert (runs / "teacher" / "teacher-detr-64.onnx").is_file()
     assert read_checkpoint(runs / "teacher" / "model.pt")["preset"] == "small"
+    assert rows["teacher"]["size"] == "small"  # the row names what was trained
     student = read_checkpoint(runs / "onnx-yolo-s0" / "model.pt")
     assert student["preset"] == "nano" and student["teacher"].endswith("teacher-yolo-64.onnx")
     assert student["config"]["kd"]["method"] == "hybrid"
@@ -132,11 +133,12 @@ def test_results_keep_their_notes_and_render_them(tmp_path: Path) -> None:
     assert "notes" not in json.loads(path.read_text())
     doc = json.loads(path.read_text())
     notes = [{"title": "What was tried", "text": "Two things.", "items": ["one", "two"]}]
-    path.write_text(json.dumps({**doc, "notes": notes}))
+    path.write_text(json.dumps({**doc, "notes": notes, "title": "A reduced run"}))
     accuracy_results.save_results(path, [row, dict(row, seed=1)], "second")
     doc = json.loads(path.read_text())
     assert doc["notes"] == notes and len(doc["rows"]) == 2 and doc["command"] == "second"
     md = path.with_suffix(".md").read_text()
+    assert md.startswith("# A reduced run (") and doc["title"] == "A reduced run"
     assert "## What was tried\n\nTwo things.\n\n- one\n- two\n" in md
     path.with_suffix(".md").unlink()
     before = path.read_text()
