@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from distill.teachers import pair
 from distill.teachers.layout import OutputLayout
+from distill.teachers.pair import decode as decode_pair
 
 
 def decode(
     outputs: dict[str, np.ndarray], layout: OutputLayout, hw: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """-> boxes (B, Q, 4) xyxy input pixels, scores (B, Q, C) probabilities."""
-    return pair.decode(outputs, layout, hw)
+    return decode_pair(outputs, layout, hw)

@@ -19,10 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from distill.teachers import detr, pair, yolo
 from distill.teachers.base import TeacherOutput, Teaches, detect_images
 from distill.teachers.classes import ClassMap
+from distill.teachers.detr import decode as decode_detr
 from distill.teachers.layout import GraphInfo, OutputLayout, input_size, resolve_layout
+from distill.teachers.pair import decode as decode_pair
+from distill.teachers.yolo import decode as decode_yolo
 from runtime.errors import ModelFileError
 from runtime.evaluate import EVAL_IOU_THRESHOLD, EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD
 from runtime.model_spec import ModelSpec
@@ -33,10 +35,10 @@ log = logging.getLogger(__name__)
 
 Decode = Callable[[dict, OutputLayout, tuple[int, int]], tuple[np.ndarray, np.ndarray]]
 ADAPTERS: dict[str, Decode] = {
-    "understudy": pair.decode,
-    "pair": pair.decode,
-    "yolo": yolo.decode,
-    "detr": detr.decode,
+    "understudy": decode_pair,
+    "pair": decode_pair,
+    "yolo": decode_yolo,
+    "detr": decode_detr,
 }
 
 
