@@ -15,6 +15,10 @@ rerunning skips finished rows and reuses trained models under --runs):
   "pseudo" = hybrid distillation on the same 20% + the other 80% as unlabelled frames
   (teacher pseudo-labels + KD targets), seeds 0 and 1
 - int8: the INT8 Q/DQ export of hybrid seed 0, evaluated through ONNX Runtime
+- onnx-yolo (seeds 0 and 1) / onnx-detr (seed 0): nano distilled from the teacher exported
+  as a single-output YOLO / a DETR-layout ONNX detector (another family's layout, read by
+  distill/teachers/), method hybrid (for such a teacher: the dense term), no unlabelled
+  frames; compare with scratch of the same seed
 - with ``--recipes NAME ...``: hybrid students with other KD recipes (``RECIPES`` in
   benchmarks/accuracy_jobs.py; rows carry ``recipe``), for every seed; those with the
   benchmark's schedule train in their seed's single-method group
@@ -23,7 +27,7 @@ Every student uses the same epochs, data and schedule (configs/bench_student.yam
 distilled ones add configs/bench_distill.yaml's kd section).
 
     python -m benchmarks.accuracy [--only teacher scratch hybrid ...] [--seeds 0 1]
-        [--recipes strong ...] [--jobs N] [--separate]
+        [--recipes strong ...] [--jobs N] [--separate] [--teacher-set model=small ...]
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.accuracy_jobs import (
+    EXTERNAL,
     RECIPES,
     SINGLE,
     group_singles,
@@ -63,6 +68,9 @@ def plan(args: argparse.Namespace) -> list[dict]:
         runs.append(dict(model="scratch", size="nano", seed=seed, frac=0.2))
         runs.append(dict(model="pseudo", size="nano", seed=seed, frac=0.2))
     runs.append(dict(model="hybrid", size="nano", seed=args.seeds[0], frac=1.0, int8=True))
+    for seed in args.seeds:
+        runs.append(dict(model="onnx-yolo", size="nano", seed=seed, frac=1.0))
+    runs.append(dict(model="onnx-detr", size="nano", seed=args.seeds[0], frac=1.0))
     if args.only:
         runs = [
             r for r in runs if r["model"] in args.only or ("int8" in args.only and r.get("int8"))
@@ -89,7 +97,7 @@ def scarce_unlabelled(data: str, seed: int, folder: Path) -> Path:
 
 def kd_overrides(r: dict, args: argparse.Namespace) -> list[str]:
     """configs/bench_distill.yaml overrides of a distilled run: method, seed, labels, recipe."""
-    method = "hybrid" if r["model"] == "pseudo" else r["model"]
+    method = "hybrid" if r["model"] in ("pseudo", *EXTERNAL) else r["model"]
     over = [f"kd.method={method}", f"seed={r['seed']}", f"labelled_fraction={r['frac']}"]
     return [*over, *RECIPES.get(r.get("recipe", ""), []), *args.set]
 
@@ -103,7 +111,8 @@ def train_run(r: dict, args: argparse.Namespace) -> Path:
     out = Path(args.runs) / run_name(r)
     over = [f"seed={r['seed']}", f"labelled_fraction={r['frac']}", *args.set]
     if r["model"] == "teacher":
-        cfg = load(TrainConfig, ROOT / "configs" / "bench_teacher.yaml", list(args.set))
+        over = [*args.set, *getattr(args, "teacher_set", [])]
+        cfg = load(TrainConfig, ROOT / "configs" / "bench_teacher.yaml", over)
         return train(cfg, args.data, out, resume=True, progress=args.progress)
     if r["model"] == "scratch":
         cfg = load(TrainConfig, ROOT / "configs" / "bench_student.yaml", over)
@@ -115,6 +124,8 @@ def train_run(r: dict, args: argparse.Namespace) -> Path:
             scarce_unlabelled(args.data, r["seed"], Path(args.runs) / f"unlabelled-s{r['seed']}")
         )
     teacher = Path(args.runs) / "teacher" / "model.pt"
+    if r["model"] in EXTERNAL:
+        teacher = external_teacher(teacher, EXTERNAL[r["model"]], cfg.img_size)
     return distill(
         cfg,
         str(teacher),
@@ -124,6 +135,17 @@ def train_run(r: dict, args: argparse.Namespace) -> Path:
         resume=True,
         progress=args.progress,
     )
+
+
+def external_teacher(teacher: Path, kind: str, size: int) -> Path:
+    """The teacher checkpoint exported in another family's ``kind`` layout at ``size``
+    (once; reused). DETR: 300 queries, the teacher's most confident anchors."""
+    from distill.teachers.wrap import export_wrapped
+
+    path = teacher.parent / f"teacher-{kind}-{size}.onnx"
+    if not path.is_file():
+        export_wrapped(teacher, path, kind, (size, size), queries=300)
+    return path
 
 
 def int8_row(r: dict, args: argparse.Namespace) -> dict:
@@ -178,7 +200,7 @@ def result_row(r: dict, model_pt: Path) -> dict:
     ips = [json.loads(x)["images_per_s"] for x in log_lines]
     return {
         "model": r["model"],
-        "size": r["size"],
+        "size": ckpt.get("preset") or r["size"],  # the teacher's may be --teacher-set
         "seed": r["seed"],
         "labelled_fraction": r["frac"],
         "precision": "fp32",
@@ -239,6 +261,12 @@ def make_row(r: dict, args: argparse.Namespace, command: str) -> dict:
         row = int8_row(r, args)
     else:
         row = result_row(r, train_run(r, args))
+    if r["model"] in EXTERNAL:
+        row["teacher_layout"] = EXTERNAL[r["model"]]
+        row["note"] = (
+            f"distilled from the teacher exported as a {EXTERNAL[r['model']]}-layout ONNX "
+            "detector (hybrid: the dense term only), no unlabelled frames"
+        )
     row["command"] = command
     row["device"] = device_name()
     return row
@@ -270,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also distil hybrid students with these recipes (benchmarks/accuracy_jobs.py)",
     )
     ap.add_argument("--set", action="append", default=[], help="config override for every run")
+    ap.add_argument(
+        "--teacher-set",
+        action="append",
+        default=[],
+        help="config override for the teacher's run only (after --set), e.g. model=small",
+    )
     ap.add_argument("--out", default=str(RESULTS / "accuracy.json"))
     ap.add_argument("--progress", action="store_true", help="progress bars (default: log lines)")
     ap.add_argument(

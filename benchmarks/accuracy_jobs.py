@@ -15,6 +15,12 @@ from pathlib import Path
 
 SINGLE = ("logit", "ld", "feature", "cwd", "attention")
 
+# Rows distilled from the benchmark's teacher exported as another family's ONNX detector
+# (distill/teachers/wrap.py), at the students' input size, with the hybrid method (which
+# keeps what such a teacher can give: the dense term) and no unlabelled frames: row name ->
+# layout kind.
+EXTERNAL = {"onnx-yolo": "yolo", "onnx-detr": "detr"}
+
 # Other hybrid recipes to compare with configs/bench_distill.yaml's (``--recipes NAME``): the
 # overrides each adds on top of it. Rows carry the recipe's name; their runs live in
 # runs/bench/hybrid-NAME-sS and train in the single-method group of their seed (unless
@@ -120,6 +126,7 @@ def run_parallel(pending: list[dict], args: argparse.Namespace, on_row) -> None:
     base = [sys.executable, "-m", "benchmarks.accuracy", "--data", args.data]  # one job each
     base += ["--runs", args.runs, "--jobs", str(args.jobs)]
     base += [x for s in args.set for x in ("--set", s)]
+    base += [x for s in getattr(args, "teacher_set", []) for x in ("--teacher-set", s)]
     base += ["--recipes", *args.recipes] if getattr(args, "recipes", None) else []
     todo, running, failed = list(pending), {}, []
     Path(args.runs).mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """The accuracy benchmark's results file (``benchmarks.accuracy``): row keys, and the
 JSON, Markdown table and bar chart written after every finished run.
 
-``accuracy.json`` holds the rows and, under ``notes``, what the rows alone do not say
+``accuracy.json`` holds the rows, an optional ``title`` (for a file of another run than the
+benchmark's, e.g. a reduced one) and, under ``notes``, what the rows alone do not say
 (what was tried and why, how wall times were measured): a list of
 ``{"title": str, "text": str, "items": [str, ...]}`` (Markdown), kept as they are when a
 run adds rows and rendered below the table. After editing the notes, rewrite the
@@ -55,7 +56,8 @@ def load_results(path: Path) -> list[dict]:
 def save_results(path: Path, rows: list[dict], command: str) -> None:
     """Write ``rows`` (sorted) to ``path`` with this machine and date, keeping the notes
     already there; rewrite the Markdown and the chart beside it."""
-    notes = json.loads(path.read_text()).get("notes", []) if path.is_file() else []
+    kept = json.loads(path.read_text()) if path.is_file() else {}
+    notes = kept.get("notes", [])
     rows = sorted(
         rows,
         key=lambda r: (
@@ -68,6 +70,8 @@ def save_results(path: Path, rows: list[dict], command: str) -> None:
         ),
     )
     doc = {"command": command, "machine": machine(), "date": today(), "rows": rows}
+    if "title" in kept:  # a file of another run than the benchmark's says so in its title
+        doc["title"] = kept["title"]
     write_json_atomic(path, {**doc, "notes": notes} if notes else doc)
     write_atomic(path.with_suffix(".md"), markdown({**doc, "notes": notes}))
     plot(rows, path.with_suffix(".png"))
@@ -77,7 +81,7 @@ def markdown(doc: dict) -> str:
     """The Markdown of an accuracy.json document: the table, each row's note, the notes."""
     rows = doc["rows"]
     md = [
-        f"# Accuracy on the standard synth benchmark ({doc['date']})",
+        f"# {doc.get('title', 'Accuracy on the standard synth benchmark')} ({doc['date']})",
         "",
         f"Command: `{doc['command']}`",
         "",

@@ -25,7 +25,7 @@ import numpy as np
 
 from benchmarks.common import command_line, parse_size, video_frames
 from runtime.errors import BackendUnavailable, ModelFileError
-from runtime.files import atomic_path, write_atomic, write_json_atomic
+from runtime.files import write_atomic, write_json_atomic
 from runtime.measure import machine, markdown_table, percentile, synthetic_frames, today
 from runtime.model_spec import ModelSpec
 from runtime.pipeline import Detector
@@ -140,50 +140,6 @@ def write_results(path: Path, command: str, rows: list[dict]) -> dict:
     return doc
 
 
-def ultralytics_to_understudy(src: Path, dst: Path, spec: ModelSpec) -> Path:
-    """Rewrite an Ultralytics detection ONNX (one output (B, 4 + C, A): cx, cy, w, h in
-    network pixels, then C sigmoid scores) into the ``decoded_xyxy`` layout, with
-    ``spec`` as metadata. Pre-/post-processing then run exactly as for the student."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    model = onnx.load(str(src))
-    graph = model.graph
-    if len(graph.output) != 1 or len(graph.input) != 1:
-        raise ModelFileError(f"{src}: expected one input and one (B, 4 + C, A) output")
-    out = graph.output[0].name
-    c = spec.num_classes
-    graph.initializer.extend(
-        [
-            numpy_helper.from_array(np.array([4, c], np.int64), "us_split_box_cls"),
-            numpy_helper.from_array(np.array([2, 2], np.int64), "us_split_xy_wh"),
-            numpy_helper.from_array(np.array(0.5, np.float32), "us_half"),
-        ]
-    )
-    graph.node.extend(
-        [
-            helper.make_node("Transpose", [out], ["us_t"], perm=[0, 2, 1]),
-            helper.make_node("Split", ["us_t", "us_split_box_cls"], ["us_xywh", "scores"], axis=2),
-            helper.make_node("Split", ["us_xywh", "us_split_xy_wh"], ["us_xy", "us_wh"], axis=2),
-            helper.make_node("Mul", ["us_wh", "us_half"], ["us_half_wh"]),
-            helper.make_node("Sub", ["us_xy", "us_half_wh"], ["us_xy1"]),
-            helper.make_node("Add", ["us_xy", "us_half_wh"], ["us_xy2"]),
-            helper.make_node("Concat", ["us_xy1", "us_xy2"], ["boxes"], axis=2),
-        ]
-    )
-    del graph.output[:]
-    graph.output.extend(
-        [
-            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["batch", "anchors", 4]),
-            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", "anchors", c]),
-        ]
-    )
-    helper.set_model_props(model, spec.to_metadata_props())
-    with atomic_path(dst) as tmp:
-        onnx.save(model, str(tmp))
-    return dst
-
-
 def build_yolo11n_reference(path: Path, size: int) -> Path | None:
     """A random-weight YOLO11n (architecture from Ultralytics' packaged yaml, nothing
     downloaded) at ``size`` x ``size`` in the Understudy layout; None without ultralytics.
@@ -203,6 +159,8 @@ def build_yolo11n_reference(path: Path, size: int) -> Path | None:
     yolo = YOLO("yolo11n.yaml")
     exported = Path(yolo.export(format="onnx", imgsz=size, opset=17, simplify=False, dynamic=False))
     names = yolo.names
+    from distill.teachers.yolo import to_decoded_xyxy  # the one converter (numpy + onnx)
+
     spec = ModelSpec(
         class_names=tuple(str(names[i]) for i in sorted(names)),
         input_size=(size, size),
@@ -210,7 +168,7 @@ def build_yolo11n_reference(path: Path, size: int) -> Path | None:
         preset="yolo11n-random-weights",
         extra={"reference": "Ultralytics YOLO11n architecture, random weights"},
     )
-    return ultralytics_to_understudy(exported, path, spec)
+    return to_decoded_xyxy(exported, path, spec)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,8 +2,11 @@
 
 Per batch it (1) adds unlabelled frames, (2) runs the teacher once (no grad, bf16 where
 supported), (3) turns the teacher's confident detections on unlabelled frames into
-pseudo-labels, and after the student's forward pass (4) computes the method's KD terms
-(see :mod:`distill.losses.kd` and docs/distillation.md).
+pseudo-labels and, for the ``dense`` term, its detections on every image into dense
+targets, and after the student's forward pass (4) computes the method's KD terms (see
+:mod:`distill.losses.kd`, :mod:`distill.losses.dense_kd` and docs/distillation.md).
+Which terms a teacher can give is its ``teaches()``; :func:`plan_terms` keeps those and
+says which it dropped.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import numpy as np
 import torch
 
 from distill.losses.assigner import Assignment
+from distill.losses.dense_kd import dense_kd, teacher_detections
+from distill.losses.detection import LossWeights
 from distill.losses.kd import (
     FeatureAdapters,
     attention_kd,
@@ -36,8 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-METHODS = ("hybrid", "logit", "ld", "feature", "cwd", "attention", "pseudo")
-TERMS = ("logit", "ld", "feature", "cwd", "attention")
+METHODS = ("hybrid", "logit", "ld", "feature", "cwd", "attention", "dense", "pseudo")
+TERMS = ("logit", "ld", "feature", "cwd", "attention", "dense")
 FEATURE_TERMS = ("feature", "cwd", "attention")
 
 
@@ -50,6 +55,7 @@ class KDWeights:
     feature: float = 1.0
     cwd: float = 1.0
     attention: float = 1.0
+    dense: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -66,10 +72,12 @@ class KDConfig:
     feature_mask: str = "gt"  # gt (boxes incl. pseudo-labels) | teacher (scores) | none (FitNet)
     mask_score_threshold: float = 0.3  # teacher-score mask threshold
     pseudo_threshold: float = 0.45  # teacher detections above this become pseudo-labels
-    pseudo_iou: float = 0.6  # NMS IoU for pseudo-labels
+    pseudo_iou: float = 0.6  # NMS IoU for pseudo-labels and dense-target detections
+    dense_min_score: float = 0.1  # teacher detections above this (after NMS) are dense targets
     unlabelled_ratio: float = 0.5  # share of each batch drawn from unlabelled frames
     teacher_bf16: str = "auto"  # auto | on | off
     teacher_layout: str = ""  # OutputLayout YAML for an external ONNX teacher
+    teacher_kind: str = ""  # override the ONNX teacher's layout kind: understudy|yolo|pair|detr
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -102,6 +110,46 @@ class Context(NamedTuple):
     teacher: Any  # TeacherOutput
     targets: torch.Tensor  # (M, 6) labels + pseudo-labels, network pixels
     n_labelled: int
+    dets: torch.Tensor | None = None  # (K, 6) teacher detections (dense targets)
+    det_scores: torch.Tensor | None = None  # (K, C) their class probabilities
+
+
+# why a teacher cannot give a term (see Teaches)
+NEEDS = {
+    "logit": ("anchors", "its anchors do not line up with the student's"),
+    "ld": ("dist", "it has no box distributions"),
+    "feature": ("features", "it exposes no features"),
+    "cwd": ("features", "it exposes no features"),
+    "attention": ("features", "it exposes no features"),
+}
+
+
+def plan_terms(cfg: KDConfig, teaches) -> tuple[tuple[str, ...], dict[str, str]]:
+    """(terms to compute, {dropped term: why}) for a teacher that ``teaches`` (a
+    :class:`distill.teachers.Teaches`). ``hybrid`` keeps what applies and, when it drops
+    any term, adds ``dense`` (what every teacher teaches); ``logit`` from a teacher whose
+    anchors do not line up becomes ``dense``; another single term it cannot give is an
+    error."""
+
+    def why(term: str) -> str | None:
+        flag, reason = NEEDS.get(term, ("", ""))
+        return None if not flag or getattr(teaches, flag) else reason
+
+    if cfg.method == "hybrid":
+        dropped = {t: r for t in cfg.hybrid if (r := why(t))}
+        terms = [t for t in cfg.hybrid if t not in dropped]
+        if dropped and "dense" not in terms:
+            terms.append("dense")
+        return tuple(terms), dropped
+    reason = why(cfg.method)
+    if reason and cfg.method == "logit":
+        return ("dense",), {"logit": reason}
+    if reason:
+        raise ConfigError(
+            f"--method {cfg.method} needs a native teacher (.pt): this teacher cannot give it "
+            f"({reason}); use --method hybrid, dense, logit or pseudo"
+        )
+    return cfg.terms, {}
 
 
 class Distiller:
@@ -120,21 +168,18 @@ class Distiller:
         device: torch.device | str = "cpu",
         rank: int = 0,
         world: int = 1,
+        loss_weights: LossWeights | None = None,
     ) -> None:
         self.cfg = cfg
         self.device = torch.device(device)
         self.teacher = teacher
-        self.terms = cfg.terms
         self.img_size = img_size
-        if not teacher.dense:
-            unsupported = [t for t in self.terms if t != "logit"]
-            if unsupported:
-                raise ConfigError(
-                    f"an external ONNX teacher teaches through pseudo-labels and soft class scores "
-                    f"only; the terms {unsupported} need a native teacher (.pt); "
-                    "use --method logit or pseudo"
-                )
+        self.terms, self.dropped = plan_terms(cfg, teacher.teaches(img_size))
         self.needs_features = any(t in FEATURE_TERMS for t in self.terms)
+        self.needs_dets = "dense" in self.terms  # the lead's may be set for every run
+        self.loss_weights = loss_weights or LossWeights()
+        taught = getattr(getattr(teacher, "classes", None), "taught", None)
+        self.taught = None if taught is None else torch.from_numpy(taught).to(self.device)
         self.adapters = None
         if any(t in ("feature", "cwd") for t in self.terms):
             with torch.random.fork_rng(devices=[]):  # seeded: the same init in any process
@@ -148,7 +193,16 @@ class Distiller:
             self.n_unlabelled = max(1, round(batch_size * cfg.unlabelled_ratio))
             self._frames = FrameStream(unlabelled, self.n_unlabelled, seed, rank, world)
         self._post = None
-        self._warned_sparse = False
+
+    def plan_line(self) -> str:
+        """One line: the teacher, the terms used, and those dropped and why."""
+        method = self.cfg.method
+        used = "+".join(self.terms) or "pseudo-labels only"
+        line = f"{self.teacher.describe()}: --method {method} uses {used}"
+        if self.dropped:
+            why = "; ".join(f"{t}: {r}" for t, r in self.dropped.items())
+            line += f"; dropped {', '.join(self.dropped)} ({why})"
+        return line
 
     def labelled_batch_size(self, batch_size: int) -> int:
         """Labelled images per step, so that labelled + unlabelled = ``batch_size``."""
@@ -167,7 +221,8 @@ class Distiller:
             self._frames.load_state_dict(state["frames"])
 
     def prepare(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor, Context]:
-        """Images and targets on the training device, plus the teacher's outputs."""
+        """Images and targets on the training device, plus the teacher's outputs (and its
+        detections, when a run learns dense targets)."""
         images = batch[0].to(self.device, non_blocking=True)
         targets = batch[1].to(self.device)
         n_labelled = images.shape[0]
@@ -179,7 +234,12 @@ class Distiller:
             pseudo = self.pseudo_labels(t_out.boxes[n_labelled:], t_out.scores[n_labelled:])
             pseudo[:, 0] += n_labelled
             targets = torch.cat([targets, pseudo.to(self.device)])
-        return images, targets, Context(t_out, targets, n_labelled)
+        dets = det_scores = None
+        if self.needs_dets:
+            dets, det_scores = teacher_detections(
+                t_out.boxes, t_out.scores, self.cfg.dense_min_score, self.cfg.pseudo_iou
+            )
+        return images, targets, Context(t_out, targets, n_labelled, dets, det_scores)
 
     @torch.no_grad()
     def pseudo_labels(self, boxes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -223,19 +283,9 @@ class Distiller:
         t = ctx.teacher
         terms: dict[str, torch.Tensor] = {}
         teacher_score = t.scores.amax(-1) if t.scores.shape[1] == out.cls.shape[1] else None
-        if "logit" in self.terms:
-            if t.cls_logits is None or t.cls_logits.shape != out.cls.shape:
-                if not self._warned_sparse:
-                    log.warning(
-                        "teacher anchors do not line up with the student's: logit KD off, "
-                        "the teacher teaches through pseudo-labels only"
-                    )
-                    self._warned_sparse = True
-                terms["logit"] = out.cls.sum() * 0.0
-            else:
-                terms["logit"] = logit_kd(
-                    out.cls, t.cls_logits, self.cfg.logit_temperature, teacher_score
-                )
+        if "logit" in self.terms:  # plan_terms keeps it only where the anchors line up
+            t_ = self.cfg.logit_temperature
+            terms["logit"] = logit_kd(out.cls, t.cls_logits, t_, teacher_score)
         if "ld" in self.terms:
             w = teacher_score * (teacher_score > self.cfg.ld_min_score)
             terms["ld"] = localization_kd(out.dist, t.dist, self.cfg.ld_temperature, w)
@@ -247,6 +297,11 @@ class Distiller:
             terms["cwd"] = channel_wise_kd(feats, t.feats, self.adapters, self.cfg.cwd_temperature)
         if "attention" in self.terms:
             terms["attention"] = attention_kd(feats, t.feats)
+        if "dense" in self.terms:
+            strides = tuple(self.img_size // h for h, _ in out.shapes)
+            terms["dense"], _ = dense_kd(
+                out, strides, ctx.dets, ctx.det_scores, self.taught, self.loss_weights
+            )
         if not terms:
             return out.cls.sum() * 0.0, {}
         total, logged = hybrid_kd(terms, self.weights)
@@ -342,6 +397,8 @@ SHARED_KD_KEYS = (
     "unlabelled_ratio",
     "teacher_bf16",
     "teacher_layout",
+    "teacher_kind",
+    "dense_min_score",
 )
 
 
@@ -406,11 +463,9 @@ def _distillers(
         device,
         bf16_enabled(cfg.kd.teacher_bf16, device),
         cfg.kd.teacher_layout or None,
+        kind=cfg.kd.teacher_kind,
+        img_size=cfg.img_size,
     )
-    if not teacher.dense and hasattr(teacher, "input_hw"):
-        teacher.dense = teacher.input_hw == (cfg.img_size, cfg.img_size) and any(
-            "logit" in c.kd.terms for c in cfgs
-        )
     frames = UnlabelledFrames(unlabelled, cfg.img_size, cfg.skip_bad) if unlabelled else None
     distillers = [
         Distiller(
@@ -424,9 +479,19 @@ def _distillers(
             device=device,
             rank=rank,
             world=world,
+            loss_weights=c.loss,
         )
         for c in cfgs
     ]
+    distillers[0].needs_dets = any(d.needs_dets for d in distillers)  # it prepares every batch
+    if rank == 0:
+        if hasattr(teacher, "classes"):
+            log.info("%s", teacher.classes.report())
+        for d in distillers:
+            if d.dropped:
+                log.warning("%s", d.plan_line())
+            else:
+                log.info("%s", d.plan_line())
     return distillers, frames
 
 

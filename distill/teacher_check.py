@@ -122,32 +122,12 @@ def is_rank_zero() -> bool:
 
 
 # -- evaluation ---------------------------------------------------------------------------
-def teacher_detect(teacher, images: list, img_size: int) -> list:
-    """A teacher's detections on source images: one :class:`Detections` per image, boxes
-    (N, 4) xyxy in that image's pixels, class ids of the data's classes.
-
-    ``teacher``: what :func:`distill.teachers.open_teacher` returns; ``images``: (H, W, 3)
-    uint8 RGB. Each image is letterboxed to ``img_size`` by the runtime's preprocessing
-    (RGB in [0, 1], as the distillation feeds the teacher), the teacher runs on the batch,
-    and the runtime's post-processing (the evaluation thresholds) maps its boxes back. The
-    one place that turns the teacher interface into detections: where a teacher has its
-    own ``detect(images, pixel_format)``, this becomes
-    ``teacher.detect(images, pixel_format="RGB")``.
-    """
-    import torch
-
-    from distill.evaluate import decoded_postprocessor
-    from runtime.model_spec import ModelSpec
-    from runtime.preprocess import Preprocessor
-
-    names = tuple(teacher.class_names)
-    pre = Preprocessor(
-        ModelSpec(class_names=names, input_size=(img_size, img_size)), slots=len(images)
-    )
-    letterboxes = [pre(img, i, "RGB") for i, img in enumerate(images)]
-    out = teacher(torch.from_numpy(pre.batch(len(images)).copy()))
-    outputs = {"boxes": out.boxes.float().cpu().numpy(), "scores": out.scores.float().cpu().numpy()}
-    return decoded_postprocessor(tuple(names), img_size)(outputs, letterboxes)
+def teacher_detect(teacher, images: list) -> list:
+    """Detections of a teacher on source images (``teacher.detect``: each image
+    letterboxed into the teacher's own input, boxes mapped back, the evaluation
+    thresholds). ``images``: (H, W, 3) uint8 RGB as decoded from the split's files;
+    returns one Detections per image, boxes xyxy in that image's pixels."""
+    return teacher.detect(images, pixel_format="RGB")
 
 
 def evaluate_teacher(
@@ -156,6 +136,7 @@ def evaluate_teacher(
     img_size: int,
     layout_file: str | None = None,
     progress: bool = True,
+    kind: str = "",
 ) -> EvalResult:
     """COCO mAP of a teacher on ``split`` at the distillation input size ``img_size``: a
     checkpoint through :func:`distill.evaluate.evaluate_model`, an ONNX teacher through the
@@ -167,12 +148,12 @@ def evaluate_teacher(
     from distill.evaluate import evaluate_detect, evaluate_model
     from distill.teachers import NativeTeacher, open_teacher
 
-    teacher = open_teacher(path, split.class_names, torch.device("cpu"), False, layout_file)
+    teacher = open_teacher(
+        path, split.class_names, torch.device("cpu"), False, layout_file, kind, img_size
+    )
     if isinstance(teacher, NativeTeacher):  # a detector of this family: the usual evaluation
         return evaluate_model(teacher.model, split, img_size, progress=progress)
-    return evaluate_detect(
-        lambda images: teacher_detect(teacher, images, img_size), split, progress=progress
-    )
+    return evaluate_detect(lambda images: teacher_detect(teacher, images), split, progress=progress)
 
 
 def evaluate_reference(path: str | Path, split: DatasetSplit, progress: bool = True) -> EvalResult:
@@ -271,6 +252,7 @@ def check_teacher(
     margin: float = DEFAULT_MARGIN,
     force: bool = False,
     layout_file: str | None = None,
+    kind: str = "",
     teacher_score: Score | None = None,
     progress: bool = True,
 ) -> TeacherCheck:
@@ -289,7 +271,7 @@ def check_teacher(
             "teacher",
             teacher,
             f"evaluated on {len(split.records)} val images at {img_size} px",
-            lambda: evaluate_teacher(teacher, split, img_size, layout_file, progress),
+            lambda: evaluate_teacher(teacher, split, img_size, layout_file, progress, kind),
         )
     else:
         spent += teacher_score.seconds

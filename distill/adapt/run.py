@@ -131,6 +131,7 @@ def check_teacher(
         margin=margin,
         force=force,
         layout_file=dcfg.kd.teacher_layout or None,
+        kind=dcfg.kd.teacher_kind,
         progress=progress,
     )
     print(check.message)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from distill.commands.train import add_common_training_args, overrides, print_skip_report
 
-METHODS = ("hybrid", "logit", "ld", "feature", "cwd", "attention", "pseudo")
+METHODS = ("hybrid", "logit", "ld", "feature", "cwd", "attention", "dense", "pseudo")
+KINDS = ("understudy", "yolo", "pair", "detr")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unlabelled", help="folder of unlabelled frames (teacher pseudo-labels + KD)")
     p.add_argument("--teacher-layout", help="YAML OutputLayout for an external ONNX teacher")
     add_teacher_check_args(p)
+    p.add_argument(
+        "--teacher-kind",
+        choices=KINDS,
+        help="an ONNX teacher's output layout (default: found from its graph)",
+    )
     add_common_training_args(p)
     p.set_defaults(func=run)
 
@@ -78,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             "model": args.student,
             "kd.method": method,
             "kd.teacher_layout": args.teacher_layout,
+            "kd.teacher_kind": args.teacher_kind,
         }
         cfgs.append(load(DistillConfig, args.config, overrides(args, extra)))
     if len(cfgs) == 1:
@@ -148,6 +155,7 @@ def teacher_check(args: argparse.Namespace, cfg, scratch_dir: Path):
         margin=args.teacher_margin,
         force=args.force,
         layout_file=cfg.kd.teacher_layout or None,
+        kind=cfg.kd.teacher_kind,
         progress=progress,
     )
     print(check.message)

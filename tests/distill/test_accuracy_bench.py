@@ -22,7 +22,8 @@ def test_plan_has_every_row_of_the_issue() -> None:
     assert names[0] == "teacher"
     for expected in ("scratch-s0", "scratch-s1", "hybrid-s0", "hybrid-s1", "logit-s0", "ld-s0",
                      "feature-s0", "cwd-s0", "attention-s0", "scratch-l20-s0", "scratch-l20-s1",
-                     "pseudo-l20-s0", "pseudo-l20-s1", "hybrid-s0-int8"):  # fmt: skip
+                     "pseudo-l20-s0", "pseudo-l20-s1", "hybrid-s0-int8", "onnx-yolo-s0",
+                     "onnx-yolo-s1", "onnx-detr-s0"):  # fmt: skip
         assert expected in names
 
 
@@ -89,6 +90,29 @@ def test_tiny_benchmark_runs_in_parallel_and_resumes(tiny_data: Path, tmp_path: 
     assert len(json.loads(out.read_text())["rows"]) == len(rows)
 
 
+def test_rows_from_a_teacher_in_other_layouts(tiny_data: Path, tmp_path: Path) -> None:
+    """onnx-yolo / onnx-detr: the teacher exported in that layout, hybrid, no unlabelled
+    frames; --teacher-set changes the teacher's run only."""
+    out = tmp_path / "acc.json"
+    runs = tmp_path / "runs"
+    common = ["--data", str(tiny_data), "--runs", str(runs), "--out", str(out), "--seeds", "0",
+              "--set", "img_size=64", "--set", "epochs=1", "--set", "max_steps=1",
+              "--set", "batch_size=4", "--set", "eval_every=0", "--set", "bf16=off",
+              "--teacher-set", "model=small"]  # fmt: skip
+    assert accuracy.main([*common, "--only", "teacher", "onnx-yolo", "onnx-detr"]) == 0
+    rows = {r["model"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"teacher", "onnx-yolo", "onnx-detr"}
+    assert rows["onnx-yolo"]["teacher_layout"] == "yolo" and "dense" in rows["onnx-yolo"]["note"]
+    assert (runs / "teacher" / "teacher-detr-64.onnx").is_file()
+    assert read_checkpoint(runs / "teacher" / "model.pt")["preset"] == "small"
+    assert rows["teacher"]["size"] == "small"  # the row names what was trained
+    student = read_checkpoint(runs / "onnx-yolo-s0" / "model.pt")
+    assert student["preset"] == "nano" and student["teacher"].endswith("teacher-yolo-64.onnx")
+    assert student["config"]["kd"]["method"] == "hybrid"
+    log = (runs / "onnx-yolo-s0" / "metrics.jsonl").read_text()
+    assert "loss_kd_dense" in log and "loss_kd_logit" not in log
+
+
 def test_results_keep_their_notes_and_render_them(tmp_path: Path) -> None:
     """Notes in accuracy.json survive a run that adds rows, and the Markdown renders them;
     ``python -m benchmarks.accuracy_results`` rewrites the Markdown, not the JSON."""
@@ -109,11 +133,12 @@ def test_results_keep_their_notes_and_render_them(tmp_path: Path) -> None:
     assert "notes" not in json.loads(path.read_text())
     doc = json.loads(path.read_text())
     notes = [{"title": "What was tried", "text": "Two things.", "items": ["one", "two"]}]
-    path.write_text(json.dumps({**doc, "notes": notes}))
+    path.write_text(json.dumps({**doc, "notes": notes, "title": "A reduced run"}))
     accuracy_results.save_results(path, [row, dict(row, seed=1)], "second")
     doc = json.loads(path.read_text())
     assert doc["notes"] == notes and len(doc["rows"]) == 2 and doc["command"] == "second"
     md = path.with_suffix(".md").read_text()
+    assert md.startswith("# A reduced run (") and doc["title"] == "A reduced run"
     assert "## What was tried\n\nTwo things.\n\n- one\n- two\n" in md
     path.with_suffix(".md").unlink()
     before = path.read_text()

@@ -6,13 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
-
 from benchmarks import latency
-from runtime.backends import open_backend
-from tests.runtime.tiny_models import IR_VERSION, OPSET, make_spec
 
 REQUIRED = ("model", "backend", "precision", "batch", "input", "p50_ms", "p90_ms", "p99_ms",
             "throughput_fps", "preprocess_ms", "infer_ms", "postprocess_ms")  # fmt: skip
@@ -77,36 +71,3 @@ def test_yolo_reference_flag_without_ultralytics(
         == 0
     )
     assert [r["model"] for r in json.loads(out.read_text())["rows"]] == ["raw"]
-
-
-def test_ultralytics_layout_adapter(tmp_path: Path):
-    """(1, 4 + C, A) cx,cy,w,h + scores -> boxes (1, A, 4) xyxy and scores (1, A, C)."""
-    a, c = 3, 3
-    raw = np.zeros((1, 4 + c, a), np.float32)
-    raw[0, :4] = np.array([[10, 20, 4, 6], [30, 30, 10, 10], [50, 5, 2, 8]], np.float32).T
-    raw[0, 4:] = np.array([[0.9, 0.1, 0.2], [0.3, 0.8, 0.1], [0.1, 0.2, 0.7]], np.float32).T
-    nodes = [
-        helper.make_node("ReduceMean", ["images"], ["m"], axes=[1, 2, 3], keepdims=0),
-        helper.make_node("Mul", ["m", "zero"], ["z"]),
-        helper.make_node("Add", ["const", "z"], ["output0"]),
-    ]
-    graph = helper.make_graph(
-        nodes, "yolo-like",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])],
-        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 4 + c, a])],
-        initializer=[
-            numpy_helper.from_array(raw, "const"),
-            numpy_helper.from_array(np.array(0, np.float32), "zero"),
-        ],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = IR_VERSION
-    src = tmp_path / "yolo.onnx"
-    onnx.save(model, str(src))
-    spec = make_spec(output_layout="decoded_xyxy")
-    dst = latency.ultralytics_to_understudy(src, tmp_path / "yolo-us.onnx", spec)
-    b = open_backend(dst)
-    assert b.spec == spec
-    out = b.infer(np.zeros((1, 3, 64, 64), np.float32))
-    np.testing.assert_allclose(out["boxes"][0], [[8, 17, 12, 23], [25, 25, 35, 35], [49, 1, 51, 9]])
-    np.testing.assert_allclose(out["scores"][0], raw[0, 4:].T)
