@@ -108,7 +108,7 @@ class CameraLink:
                 return
             frame_id = self._next_id
             self._next_id += 1
-            self._pending[frame_id] = header
+            self._pending[frame_id] = (header, time.time_ns())
             while len(self._pending) > PENDING_LIMIT:
                 self._pending.popitem(last=False)
         try:
@@ -196,10 +196,11 @@ class CameraLink:
         self._open()
 
     def _handle(self, response: Any) -> None:
+        answered_ns = time.time_ns()
         kind = response.WhichOneof("kind")
         item = getattr(response, kind)
         with self._lock:
-            header = self._pending.pop(item.frame_id, None)
+            header, offered_ns = self._pending.pop(item.frame_id, (None, 0))
             # the server answers every frame it gets, in order: older ids still pending
             # were replaced in the slot (counted by the call's client_dropped)
             while self._pending and next(iter(self._pending)) < item.frame_id:
@@ -224,6 +225,8 @@ class CameraLink:
                     "frame_id": int(item.frame_id),
                     "stamp_ns": item.capture_time.seconds * 1_000_000_000 + item.capture_time.nanos,
                     "server_total_ms": round(item.timings.total_ms, 4),
+                    "offered_ns": offered_ns,  # the subscription callback offered it
+                    "answered_ns": answered_ns,  # its answer arrived from the server
                     "published_ns": time.time_ns(),
                 }
             )
