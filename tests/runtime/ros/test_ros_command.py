@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +40,14 @@ def test_without_vision_msgs_says_how_to_build_it(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(sys.modules, "vision_msgs.msg", None)
     with pytest.raises(MissingPackage, match=r"scripts/side_env/ros\.sh"):
         message_types()
+
+
+def test_ros_packages_only_in_the_ros_extra() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.startswith("ros-")]
+    ros = project["optional-dependencies"]["ros"]
+    assert any(d.startswith("ros-rclpy[fastrtps]") for d in ros)
+    assert {"ros-sensor-msgs", "ros-std-msgs", "ros-geometry-msgs"} <= {
+        d.split(">")[0] for d in ros
+    }
