@@ -19,7 +19,9 @@ records when each Detection2DArray arrives. Per answered frame:
   the bridge's subscription callback offers the frame: DDS delivery, the executor),
   ``grpc`` (offered -> its answer read back, less the server's time: encoding on the
   sender thread, gRPC both ways: what any gRPC client pays), ``publish`` (answer read ->
-  Detection2DArray built and published), ``ros_out`` (published -> arrival here).
+  Detection2DArray built and published), ``ros_out`` (published -> arrival here);
+- ``over_grpc`` = added - grpc = ros_in + publish + ros_out: what the bridge adds over a
+  gRPC client that streams the same frames to the server directly.
 
 Frames of the first ``--warmup`` seconds are left out. Drops: frames published that
 never got an answer (the bridge's slot, or the server's budget / keep-latest policy), as
@@ -54,7 +56,8 @@ INPUTS = {  # kind -> (message published, bridge --encode)
     "image-raw": ("image", "raw"),
 }
 # e2e = server + added; added = ros_in + grpc + publish + ros_out (see the docstring)
-PARTS = ("e2e", "server", "added", "ros_in", "grpc", "publish", "ros_out")
+# over_grpc = added - grpc: what the bridge adds over a gRPC client streaming directly
+PARTS = ("e2e", "server", "added", "over_grpc", "ros_in", "grpc", "publish", "ros_out")
 MD_COLUMNS = [
     ("input", "input"),
     ("streams", "streams"),
@@ -69,6 +72,7 @@ MD_COLUMNS = [
     ("added_p50_ms", "added p50"),
     ("added_p90_ms", "added p90"),
     ("added_p99_ms", "added p99"),
+    ("over_grpc_p50_ms", "over gRPC p50"),
     ("ros_in_p50_ms", "ROS in p50"),
     ("grpc_p50_ms", "gRPC p50"),
     ("publish_p50_ms", "publish p50"),
@@ -138,6 +142,7 @@ def latencies(arrivals, trace: Path, inputs: list[str], since_ns: int) -> dict[s
                 "e2e": e2e,
                 "server": r["server_total_ms"],
                 "added": e2e - r["server_total_ms"],
+                "over_grpc": e2e - grpc,
                 "ros_in": (r["offered_ns"] - stamp) / 1e6,
                 "grpc": grpc - r["server_total_ms"],
                 "publish": (r["published_ns"] - r["answered_ns"]) / 1e6,
