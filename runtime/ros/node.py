@@ -13,6 +13,8 @@ runtime installs and imports without the ``ros`` extra.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from typing import Any
 
@@ -33,6 +35,8 @@ NODE_NAME = "understudy_ros"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 TYPE_POLL_S = 0.5
+SPIN_SLICE_S = 0.1  # how often the executor loop looks at the stop flag
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def message_types() -> MessageTypes:
@@ -202,26 +206,39 @@ class Bridge:
 
 
 def run_bridge(options: BridgeOptions, ros_args: list[str] | None = None) -> int:
-    """Run the bridge node until Ctrl-C / SIGTERM / ROS shutdown; returns the exit code."""
+    """Run the bridge node until Ctrl-C / SIGTERM / ROS shutdown; returns the exit code.
+
+    The signals are handled here, not by rclpy: the executor spins in 0.1 s slices and
+    stops when SIGINT or SIGTERM sets ``stop`` (rclpy's own SIGTERM handling was seen to
+    miss a signal now and then, leaving the node running)."""
     try:
         import rclpy
-        from rclpy.executors import ExternalShutdownException
+        from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
     except ImportError as e:
         raise MissingPackage(
             "needs rclpy, not installed here; pip install 'understudy[ros]' with Python "
             "3.11, or `bash scripts/side_env/ros.sh` (docs/ros.md)"
         ) from e
-    rclpy.init(args=["understudy-ros", "--ros-args", *(ros_args or [])])
+    args = ["understudy-ros", "--ros-args", *(ros_args or [])]
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in STOP_SIGNALS}
     node = rclpy.create_node(NODE_NAME)
     bridge = None
     try:
         bridge = Bridge(node, options)
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=SPIN_SLICE_S)
+    except ExternalShutdownException:
         pass
     finally:
         if bridge is not None:
             bridge.close()
         node.destroy_node()
         rclpy.try_shutdown()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     return 0
