@@ -8,10 +8,11 @@
 #
 #   bash scripts/side_env/ros.sh            # build or check
 #   ROS_PYTHON=/path/to/python3.11 bash scripts/side_env/ros.sh
+#   ROS_SIDE_ENV=/elsewhere bash scripts/side_env/ros.sh    # build there instead
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-ENV_DIR=$ROOT/.side-envs/ros
+ENV_DIR=${ROS_SIDE_ENV:-$ROOT/.side-envs/ros}
 VENV=$ENV_DIR/venv
 PY=$VENV/bin/python
 MSGS=$ROOT/scripts/side_env/vision_msgs

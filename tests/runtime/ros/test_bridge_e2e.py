@@ -25,7 +25,7 @@ from runtime.video import open_source
 from tests.runtime.test_serve_cli import ServeProcess
 from tests.runtime.tiny_models import build_conv_model, make_spec
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(1200)  # a first run builds the ROS side env (minutes)
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = ROOT / "scripts" / "side_env" / "ros.sh"
 ENV_DIR = ROOT / ".side-envs" / "ros"
@@ -143,3 +143,12 @@ def test_bridge_publishes_what_detect_finds(
     counts = re.search(r"(\d+) received, (\d+) published, .* (\d+) errors", log)
     assert counts is not None, log[-2000:]
     assert int(counts[2]) >= len(answers) and counts[3] == "0", counts[0]
+
+
+def test_side_env_failure_names_the_script_and_step(tmp_path: Path) -> None:
+    env = dict(os.environ, ROS_SIDE_ENV=str(tmp_path / "env"), ROS_PYTHON="no-such-python3.11")
+    r = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True)
+    assert r.returncode == 1
+    line = (tmp_path / "env" / "FAILED").read_text().strip()
+    assert "scripts/side_env/ros.sh" in line and "no-such-python3.11" in line
+    assert line in r.stderr
