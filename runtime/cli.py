@@ -26,7 +26,7 @@ from types import ModuleType
 
 from runtime.errors import UnderstudyError
 
-RUNTIME_COMMANDS = ("compile", "detect", "serve", "stream", "bench")
+RUNTIME_COMMANDS = ("compile", "detect", "serve", "stream", "bench", "ros")
 PLUGIN_GROUP = "understudy.commands"
 # --help order: the workflow, data to deployment; plugin commands not named here go last.
 OFFLINE_BEFORE = ("data", "models", "train", "eval", "distill", "export", "quantize")

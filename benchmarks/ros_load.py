@@ -1,0 +1,115 @@
+"""The ROS side of the bridge benchmark (used by ``benchmarks.ros`` only): N camera topics
+published open loop in this process, and the Detection2DArray arrivals on their outputs.
+Needs rclpy, sensor_msgs and vision_msgs (the ROS side env)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Arrivals:
+    """What the subscriber saw: per stream, stamp (ns) -> arrival (ns, this clock)."""
+
+    by_stream: list[dict[int, int]] = field(default_factory=list)
+    sent: list[int] = field(default_factory=list)
+
+
+def _messages(kind: str, frames: list[bytes], images: list[np.ndarray]) -> list:
+    """One message per frame: CompressedImage (JPEG bytes) or Image (bgr8)."""
+    from sensor_msgs.msg import CompressedImage, Image
+
+    if kind == "compressed":
+        return [CompressedImage(format="jpeg", data=f) for f in frames]
+    out = []
+    for img in images:
+        h, w = img.shape[:2]
+        msg = Image(height=h, width=w, encoding="bgr8", step=w * 3)
+        msg.data = img.tobytes()
+        out.append(msg)
+    return out
+
+
+def _wait_for_graph(node, pubs, outputs: list[str], timeout_s: float = 60.0) -> None:
+    end = time.monotonic() + timeout_s
+    while any(p.get_subscription_count() < 1 for p in pubs) or any(
+        node.count_publishers(t) < 1 for t in outputs
+    ):
+        if time.monotonic() > end:
+            raise SystemExit("the bridge did not subscribe / advertise within 60 s")
+        time.sleep(0.1)
+
+
+def _publish_loop(pubs, messages: list, fps: float, duration_s: float, sent: list[int]) -> None:
+    """Frame i of stream s leaves at t0 + s / (N fps) + i / fps, stamped with the time it is
+    published (its capture time); open loop, whatever the answers do."""
+    n = len(pubs)
+    t0 = time.perf_counter() + 0.1
+    schedule = sorted(
+        (t0 + s / (n * fps) + i / fps, s, i) for s in range(n) for i in range(int(duration_s * fps))
+    )
+    for due, s, i in schedule:
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        msg = messages[i % len(messages)]
+        ns = time.time_ns()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(ns, 1_000_000_000)
+        msg.header.frame_id = f"camera{s}"
+        pubs[s].publish(msg)
+        sent[s] += 1
+
+
+def drive(
+    inputs: list[str],
+    outputs: list[str],
+    kind: str,
+    frames: list[bytes],
+    images: list[np.ndarray],
+    fps: float,
+    duration_s: float,
+    settle_s: float = 2.0,
+) -> Arrivals:
+    """Publish on ``inputs`` at ``fps`` each for ``duration_s``; record arrivals on
+    ``outputs`` until ``settle_s`` after the last frame."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CompressedImage, Image
+    from vision_msgs.msg import Detection2DArray
+
+    rclpy.init()
+    node = rclpy.create_node("understudy_ros_bench")
+    msg_type = CompressedImage if kind == "compressed" else Image
+    pubs = [node.create_publisher(msg_type, t, qos_profile_sensor_data) for t in inputs]
+    result = Arrivals([{} for _ in inputs], [0] * len(inputs))
+
+    def on_answer(stream: int):
+        seen = result.by_stream[stream]
+
+        def callback(msg) -> None:
+            arrival = time.time_ns()
+            seen[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] = arrival
+
+        return callback
+
+    for s, topic in enumerate(outputs):
+        node.create_subscription(Detection2DArray, topic, on_answer(s), 10)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        _wait_for_graph(node, pubs, outputs)
+        messages = _messages(kind, frames, images)
+        _publish_loop(pubs, messages, fps, duration_s, result.sent)
+        time.sleep(settle_s)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return result
