@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.accuracy_jobs import label
-from runtime.files import write_atomic, write_json_atomic
+from runtime.files import save_figure, write_atomic, write_json_atomic
 from runtime.measure import machine, markdown_table, today
 
 RESULTS = Path(__file__).resolve().parent / "results" / "accuracy.json"
@@ -124,8 +124,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_title("nano students vs the large teacher (dots: seeds)")
     plt.xticks(rotation=30, ha="right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import command_line
-from runtime.files import write_atomic, write_json_atomic
+from runtime.files import save_figure, write_atomic, write_json_atomic
 from runtime.measure import machine, markdown_table, today
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -385,7 +385,6 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from runtime.files import atomic_path
 
     rows = doc["rows"]
     keys = [("site_map50_95", "site\nmAP50-95"), ("original_map50_95", "original\nmAP50-95")]
@@ -400,11 +399,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     ax.set_title(f"site adaptation ({doc['configuration']['scale']})", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from runtime.files import atomic_path, write_atomic, write_json_atomic
+from runtime.files import save_figure, write_atomic, write_json_atomic
 from runtime.measure import machine, markdown_table, today
 
 # the targets: (check, limit, "max" | "min")
@@ -221,6 +221,4 @@ def _plot(samples: list[dict], row: dict, path: Path) -> None:
         fontsize=9,
     )
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from runtime.budget import Budget, Check, check_budget, summarize
-from runtime.files import write_atomic, write_json_atomic
+from runtime.files import save_figure, write_atomic, write_json_atomic
 from runtime.measure import (
     machine,
     markdown_table,
@@ -296,7 +296,4 @@ def _plot(result: GateResult, path: Path) -> Path | None:
     ax.set_xscale("log")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -77,6 +77,20 @@ def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 1) -> Pat
     return write_atomic(path, json.dumps(obj, indent=indent) + "\n")
 
 
+def save_figure(fig: Any, path: str | Path, dpi: int | None = None) -> Path:
+    """Save a matplotlib figure atomically (the PNG of a report or benchmark), creating
+    the folder, and close it (also when saving fails)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
 def ensure_writable(path: str | Path) -> None:
     """Raise a one-line UnderstudyError naming ``path`` unless a file can be written there."""
     path = Path(path)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runtime.files import atomic_path, write_atomic, write_json_atomic
+from runtime.files import save_figure, write_atomic, write_json_atomic
 from runtime.measure import markdown_table
 
 
@@ -142,9 +142,4 @@ def plot(report: dict[str, Any], path: str | Path) -> Path:
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=8)
     fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp)
-    finally:
-        plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)

@@ -12,7 +12,7 @@ from distill.auto.report import AutoReport
 from distill.auto.report_md import markdown
 from distill.auto.screen import frontier_metric
 from distill.auto.store import write_json
-from runtime.files import atomic_path, write_atomic
+from runtime.files import save_figure, write_atomic
 
 
 def write_report(report: AutoReport, out_dir: str | Path) -> dict[str, Path]:
@@ -80,9 +80,4 @@ def plot_frontier(report: AutoReport, path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp)
-    finally:
-        plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
