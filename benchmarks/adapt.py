@@ -385,7 +385,6 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
     rows = doc["rows"]
     keys = [("site_map50_95", "site\nmAP50-95"), ("original_map50_95", "original\nmAP50-95")]
     fig, ax = plt.subplots(figsize=(6, 3.8), dpi=110)
