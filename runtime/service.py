@@ -31,6 +31,23 @@ from runtime.shadow_saver import FrameTag
 from runtime.stream_session import FrameMeta, Rejected, StreamSession, frame_meta
 
 
+def require_ready(
+    context: grpc.ServicerContext,
+    scheduler: Scheduler | None,
+    refused: str | None,
+    stopping: bool,
+) -> Scheduler:
+    """The scheduler of a servicer that may answer now; else the call is aborted with
+    UNAVAILABLE and one line: refused (a failed strict budget), shutting down, or the
+    model still loading. Shared by understudy.v1 and the KServe servicer."""
+    if refused is not None:
+        context.abort(grpc.StatusCode.UNAVAILABLE, f"the server refuses: {refused}")
+    if scheduler is None or stopping:
+        state = "shutting down" if stopping else "loading the model"
+        context.abort(grpc.StatusCode.UNAVAILABLE, f"the server is {state}; retry later")
+    return scheduler  # type: ignore[return-value]
+
+
 class ShadowReporter(Protocol):
     """What GetModelInfo needs from a shadow teacher (``runtime.shadow.ShadowTeacher``)."""
 
@@ -127,13 +144,7 @@ class DetectorServicer(pb_grpc.DetectorServicer):
 
     # ------------------------------------------------------------------ helpers
     def _require_ready(self, context: grpc.ServicerContext) -> Scheduler:
-        scheduler = self._scheduler
-        if self._refused is not None:
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"the server refuses: {self._refused}")
-        if scheduler is None or self._stopping:
-            state = "shutting down" if self._stopping else "loading the model"
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"the server is {state}; retry later")
-        return scheduler  # type: ignore[return-value]
+        return require_ready(context, self._scheduler, self._refused, self._stopping)
 
     def prepare(self, frame: pb.Frame) -> tuple[np.ndarray, FrameMeta, float]:
         """Validate the budget and decode the image: (image, meta, decode_ms)."""

@@ -43,6 +43,7 @@ from runtime.proto.inference import grpc_service_pb2_grpc as kpb_grpc
 from runtime.proto.inference import model_config_pb2 as mc
 from runtime.scheduler import Answered, Dropped, Failed, Job, Outcome, Scheduler
 from runtime.server_config import ServerConfig
+from runtime.service import require_ready
 from runtime.stream_session import FrameMeta, Rejected, StreamSession
 
 log = logging.getLogger(__name__)
@@ -138,13 +139,7 @@ class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
 
     # ------------------------------------------------------------------ helpers
     def _require_ready(self, context: grpc.ServicerContext) -> Scheduler:
-        scheduler = self._scheduler
-        if self._refused is not None:
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"the server refuses: {self._refused}")
-        if scheduler is None or self._stopping:
-            state = "shutting down" if self._stopping else "loading the model"
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"the server is {state}; retry later")
-        return scheduler  # type: ignore[return-value]
+        return require_ready(context, self._scheduler, self._refused, self._stopping)
 
     def _model(self, name: str, version: str) -> DetectionModel | RawModel:
         model = self.models.get(name)
