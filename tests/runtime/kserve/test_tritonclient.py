@@ -17,6 +17,7 @@ from runtime.frames import encode_image
 from runtime.pipeline import Detector
 from runtime.proto.inference import grpc_service_pb2 as kpb
 from runtime.proto.inference import model_config_pb2 as mc
+from tests.runtime.kserve.proto_shapes import describe
 from tests.runtime.serving_fakes import FakeDetector, hold, metric, running, wait_until
 from tests.runtime.tiny_models import build_conv_model, make_spec
 
@@ -36,37 +37,9 @@ def run_checks(python: Path, scenario: str, args: dict) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _our_descriptors() -> dict:
-    messages, enums = {}, {}
-
-    def walk(message) -> None:
-        messages[message.full_name] = {
-            f.name: [
-                f.number,
-                f.type,
-                f.is_repeated,
-                f.message_type.full_name if f.message_type else "",
-            ]
-            for f in message.fields
-        }
-        for enum in message.enum_types:
-            enums[enum.full_name] = {v.name: v.number for v in enum.values}
-        for nested in message.nested_types:
-            walk(nested)
-
-    for module in (kpb, mc):
-        for message in module.DESCRIPTOR.message_types_by_name.values():
-            walk(message)
-        for enum in module.DESCRIPTOR.enum_types_by_name.values():
-            enums[enum.full_name] = {v.name: v.number for v in enum.values}
-    service = kpb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
-    methods = {m.name: [m.input_type.full_name, m.output_type.full_name] for m in service.methods}
-    return {"messages": messages, "enums": enums, "methods": methods}
-
-
 def test_protos_are_wire_compatible_with_tritonclients(triton_python: Path) -> None:
     theirs = run_checks(triton_python, "descriptors", {})
-    ours = _our_descriptors()
+    ours = describe([kpb, mc], kpb)
     assert ours["messages"], "no messages found"
     for message, fields in ours["messages"].items():
         assert message in theirs["messages"], f"{message} is not a Triton message"

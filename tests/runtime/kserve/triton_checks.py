@@ -20,37 +20,14 @@ import sys
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+from proto_shapes import describe  # this script's folder is on sys.path
 from tritonclient.utils import InferenceServerException
 
 
 def descriptors(_args: dict) -> dict:
     from tritonclient.grpc import model_config_pb2, service_pb2
 
-    messages, enums = {}, {}
-
-    def walk(message) -> None:
-        messages[message.full_name] = {
-            f.name: [
-                f.number,
-                f.type,
-                f.label == f.LABEL_REPEATED,  # protobuf < 5: no is_repeated
-                f.message_type.full_name if f.message_type else "",
-            ]
-            for f in message.fields
-        }
-        for enum in message.enum_types:
-            enums[enum.full_name] = {v.name: v.number for v in enum.values}
-        for nested in message.nested_types:
-            walk(nested)
-
-    for module in (service_pb2, model_config_pb2):
-        for message in module.DESCRIPTOR.message_types_by_name.values():
-            walk(message)
-        for enum in module.DESCRIPTOR.enum_types_by_name.values():
-            enums[enum.full_name] = {v.name: v.number for v in enum.values}
-    service = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
-    methods = {m.name: [m.input_type.full_name, m.output_type.full_name] for m in service.methods}
-    return {"messages": messages, "enums": enums, "methods": methods}
+    return describe([service_pb2, model_config_pb2], service_pb2)
 
 
 def _error(call) -> list:
