@@ -13,7 +13,10 @@ rerunning skips finished rows and reuses trained models under --runs):
 - hybrid: nano distilled with the hybrid method, seeds 0 and 1
 - label-scarce (labelled_fraction 0.2): "scratch" on 20% of the labelled images, and
   "pseudo" = hybrid distillation on the same 20% + the other 80% as unlabelled frames
-  (teacher pseudo-labels + KD targets), seeds 0 and 1
+  (teacher pseudo-labels + KD targets) from the teacher trained on 100% of the labels,
+  seeds 0 and 1; "pseudo-own" = the same, from a `large` teacher trained on that seed's 20%
+  only (run `teacher-l20-s<seed>`, its own row: "teacher" at 20%), the protocol a user with
+  20% of the labels can follow
 - int8: the INT8 Q/DQ export of hybrid seed 0, evaluated through ONNX Runtime
 - onnx-yolo (seeds 0 and 1) / onnx-detr (seed 0): nano distilled from the teacher exported
   as a single-output YOLO / a DETR-layout ONNX detector (another family's layout, read by
@@ -67,18 +70,34 @@ def plan(args: argparse.Namespace) -> list[dict]:
     for seed in args.seeds:
         runs.append(dict(model="scratch", size="nano", seed=seed, frac=0.2))
         runs.append(dict(model="pseudo", size="nano", seed=seed, frac=0.2))
+        runs.append(dict(model="teacher", size="large", seed=seed, frac=0.2))
+        runs.append(dict(model="pseudo-own", size="nano", seed=seed, frac=0.2))
     runs.append(dict(model="hybrid", size="nano", seed=args.seeds[0], frac=1.0, int8=True))
     for seed in args.seeds:
         runs.append(dict(model="onnx-yolo", size="nano", seed=seed, frac=1.0))
     runs.append(dict(model="onnx-detr", size="nano", seed=args.seeds[0], frac=1.0))
     if args.only:
-        runs = [
-            r for r in runs if r["model"] in args.only or ("int8" in args.only and r.get("int8"))
-        ]
+        runs = [r for r in runs if _asked(r, args.only)]
     for name in getattr(args, "recipes", None) or []:  # asked for by name: never filtered
         for seed in args.seeds:
             runs.append(dict(model="hybrid", recipe=name, size="nano", seed=seed, frac=1.0))
     return runs
+
+
+def _asked(r: dict, only: list[str]) -> bool:
+    """Whether ``--only`` names this run: "teacher" is the 100% teacher; a 20% teacher comes
+    with "pseudo-own" (or "teacher-l20")."""
+    if r["model"] == "teacher" and r["frac"] != 1.0:
+        return "pseudo-own" in only or "teacher-l20" in only
+    return r["model"] in only or ("int8" in only and bool(r.get("int8")))
+
+
+def teacher_of(r: dict, args: argparse.Namespace) -> Path:
+    """The checkpoint a distilled run learns from: the 100% teacher, or for "pseudo-own"
+    the teacher trained on the same seed's 20% of the labels."""
+    if r["model"] == "pseudo-own":
+        return Path(args.runs) / run_name(dict(model="teacher", seed=r["seed"], frac=r["frac"]))
+    return Path(args.runs) / "teacher"
 
 
 def scarce_unlabelled(data: str, seed: int, folder: Path) -> Path:
@@ -97,7 +116,7 @@ def scarce_unlabelled(data: str, seed: int, folder: Path) -> Path:
 
 def kd_overrides(r: dict, args: argparse.Namespace) -> list[str]:
     """configs/bench_distill.yaml overrides of a distilled run: method, seed, labels, recipe."""
-    method = "hybrid" if r["model"] in ("pseudo", *EXTERNAL) else r["model"]
+    method = "hybrid" if r["model"] in ("pseudo", "pseudo-own", *EXTERNAL) else r["model"]
     over = [f"kd.method={method}", f"seed={r['seed']}", f"labelled_fraction={r['frac']}"]
     return [*over, *RECIPES.get(r.get("recipe", ""), []), *args.set]
 
@@ -112,6 +131,8 @@ def train_run(r: dict, args: argparse.Namespace) -> Path:
     over = [f"seed={r['seed']}", f"labelled_fraction={r['frac']}", *args.set]
     if r["model"] == "teacher":
         over = [*args.set, *getattr(args, "teacher_set", [])]
+        if r["frac"] != 1.0:  # the label-scarce teacher: the seed picks the same 20% subset
+            over = [f"seed={r['seed']}", f"labelled_fraction={r['frac']}", *over]
         cfg = load(TrainConfig, ROOT / "configs" / "bench_teacher.yaml", over)
         return train(cfg, args.data, out, resume=True, progress=args.progress)
     if r["model"] == "scratch":
@@ -119,11 +140,11 @@ def train_run(r: dict, args: argparse.Namespace) -> Path:
         return train(cfg, args.data, out, resume=True, progress=args.progress)
     cfg = load(DistillConfig, ROOT / "configs" / "bench_distill.yaml", kd_overrides(r, args))
     unlabelled = None
-    if r["model"] == "pseudo":
+    if r["model"] in ("pseudo", "pseudo-own"):
         unlabelled = str(
             scarce_unlabelled(args.data, r["seed"], Path(args.runs) / f"unlabelled-s{r['seed']}")
         )
-    teacher = Path(args.runs) / "teacher" / "model.pt"
+    teacher = teacher_of(r, args) / "model.pt"
     if r["model"] in EXTERNAL:
         teacher = external_teacher(teacher, EXTERNAL[r["model"]], cfg.img_size)
     return distill(

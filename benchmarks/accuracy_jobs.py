@@ -60,7 +60,9 @@ def groupable(r: dict) -> bool:
 def run_name(r: dict) -> str:
     frac = "" if r["frac"] == 1.0 else f"-l{int(r['frac'] * 100)}"
     recipe = f"-{r['recipe']}" if r.get("recipe") else ""
-    return "teacher" if r["model"] == "teacher" else f"{r['model']}{recipe}{frac}-s{r['seed']}"
+    if r["model"] == "teacher":  # the benchmark's teacher; a label-scarce one per seed
+        return "teacher" if not frac else f"teacher{frac}-s{r['seed']}"
+    return f"{r['model']}{recipe}{frac}-s{r['seed']}"
 
 
 def group_singles(pending: list[dict], args: argparse.Namespace) -> list[dict]:
@@ -101,6 +103,8 @@ def needs(r: dict, runs: list[dict]) -> list[str]:
         deps = [run_name(dict(r, int8=False))]
     elif r["model"] in ("teacher", "scratch"):
         deps = []
+    elif r["model"] == "pseudo-own":  # the teacher trained on the same 20%
+        deps = [run_name(dict(model="teacher", seed=r["seed"], frac=r["frac"]))]
     else:
         deps = ["teacher"]
     return [d for d in deps if d in names]

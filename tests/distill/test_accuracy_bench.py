@@ -23,7 +23,8 @@ def test_plan_has_every_row_of_the_issue() -> None:
     for expected in ("scratch-s0", "scratch-s1", "hybrid-s0", "hybrid-s1", "logit-s0", "ld-s0",
                      "feature-s0", "cwd-s0", "attention-s0", "scratch-l20-s0", "scratch-l20-s1",
                      "pseudo-l20-s0", "pseudo-l20-s1", "hybrid-s0-int8", "onnx-yolo-s0",
-                     "onnx-yolo-s1", "onnx-detr-s0"):  # fmt: skip
+                     "onnx-yolo-s1", "onnx-detr-s0", "teacher-l20-s0", "teacher-l20-s1",
+                     "pseudo-own-l20-s0", "pseudo-own-l20-s1"):  # fmt: skip
         assert expected in names
 
 
@@ -88,6 +89,33 @@ def test_tiny_benchmark_runs_in_parallel_and_resumes(tiny_data: Path, tmp_path: 
     assert accuracy.main([*common, *only]) == 0  # everything done: nothing retrained
     assert (tmp_path / "runs" / "logit-s0" / "model.pt").stat().st_mtime_ns == stamp
     assert len(json.loads(out.read_text())["rows"]) == len(rows)
+
+
+def test_label_scarce_rows_with_a_teacher_of_the_same_labels(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    """pseudo-own: its teacher is trained on the same seed's 20% only, waits for it, and
+    the student learns from it (not from the 100% teacher); --only pseudo-own brings it."""
+    runs = accuracy.plan(args(only=["pseudo-own"], seeds=[1]))
+    assert [ajobs.job_name(r) for r in runs] == ["teacher-l20-s1", "pseudo-own-l20-s1"]
+    assert ajobs.needs(runs[1], runs) == ["teacher-l20-s1"] and ajobs.needs(runs[0], runs) == []
+    assert [ajobs.job_name(r) for r in accuracy.plan(args(only=["teacher"]))] == ["teacher"]
+    out, root = tmp_path / "acc.json", tmp_path / "runs"
+    common = ["--data", str(tiny_data), "--runs", str(root), "--out", str(out), "--seeds", "1",
+              "--set", "img_size=64", "--set", "epochs=1", "--set", "max_steps=1",
+              "--set", "batch_size=4", "--set", "eval_every=0", "--set", "bf16=off",
+              "--teacher-set", "model=small"]  # fmt: skip
+    assert accuracy.main([*common, "--only", "pseudo-own"]) == 0
+    rows = {r["model"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"teacher", "pseudo-own"}
+    assert rows["teacher"]["labelled_fraction"] == rows["pseudo-own"]["labelled_fraction"] == 0.2
+    assert not (root / "teacher").exists()  # the 100% teacher was neither needed nor trained
+    teacher = read_checkpoint(root / "teacher-l20-s1" / "model.pt")["config"]
+    assert (teacher["labelled_fraction"], teacher["seed"]) == (0.2, 1)  # the student's subset
+    student = read_checkpoint(root / "pseudo-own-l20-s1" / "model.pt")
+    assert Path(student["teacher"]).parent.name == "teacher-l20-s1"
+    assert student["config"]["kd"]["method"] == "hybrid"
+    assert (root / "unlabelled-s1").is_dir()  # the other 80% as unlabelled frames
 
 
 def test_rows_from_a_teacher_in_other_layouts(tiny_data: Path, tmp_path: Path) -> None:
