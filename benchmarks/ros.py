@@ -23,6 +23,13 @@ records when each Detection2DArray arrives. Per answered frame:
 - ``over_grpc`` = added - grpc = ros_in + publish + ros_out: what the bridge adds over a
   gRPC client that streams the same frames to the server directly.
 
+Then, on the same server, ``direct``: N clients without ROS stream the same frames at the
+same rate straight to the server (runtime.client's StreamCall with a one-frame slot and a
+receiver thread, as the bridge's link does), each frame stamped when it is offered;
+``direct_added`` = answer read - offered - the server's total time: what any such gRPC
+client adds, the floor for the bridge's ``grpc`` part. ``--transport unix`` serves on a
+Unix domain socket too (``understudy serve --unix-socket``) and both clients dial it.
+
 Frames of the first ``--warmup`` seconds are left out. Drops: frames published that
 never got an answer (the bridge's slot, or the server's budget / keep-latest policy), as
 counted by this subscriber, with the bridge's own counts beside them.
@@ -58,6 +65,7 @@ INPUTS = {  # kind -> (message published, bridge --encode)
 # e2e = server + added; added = ros_in + grpc + publish + ros_out (see the docstring)
 # over_grpc = added - grpc: what the bridge adds over a gRPC client streaming directly
 PARTS = ("e2e", "server", "added", "over_grpc", "ros_in", "grpc", "publish", "ros_out")
+DIRECT_PARTS = ("direct_server", "direct_added")
 MD_COLUMNS = [
     ("input", "input"),
     ("streams", "streams"),
@@ -77,6 +85,8 @@ MD_COLUMNS = [
     ("grpc_p50_ms", "gRPC p50"),
     ("publish_p50_ms", "publish p50"),
     ("ros_out_p50_ms", "ROS out p50"),
+    ("direct_added_p50_ms", "direct client added p50"),
+    ("direct_added_p90_ms", "direct p90"),
 ]
 COUNTS = re.compile(
     r"(\S+): (\d+) received, (\d+) published, (\d+) dropped \(bridge (\d+), server (\d+)"
@@ -92,6 +102,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2.0, help="seconds left out at the start")
     p.add_argument("--budget-ms", type=float, default=33.0, help="the server's frame budget")
     p.add_argument("--threads", type=int, default=None, help="model threads of the server")
+    p.add_argument(
+        "--transport",
+        choices=("tcp", "unix"),
+        default="tcp",
+        help="how the bridge and the direct clients reach the server: loopback TCP or a Unix "
+        "domain socket",
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     return p.parse_args(argv)
 
@@ -153,8 +170,20 @@ def latencies(arrivals, trace: Path, inputs: list[str], since_ns: int) -> dict[s
     return out
 
 
+def direct_latencies(results, since_ns: int) -> dict[str, list[float]]:
+    """The direct clients' answered frames offered after ``since_ns``: the server's total
+    ms and what the client added (answer read - offered - server total), ms."""
+    out: dict[str, list[float]] = {k: [] for k in DIRECT_PARTS}
+    for r in results:
+        for offered, answered, server in zip(r.offered_ns, r.answered_ns, r.server_ms):
+            if offered >= since_ns:
+                out["direct_server"].append(server)
+                out["direct_added"].append((answered - offered) / 1e6 - server)
+    return out
+
+
 def run_scenario(args, kind: str, streams: int, fps: float, frames, images) -> dict:
-    from benchmarks.ros_load import drive
+    from benchmarks.ros_load import drive, drive_direct
 
     msg_kind, encode = INPUTS[kind]
     suffix = "/compressed" if msg_kind == "compressed" else ""
@@ -162,23 +191,33 @@ def run_scenario(args, kind: str, streams: int, fps: float, frames, images) -> d
     outputs = [f"{t}/detections" for t in inputs] if streams > 1 else ["/detections"]
     serve = ["--model", str(args.model), "--budget-ms", str(args.budget_ms)]
     serve += ["--threads", str(args.threads)] if args.threads else []
-    server = Server(serve)
     with tempfile.TemporaryDirectory() as tmp:
+        socket = Path(tmp) / "serve.sock"
+        server = Server(
+            serve + (["--unix-socket", str(socket)] if args.transport == "unix" else [])
+        )
+        target = f"unix:{socket}" if args.transport == "unix" else server.target
         trace = Path(tmp) / "trace.jsonl"
-        bridge = start_bridge(server.target, inputs, encode, trace)
+        bridge = start_bridge(target, inputs, encode, trace)
         try:
             t0 = time.time_ns()
             arrivals = drive(inputs, outputs, msg_kind, frames, images, fps, args.duration)
         finally:
             counts = stop_bridge(bridge)
+        try:
+            t1 = time.time_ns()
+            direct = drive_direct(target, frames, streams, fps, args.duration)
+        finally:
             server.stop()
         lat = latencies(arrivals, trace, inputs, t0 + int(args.warmup * 1e9))
+        lat.update(direct_latencies(direct, t1 + int(args.warmup * 1e9)))
     sent, answered = sum(arrivals.sent), sum(len(s) for s in arrivals.by_stream)
     row = {
         "input": kind,
         "streams": streams,
         "fps_per_stream": fps,
         "budget_ms": args.budget_ms,
+        "transport": args.transport,
         "sent": sent,
         "answered": answered,
         "drop_rate": round(1 - answered / sent, 4) if sent else 0.0,
@@ -186,6 +225,9 @@ def run_scenario(args, kind: str, streams: int, fps: float, frames, images) -> d
         "server_dropped": sum(c["server"] for c in counts.values()),
         "bridge_received": sum(c["received"] for c in counts.values()),
         "measured": len(lat["added"]),
+        "direct_sent": sum(r.sent for r in direct),
+        "direct_answered": sum(len(r.answered_ns) for r in direct),
+        "direct_measured": len(lat["direct_added"]),
     }
     for key, values in lat.items():
         for q in (50, 90, 99):
@@ -206,7 +248,9 @@ def write_results(out: Path, rows: list[dict], command: str, load: float) -> Non
         "",
         "added = (Detection2DArray arrival - header stamp) - the server's total time for the "
         "frame; all times in ms, medians and percentiles over the answered frames after the "
-        "warm-up. Drops: frames published that got no Detection2DArray.",
+        "warm-up. Drops: frames published that got no Detection2DArray. direct client added: "
+        "on the same server, the same frames streamed by a gRPC client without ROS (answer "
+        "read - frame offered - the server's total time), the floor of the gRPC part.",
         "",
         *markdown_table(rows, MD_COLUMNS),
         "",

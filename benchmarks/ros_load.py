@@ -113,3 +113,71 @@ def drive(
         node.destroy_node()
         rclpy.try_shutdown()
     return result
+
+
+@dataclass
+class DirectTimes:
+    """What a direct StreamDetect client saw, per answered frame: when it offered the frame
+    (ns), when the answer came back (ns) and the server's total time (ms)."""
+
+    offered_ns: list[int] = field(default_factory=list)
+    answered_ns: list[int] = field(default_factory=list)
+    server_ms: list[float] = field(default_factory=list)
+    sent: int = 0
+
+
+def _direct_stream(
+    target: str, camera: str, frames: list[bytes], due: list[float], out: DirectTimes
+) -> None:
+    """One camera streamed straight to the server as the bridge does it (runtime.client's
+    StreamCall, a one-frame slot, a receiver thread), without ROS: frame ``i`` is offered at
+    ``due[i]`` (perf_counter s), stamped with the time it is offered."""
+    from runtime.client import DetectorClient
+
+    client = DetectorClient(target, own_connection=True)
+    call = client.open_stream(camera_id=camera, queue_size=1)
+    offered: dict[int, int] = {}
+
+    def receive() -> None:
+        for response in call:
+            now = time.time_ns()
+            if response.WhichOneof("kind") == "result":
+                r = response.result
+                out.offered_ns.append(offered[r.frame_id])
+                out.answered_ns.append(now)
+                out.server_ms.append(r.timings.total_ms)
+
+    receiver = threading.Thread(target=receive, daemon=True)
+    receiver.start()
+    for i, t in enumerate(due):
+        delay = t - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        ns = time.time_ns()
+        offered[i] = ns
+        call.send(frames[i % len(frames)], frame_id=i, capture_time_ns=ns)
+        out.sent += 1
+    call.close()
+    receiver.join(30)
+    client.close()
+
+
+def drive_direct(
+    target: str, frames: list[bytes], streams: int, fps: float, duration_s: float
+) -> list[DirectTimes]:
+    """``streams`` direct clients at ``fps`` each, staggered like ``drive``'s topics."""
+    t0 = time.perf_counter() + 0.2
+    results = [DirectTimes() for _ in range(streams)]
+    threads = []
+    for s in range(streams):
+        due = [t0 + s / (streams * fps) + i / fps for i in range(int(duration_s * fps))]
+        threads.append(
+            threading.Thread(
+                target=_direct_stream, args=(target, f"direct{s}", frames, due, results[s])
+            )
+        )
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(duration_s + 60)
+    return results

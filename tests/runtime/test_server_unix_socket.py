@@ -1,0 +1,74 @@
+"""`understudy serve --unix-socket PATH`: the server also listens on a Unix domain socket
+and clients dial it as ``unix:PATH`` (Detect and StreamDetect), beside the TCP port."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from runtime.client import DetectorClient
+from runtime.errors import ConfigError
+from runtime.server import build_server
+from runtime.server_config import ServerConfig
+from tests.runtime.serving_fakes import FakeDetector, running, solid
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_clients_dial_the_unix_socket_and_tcp_still_answers(tmp_path: Path) -> None:
+    path = tmp_path / "serve.sock"
+    with running(FakeDetector(), unix_socket=str(path)) as (server, tcp):
+        assert path.is_socket()
+        assert server.unix_target == f"unix:{path}"
+        with DetectorClient(f"unix:{path}", timeout=10) as client:
+            assert client.health() == "SERVING"
+            assert len(client.detect(solid(1, h=40, w=80)).detections) == 1
+            with client.open_stream(camera_id="cam", encode="raw") as call:
+                for i in range(3):
+                    call.send(solid(i), frame_id=i)
+                call.close()
+                kinds = [r.WhichOneof("kind") for r in call]
+            assert kinds == ["result"] * 3
+        assert len(tcp.detect(solid(2)).detections) == 1  # the TCP port serves as before
+
+
+def test_a_stale_socket_file_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "serve.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))  # left behind by a server that was killed
+    stale.close()
+    assert path.is_socket()
+    with (
+        running(FakeDetector(), unix_socket=str(path)),
+        DetectorClient(f"unix:{path}", timeout=10) as client,
+    ):
+        assert client.health() == "SERVING"
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [("missing/serve.sock", "does not exist"), ("plain-file", "not a socket")],
+)
+def test_a_path_that_cannot_be_a_socket_is_a_config_error(
+    tmp_path: Path, where: str, message: str
+) -> None:
+    (tmp_path / "plain-file").write_text("keep me")
+    config = ServerConfig(port=0, unix_socket=str(tmp_path / where))
+    with pytest.raises(ConfigError, match=f"--unix-socket .*{message}"):
+        build_server(FakeDetector(), config)
+    assert (tmp_path / "plain-file").read_text() == "keep me"
+
+
+def test_the_serve_flag_sets_the_socket() -> None:
+    from runtime.cli import build_parser
+    from runtime.commands.serve import server_config
+
+    args = build_parser().parse_args(
+        ["serve", "--model", "m.onnx", "--unix-socket", "/run/understudy.sock"]
+    )
+    config, _ = server_config(args)
+    assert config.unix_socket == "/run/understudy.sock"
+    default, _ = server_config(build_parser().parse_args(["serve", "--model", "m.onnx"]))
+    assert default.unix_socket is None
