@@ -222,6 +222,24 @@ def _deserialize(raw: bytes, msg_type: Any) -> Any:
         raise InputError(f"{msg_type.__name__}: cannot be deserialized ({e})") from e
 
 
+def make_executor(kind: str) -> Any:
+    """rclpy's EventsExecutor for "events" (where this rclpy has it), else its
+    SingleThreadedExecutor. The events executor waits and dispatches in C++: measured in
+    benchmarks/results/ros.md, it takes less time from a message's arrival to its callback."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    if kind == "events":
+        try:
+            from rclpy.experimental import EventsExecutor
+        except ImportError:
+            log.info("this rclpy has no EventsExecutor: using the SingleThreadedExecutor")
+        else:
+            log.info("executor: EventsExecutor")
+            return EventsExecutor()
+    log.info("executor: SingleThreadedExecutor")
+    return SingleThreadedExecutor()
+
+
 def run_bridge(options: BridgeOptions, ros_args: list[str] | None = None) -> int:
     """Run the bridge node until Ctrl-C / SIGTERM / ROS shutdown; returns the exit code.
 
@@ -230,7 +248,7 @@ def run_bridge(options: BridgeOptions, ros_args: list[str] | None = None) -> int
     miss a signal now and then, leaving the node running)."""
     try:
         import rclpy
-        from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+        from rclpy.executors import ExternalShutdownException
         from rclpy.signals import SignalHandlerOptions
     except ImportError as e:
         raise MissingPackage(
@@ -245,7 +263,7 @@ def run_bridge(options: BridgeOptions, ros_args: list[str] | None = None) -> int
     bridge = None
     try:
         bridge = Bridge(node, options)
-        executor = SingleThreadedExecutor()
+        executor = make_executor(bridge.options.executor)
         executor.add_node(node)
         while not stop.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=SPIN_SLICE_S)

@@ -62,10 +62,16 @@ def ros_env() -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    ("mode", "encode"), [("compressed", "jpeg"), ("image", "raw"), ("image-rgb8", "png")]
+    ("mode", "encode", "executor"),
+    [
+        ("compressed", "jpeg", "events"),
+        ("compressed", "jpeg", "single"),
+        ("image", "raw", "events"),
+        ("image-rgb8", "png", "events"),
+    ],
 )
 def test_bridge_publishes_what_detect_finds(
-    ros_python: Path, frames_and_model, tmp_path: Path, mode: str, encode: str
+    ros_python: Path, frames_and_model, tmp_path: Path, mode: str, encode: str, executor: str
 ) -> None:
     frames, model, records = frames_and_model
     serve = ["serve", "--model", str(model), "--port", "0", "--budget-ms", "10000"]
@@ -79,6 +85,7 @@ def test_bridge_publishes_what_detect_finds(
             in_topic += "/compressed"  # the name tells the type (no --input-type)
         topics = ["--input", in_topic, "--output", out_topic]
         flags = ["--server", target, "--encode", encode, "--stats-period", "0"]
+        flags += ["--executor", executor]
         bridge = subprocess.Popen(
             [str(ros_python), "-m", "runtime.ros", *topics, *flags],
             env=env,
@@ -124,6 +131,8 @@ def test_bridge_publishes_what_detect_finds(
             assert g[4] == w[4]
             assert g[0:4] == pytest.approx(w[0:4], abs=0.02)  # detect rounds to 0.01 px
             assert g[5] == pytest.approx(w[5], abs=1e-4)
+    name = {"events": "EventsExecutor", "single": "SingleThreadedExecutor"}[executor]
+    assert f"executor: {name}" in log, log[-2000:]
     counts = re.search(r"(\d+) received, (\d+) published, .* (\d+) errors", log)
     assert counts is not None, log[-2000:]
     assert int(counts[2]) >= len(answers) and counts[3] == "0", counts[0]
