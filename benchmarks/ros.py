@@ -68,6 +68,9 @@ PARTS = ("e2e", "server", "added", "over_grpc", "ros_in", "grpc", "publish", "ro
 DIRECT_PARTS = ("direct_server", "direct_added")
 MD_COLUMNS = [
     ("input", "input"),
+    ("transport", "transport"),
+    ("executor", "executor"),
+    ("bridge", "bridge at"),
     ("streams", "streams"),
     ("fps_per_stream", "fps/stream"),
     ("sent", "sent"),
@@ -103,6 +106,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--budget-ms", type=float, default=33.0, help="the server's frame budget")
     p.add_argument("--threads", type=int, default=None, help="model threads of the server")
     p.add_argument(
+        "--executor",
+        choices=("events", "single"),
+        default="events",
+        help="the bridge's rclpy executor (its --executor)",
+    )
+    p.add_argument(
+        "--bridge-from",
+        type=Path,
+        default=None,
+        metavar="CHECKOUT",
+        help="run the bridge from another checkout of this project (e.g. a git worktree of an "
+        "older commit) for before/after rows",
+    )
+    p.add_argument(
         "--transport",
         choices=("tcp", "unix"),
         default="tcp",
@@ -110,6 +127,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "domain socket",
     )
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="add the rows to ros.json (a row of the same settings is replaced), each row "
+        "with its own command",
+    )
     return p.parse_args(argv)
 
 
@@ -122,12 +145,42 @@ def use_own_ros_domain() -> None:
     )
 
 
-def start_bridge(target: str, inputs: list[str], encode: str, trace: Path) -> subprocess.Popen:
+def start_bridge(
+    target: str,
+    inputs: list[str],
+    encode: str,
+    trace: Path,
+    executor: str = "events",
+    bridge_from: Path | None = None,
+) -> subprocess.Popen:
+    """The bridge in a subprocess; ``bridge_from``: run the ``runtime`` of that checkout
+    instead (an older version, for before/after rows; it gets no --executor flag)."""
     cmd = [sys.executable, "-m", "runtime.ros", "--server", target, "--encode", encode]
+    env = None
+    if bridge_from is None:
+        cmd += ["--executor", executor]
+    else:
+        env = dict(os.environ, PYTHONPATH=str(bridge_from.resolve()))
     for topic in inputs:
         cmd += ["--input", topic]
     cmd += ["--trace", str(trace), "--stats-period", "0"]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+
+
+def bridge_version(bridge_from: Path | None) -> str:
+    """The commit the bridge runs from: this checkout's, or ``bridge_from``'s."""
+    where = bridge_from or Path(__file__).resolve().parent
+    r = subprocess.run(
+        ["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return (r.stdout.strip() or "unknown") + ("+changes" if dirty else "")
 
 
 def stop_bridge(bridge: subprocess.Popen) -> dict[str, dict[str, int]]:
@@ -198,7 +251,7 @@ def run_scenario(args, kind: str, streams: int, fps: float, frames, images) -> d
         )
         target = f"unix:{socket}" if args.transport == "unix" else server.target
         trace = Path(tmp) / "trace.jsonl"
-        bridge = start_bridge(target, inputs, encode, trace)
+        bridge = start_bridge(target, inputs, encode, trace, args.executor, args.bridge_from)
         try:
             t0 = time.time_ns()
             arrivals = drive(inputs, outputs, msg_kind, frames, images, fps, args.duration)
@@ -218,6 +271,8 @@ def run_scenario(args, kind: str, streams: int, fps: float, frames, images) -> d
         "fps_per_stream": fps,
         "budget_ms": args.budget_ms,
         "transport": args.transport,
+        "executor": "single" if args.bridge_from else args.executor,
+        "bridge": bridge_version(args.bridge_from),
         "sent": sent,
         "answered": answered,
         "drop_rate": round(1 - answered / sent, 4) if sent else 0.0,
@@ -235,24 +290,52 @@ def run_scenario(args, kind: str, streams: int, fps: float, frames, images) -> d
     return row
 
 
-def write_results(out: Path, rows: list[dict], command: str, load: float) -> None:
-    result = {"command": command, "machine": machine(), "date": today(), "load_avg_start": load}
-    result["rows"] = rows
-    write_json_atomic(out / "ros.json", result, indent=2)
+ROW_KEY = (
+    "input",
+    "streams",
+    "fps_per_stream",
+    "transport",
+    "executor",
+    "model",
+    "threads",
+    "bridge",
+)
+
+
+def merge_rows(rows: list[dict], row: dict) -> list[dict]:
+    """``rows`` with ``row`` added last, replacing a row of the same settings (``ROW_KEY``)."""
+    key = [row.get(k) for k in ROW_KEY]
+    return [r for r in rows if [r.get(k) for k in ROW_KEY] != key] + [row]
+
+
+def write_results(out: Path, rows: list[dict], machine_line: str) -> None:
+    """ros.json and ros.md; each row carries its own command, date and load average."""
+    write_json_atomic(out / "ros.json", {"machine": machine_line, "rows": rows}, indent=2)
+    commands = list(dict.fromkeys(r["command"] for r in rows))
     lines = [
         "# ROS 2 bridge: latency added between a camera topic and its Detection2DArray",
         "",
-        f"Command: `{command}`  ",
-        f"Machine: {result['machine']}  ",
-        f"Date: {result['date']}, load average at start {result['load_avg_start']}",
+        f"Machine: {machine_line}",
+        "",
+        "Commands (row `run` = the command's number; its date and load average at start):",
+        "",
+        *(
+            f"{i}. `{c}` ({r['date']}, load {r['load_avg_start']})"
+            for i, c in enumerate(commands, 1)
+            for r in [next(x for x in rows if x["command"] == c)]
+        ),
         "",
         "added = (Detection2DArray arrival - header stamp) - the server's total time for the "
-        "frame; all times in ms, medians and percentiles over the answered frames after the "
-        "warm-up. Drops: frames published that got no Detection2DArray. direct client added: "
-        "on the same server, the same frames streamed by a gRPC client without ROS (answer "
-        "read - frame offered - the server's total time), the floor of the gRPC part.",
+        "frame; arrival = the subscriber's callback gets the serialized message. All times in "
+        "ms, medians and percentiles over the answered frames after the warm-up. Drops: "
+        "frames published that got no Detection2DArray. direct client added: on the same "
+        "server, the same frames streamed by a gRPC client without ROS (answer read - frame "
+        "offered - the server's total time), the floor of the gRPC part.",
         "",
-        *markdown_table(rows, MD_COLUMNS),
+        *markdown_table(
+            [{**r, "run": commands.index(r["command"]) + 1} for r in rows],
+            [("run", "run"), *MD_COLUMNS],
+        ),
         "",
     ]
     write_atomic(out / "ros.md", "\n".join(lines))
@@ -260,19 +343,25 @@ def write_results(out: Path, rows: list[dict], command: str, load: float) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not args.model.is_file():
+        raise SystemExit(f"--model {args.model}: file not found")
     use_own_ros_domain()
     load = round(os.getloadavg()[0], 2)
+    command = command_line("ros", argv, python=".side-envs/ros/venv/bin/python")
     images = synthetic_frames(640, 480, 30)
     frames = [encode_image(img, "jpeg", 90) for img in images]
-    rows = []
+    path = args.out / "ros.json"
+    rows = json.loads(path.read_text())["rows"] if args.append and path.is_file() else []
     for kind in args.inputs:
         for scenario in args.scenarios:
             n, f = scenario.lower().split("x")
             row = run_scenario(args, kind, int(n), float(f), frames, images)
+            row.update(command=command, date=today(), load_avg_start=load)
+            row.update(model=str(args.model), threads=args.threads)
             print(json.dumps(row), flush=True)
-            rows.append(row)
+            rows = merge_rows(rows, row)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_results(args.out, rows, command_line("ros", argv), load)
+    write_results(args.out, rows, machine())
     return 0
 
 

@@ -121,6 +121,12 @@ class _Reader:
         return RawHeader(sec, nanosec, name.decode("utf-8", "replace"), cdr)
 
 
+def read_header(buf: bytes | memoryview) -> RawHeader:
+    """The header of any serialized message that starts with one (Detection2DArray, Image,
+    CompressedImage). Raises UnknownEncoding or InputError."""
+    return _Reader(buf, "message").header()
+
+
 def read_compressed(buf: bytes | memoryview) -> tuple[RawHeader, str, memoryview]:
     """A serialized CompressedImage: (header, format, JPEG/PNG bytes as a view of ``buf``).
     Raises UnknownEncoding (not plain CDR) or InputError (truncated)."""

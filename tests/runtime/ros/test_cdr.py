@@ -94,3 +94,9 @@ def test_messages_match_rclpy(ros_python: Path) -> None:
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
     )
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
+
+
+def test_the_header_of_any_message_is_read() -> None:
+    header = cdr.read_compressed(COMPRESSED)[0]
+    array = cdr.detection_array_cdr(header, [])
+    assert cdr.read_header(array) == header == cdr.read_header(COMPRESSED)

@@ -89,3 +89,36 @@ def test_direct_clients_stream_to_a_server_like_the_bridge() -> None:
         assert len(r.answered_ns) >= 1 and len(r.offered_ns) == len(r.answered_ns)
         assert all(a > o for o, a in zip(r.offered_ns, r.answered_ns))
         assert all(ms >= 0 for ms in r.server_ms)
+
+
+def test_rows_keep_their_commands_and_a_rerun_replaces_its_row(tmp_path: Path) -> None:
+    from benchmarks.ros import merge_rows, write_results
+
+    def row(executor: str, command: str, added: float) -> dict:
+        return {
+            "input": "compressed",
+            "streams": 1,
+            "fps_per_stream": 30.0,
+            "transport": "tcp",
+            "executor": executor,
+            "model": "m.onnx",
+            "threads": None,
+            "command": command,
+            "date": "2026-11-30",
+            "load_avg_start": 0.1,
+            "added_p50_ms": added,
+        }
+
+    rows = merge_rows([], row("single", "cmd A", 3.0))
+    rows = merge_rows(rows, row("events", "cmd B", 2.0))
+    rows = merge_rows(rows, row("single", "cmd C", 2.5))  # the same settings as A: replaces it
+    assert [(r["executor"], r["command"]) for r in rows] == [
+        ("events", "cmd B"),
+        ("single", "cmd C"),
+    ]
+    write_results(tmp_path, rows, "test machine")
+    saved = json.loads((tmp_path / "ros.json").read_text())
+    assert saved["machine"] == "test machine" and saved["rows"] == rows
+    md = (tmp_path / "ros.md").read_text()
+    assert "1. `cmd B` (2026-11-30, load 0.1)" in md and "2. `cmd C`" in md
+    assert "| 2 | compressed | tcp | single |" in md
