@@ -170,13 +170,14 @@ def start_bridge(
 
 
 def bridge_version(bridge_from: Path | None) -> str:
-    """The commit the bridge runs from: this checkout's, or ``bridge_from``'s."""
-    where = bridge_from or Path(__file__).resolve().parent
+    """The commit the bridge runs from: this checkout's, or ``bridge_from``'s ("+changes"
+    when its runtime/ has uncommitted changes)."""
+    where = bridge_from or Path(__file__).resolve().parents[1]
     r = subprocess.run(
         ["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     )
     dirty = subprocess.run(
-        ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+        ["git", "-C", str(where), "status", "--porcelain", "--", "runtime"],
         capture_output=True,
         text=True,
     ).stdout.strip()
