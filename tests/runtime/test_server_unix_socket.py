@@ -6,13 +6,14 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import grpc
 import pytest
 
 from runtime.client import DetectorClient
 from runtime.errors import ConfigError
 from runtime.server import build_server
 from runtime.server_config import ServerConfig
-from tests.runtime.serving_fakes import FakeDetector, running, solid
+from tests.runtime.serving_fakes import FakeDetector, make_self_signed, running, solid
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -72,3 +73,31 @@ def test_the_serve_flag_sets_the_socket() -> None:
     assert config.unix_socket == "/run/understudy.sock"
     default, _ = server_config(build_parser().parse_args(["serve", "--model", "m.onnx"]))
     assert default.unix_socket is None
+
+
+def test_tls_and_the_token_apply_on_the_socket_too(tmp_path: Path) -> None:
+    token = "s3cret"
+    pair = make_self_signed(tmp_path)
+    if pair is None:
+        pytest.skip("openssl is not available to generate a self-signed certificate")
+    cert, key = pair
+    path = tmp_path / "serve.sock"
+    config = {"tls_cert": str(cert), "tls_key": str(key), "token": token}
+    with running(
+        FakeDetector(),
+        client_kw={"tls_ca": str(cert), "token": token},
+        unix_socket=str(path),
+        **config,
+    ):
+        target = f"unix:{path}"
+        name = {"tls_server_name": "localhost"}  # the certificate's name, not the socket's
+        with DetectorClient(target, tls_ca=str(cert), token=token, timeout=5, **name) as client:
+            assert client.detect(solid(1), frame_id=3).frame_id == 3
+        with DetectorClient(target, tls_ca=str(cert), timeout=5, **name) as anonymous:
+            with pytest.raises(grpc.RpcError) as e:
+                anonymous.detect(solid(1))
+            assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with DetectorClient(target, token=token, timeout=2) as plain:
+            with pytest.raises(grpc.RpcError) as e:
+                plain.detect(solid(1))
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
