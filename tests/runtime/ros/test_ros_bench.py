@@ -122,3 +122,25 @@ def test_rows_keep_their_commands_and_a_rerun_replaces_its_row(tmp_path: Path) -
     md = (tmp_path / "ros.md").read_text()
     assert "1. `cmd B` (2026-11-30, load 0.1)" in md and "2. `cmd C`" in md
     assert "| 2 | compressed | tcp | single |" in md
+
+
+def test_rows_name_the_bridge_version_they_ran(tmp_path: Path) -> None:
+    from benchmarks.ros import bridge_version
+
+    def git(*args: str) -> str:
+        r = subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "runtime").mkdir()
+    (tmp_path / "runtime" / "x.py").write_text("a = 1\n")
+    (tmp_path / "notes.md").write_text("notes\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    commit = git("rev-parse", "--short", "HEAD")
+    assert bridge_version(tmp_path) == commit
+    (tmp_path / "notes.md").write_text("edited\n")  # outside runtime/: the bridge is the same
+    assert bridge_version(tmp_path) == commit
+    (tmp_path / "runtime" / "x.py").write_text("a = 2\n")
+    assert bridge_version(tmp_path) == commit + "+changes"
