@@ -71,6 +71,7 @@ MD_COLUMNS = [
     ("transport", "transport"),
     ("executor", "executor"),
     ("bridge", "bridge at"),
+    ("budget_ms", "budget ms"),
     ("streams", "streams"),
     ("fps_per_stream", "fps/stream"),
     ("sent", "sent"),
@@ -292,6 +293,7 @@ def run_scenario(args, kind: str, streams: int, fps: float, frames, images) -> d
 
 
 ROW_KEY = (
+    "budget_ms",
     "input",
     "streams",
     "fps_per_stream",

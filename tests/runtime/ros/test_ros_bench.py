@@ -121,7 +121,7 @@ def test_rows_keep_their_commands_and_a_rerun_replaces_its_row(tmp_path: Path) -
     assert saved["machine"] == "test machine" and saved["rows"] == rows
     md = (tmp_path / "ros.md").read_text()
     assert "1. `cmd B` (2026-11-30, load 0.1)" in md and "2. `cmd C`" in md
-    assert "| 2 | compressed | tcp | single |" in md
+    assert "| 2 | compressed | tcp | single |" in md  # run, input, transport, executor
 
 
 def test_rows_name_the_bridge_version_they_ran(tmp_path: Path) -> None:
