@@ -20,7 +20,8 @@ pytestmark = pytest.mark.timeout(60)
 
 def test_clients_dial_the_unix_socket_and_tcp_still_answers(tmp_path: Path) -> None:
     path = tmp_path / "serve.sock"
-    with running(FakeDetector(), unix_socket=str(path)) as (server, tcp):
+    # policy "queue": every frame is answered (keep-latest may replace one sent while busy)
+    with running(FakeDetector(), unix_socket=str(path), policy="queue") as (server, tcp):
         assert path.is_socket()
         assert server.unix_target == f"unix:{path}"
         with DetectorClient(f"unix:{path}", timeout=10) as client:
