@@ -14,11 +14,12 @@ import numpy as np
 from runtime.errors import DataError
 
 
-def command_line(name: str, argv: list[str] | None) -> str:
+def command_line(name: str, argv: list[str] | None, python: str = "python") -> str:
     """How to run benchmark ``name`` again with ``argv`` (default: this process's
-    arguments), e.g. ``python -m benchmarks.latency model.onnx --batch 1``."""
+    arguments), e.g. ``python -m benchmarks.latency model.onnx --batch 1``; ``python``: the
+    interpreter to name (e.g. a side environment's)."""
     args = sys.argv[1:] if argv is None else argv
-    return shlex.join(["python", "-m", f"benchmarks.{name}", *args])
+    return shlex.join([python, "-m", f"benchmarks.{name}", *args])
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -23,6 +23,13 @@ records when each Detection2DArray arrives. Per answered frame:
 - ``over_grpc`` = added - grpc = ros_in + publish + ros_out: what the bridge adds over a
   gRPC client that streams the same frames to the server directly.
 
+Then, on the same server, ``direct``: N clients without ROS stream the same frames at the
+same rate straight to the server (runtime.client's StreamCall with a one-frame slot and a
+receiver thread, as the bridge's link does), each frame stamped when it is offered;
+``direct_added`` = answer read - offered - the server's total time: what any such gRPC
+client adds, the floor for the bridge's ``grpc`` part. ``--transport unix`` serves on a
+Unix domain socket too (``understudy serve --unix-socket``) and both clients dial it.
+
 Frames of the first ``--warmup`` seconds are left out. Drops: frames published that
 never got an answer (the bridge's slot, or the server's budget / keep-latest policy), as
 counted by this subscriber, with the bridge's own counts beside them.
@@ -58,8 +65,13 @@ INPUTS = {  # kind -> (message published, bridge --encode)
 # e2e = server + added; added = ros_in + grpc + publish + ros_out (see the docstring)
 # over_grpc = added - grpc: what the bridge adds over a gRPC client streaming directly
 PARTS = ("e2e", "server", "added", "over_grpc", "ros_in", "grpc", "publish", "ros_out")
+DIRECT_PARTS = ("direct_server", "direct_added")
 MD_COLUMNS = [
     ("input", "input"),
+    ("transport", "transport"),
+    ("executor", "executor"),
+    ("bridge", "bridge at"),
+    ("budget_ms", "budget ms"),
     ("streams", "streams"),
     ("fps_per_stream", "fps/stream"),
     ("sent", "sent"),
@@ -77,6 +89,8 @@ MD_COLUMNS = [
     ("grpc_p50_ms", "gRPC p50"),
     ("publish_p50_ms", "publish p50"),
     ("ros_out_p50_ms", "ROS out p50"),
+    ("direct_added_p50_ms", "direct client added p50"),
+    ("direct_added_p90_ms", "direct p90"),
 ]
 COUNTS = re.compile(
     r"(\S+): (\d+) received, (\d+) published, (\d+) dropped \(bridge (\d+), server (\d+)"
@@ -92,7 +106,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2.0, help="seconds left out at the start")
     p.add_argument("--budget-ms", type=float, default=33.0, help="the server's frame budget")
     p.add_argument("--threads", type=int, default=None, help="model threads of the server")
+    p.add_argument(
+        "--executor",
+        choices=("events", "single"),
+        default="events",
+        help="the bridge's rclpy executor (its --executor)",
+    )
+    p.add_argument(
+        "--bridge-from",
+        type=Path,
+        default=None,
+        metavar="CHECKOUT",
+        help="run the bridge from another checkout of this project (e.g. a git worktree of an "
+        "older commit) for before/after rows",
+    )
+    p.add_argument(
+        "--transport",
+        choices=("tcp", "unix"),
+        default="tcp",
+        help="how the bridge and the direct clients reach the server: loopback TCP or a Unix "
+        "domain socket",
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="add the rows to ros.json (a row of the same settings is replaced), each row "
+        "with its own command",
+    )
     return p.parse_args(argv)
 
 
@@ -105,12 +146,43 @@ def use_own_ros_domain() -> None:
     )
 
 
-def start_bridge(target: str, inputs: list[str], encode: str, trace: Path) -> subprocess.Popen:
+def start_bridge(
+    target: str,
+    inputs: list[str],
+    encode: str,
+    trace: Path,
+    executor: str = "events",
+    bridge_from: Path | None = None,
+) -> subprocess.Popen:
+    """The bridge in a subprocess; ``bridge_from``: run the ``runtime`` of that checkout
+    instead (an older version, for before/after rows; it gets no --executor flag)."""
     cmd = [sys.executable, "-m", "runtime.ros", "--server", target, "--encode", encode]
+    env = None
+    if bridge_from is None:
+        cmd += ["--executor", executor]
+    else:
+        env = dict(os.environ, PYTHONPATH=str(bridge_from.resolve()))
     for topic in inputs:
         cmd += ["--input", topic]
     cmd += ["--trace", str(trace), "--stats-period", "0"]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+
+
+def bridge_version(bridge_from: Path | None) -> str:
+    """The commit the bridge runs from: this checkout's, or ``bridge_from``'s ("+changes"
+    when its runtime/ has uncommitted changes)."""
+    where = bridge_from or Path(__file__).resolve().parents[1]
+    r = subprocess.run(
+        ["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        ["git", "-C", str(where), "status", "--porcelain", "--", "runtime"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return (r.stdout.strip() or "unknown") + ("+changes" if dirty else "")
 
 
 def stop_bridge(bridge: subprocess.Popen) -> dict[str, dict[str, int]]:
@@ -153,8 +225,20 @@ def latencies(arrivals, trace: Path, inputs: list[str], since_ns: int) -> dict[s
     return out
 
 
+def direct_latencies(results, since_ns: int) -> dict[str, list[float]]:
+    """The direct clients' answered frames offered after ``since_ns``: the server's total
+    ms and what the client added (answer read - offered - server total), ms."""
+    out: dict[str, list[float]] = {k: [] for k in DIRECT_PARTS}
+    for r in results:
+        for offered, answered, server in zip(r.offered_ns, r.answered_ns, r.server_ms):
+            if offered >= since_ns:
+                out["direct_server"].append(server)
+                out["direct_added"].append((answered - offered) / 1e6 - server)
+    return out
+
+
 def run_scenario(args, kind: str, streams: int, fps: float, frames, images) -> dict:
-    from benchmarks.ros_load import drive
+    from benchmarks.ros_load import drive, drive_direct
 
     msg_kind, encode = INPUTS[kind]
     suffix = "/compressed" if msg_kind == "compressed" else ""
@@ -162,23 +246,35 @@ def run_scenario(args, kind: str, streams: int, fps: float, frames, images) -> d
     outputs = [f"{t}/detections" for t in inputs] if streams > 1 else ["/detections"]
     serve = ["--model", str(args.model), "--budget-ms", str(args.budget_ms)]
     serve += ["--threads", str(args.threads)] if args.threads else []
-    server = Server(serve)
     with tempfile.TemporaryDirectory() as tmp:
+        socket = Path(tmp) / "serve.sock"
+        server = Server(
+            serve + (["--unix-socket", str(socket)] if args.transport == "unix" else [])
+        )
+        target = f"unix:{socket}" if args.transport == "unix" else server.target
         trace = Path(tmp) / "trace.jsonl"
-        bridge = start_bridge(server.target, inputs, encode, trace)
+        bridge = start_bridge(target, inputs, encode, trace, args.executor, args.bridge_from)
         try:
             t0 = time.time_ns()
             arrivals = drive(inputs, outputs, msg_kind, frames, images, fps, args.duration)
         finally:
             counts = stop_bridge(bridge)
+        try:
+            t1 = time.time_ns()
+            direct = drive_direct(target, frames, streams, fps, args.duration)
+        finally:
             server.stop()
         lat = latencies(arrivals, trace, inputs, t0 + int(args.warmup * 1e9))
+        lat.update(direct_latencies(direct, t1 + int(args.warmup * 1e9)))
     sent, answered = sum(arrivals.sent), sum(len(s) for s in arrivals.by_stream)
     row = {
         "input": kind,
         "streams": streams,
         "fps_per_stream": fps,
         "budget_ms": args.budget_ms,
+        "transport": args.transport,
+        "executor": "single" if args.bridge_from else args.executor,
+        "bridge": bridge_version(args.bridge_from),
         "sent": sent,
         "answered": answered,
         "drop_rate": round(1 - answered / sent, 4) if sent else 0.0,
@@ -186,6 +282,9 @@ def run_scenario(args, kind: str, streams: int, fps: float, frames, images) -> d
         "server_dropped": sum(c["server"] for c in counts.values()),
         "bridge_received": sum(c["received"] for c in counts.values()),
         "measured": len(lat["added"]),
+        "direct_sent": sum(r.sent for r in direct),
+        "direct_answered": sum(len(r.answered_ns) for r in direct),
+        "direct_measured": len(lat["direct_added"]),
     }
     for key, values in lat.items():
         for q in (50, 90, 99):
@@ -193,22 +292,53 @@ def run_scenario(args, kind: str, streams: int, fps: float, frames, images) -> d
     return row
 
 
-def write_results(out: Path, rows: list[dict], command: str, load: float) -> None:
-    result = {"command": command, "machine": machine(), "date": today(), "load_avg_start": load}
-    result["rows"] = rows
-    write_json_atomic(out / "ros.json", result, indent=2)
+ROW_KEY = (
+    "budget_ms",
+    "input",
+    "streams",
+    "fps_per_stream",
+    "transport",
+    "executor",
+    "model",
+    "threads",
+    "bridge",
+)
+
+
+def merge_rows(rows: list[dict], row: dict) -> list[dict]:
+    """``rows`` with ``row`` added last, replacing a row of the same settings (``ROW_KEY``)."""
+    key = [row.get(k) for k in ROW_KEY]
+    return [r for r in rows if [r.get(k) for k in ROW_KEY] != key] + [row]
+
+
+def write_results(out: Path, rows: list[dict], machine_line: str) -> None:
+    """ros.json and ros.md; each row carries its own command, date and load average."""
+    write_json_atomic(out / "ros.json", {"machine": machine_line, "rows": rows}, indent=2)
+    commands = list(dict.fromkeys(r["command"] for r in rows))
     lines = [
         "# ROS 2 bridge: latency added between a camera topic and its Detection2DArray",
         "",
-        f"Command: `{command}`  ",
-        f"Machine: {result['machine']}  ",
-        f"Date: {result['date']}, load average at start {result['load_avg_start']}",
+        f"Machine: {machine_line}",
+        "",
+        "Commands (row `run` = the command's number; its date and load average at start):",
+        "",
+        *(
+            f"{i}. `{c}` ({r['date']}, load {r['load_avg_start']})"
+            for i, c in enumerate(commands, 1)
+            for r in [next(x for x in rows if x["command"] == c)]
+        ),
         "",
         "added = (Detection2DArray arrival - header stamp) - the server's total time for the "
-        "frame; all times in ms, medians and percentiles over the answered frames after the "
-        "warm-up. Drops: frames published that got no Detection2DArray.",
+        "frame; arrival = the subscriber's callback gets the serialized message. All times in "
+        "ms, medians and percentiles over the answered frames after the warm-up. Drops: "
+        "frames published that got no Detection2DArray. direct client added: on the same "
+        "server, the same frames streamed by a gRPC client without ROS (answer read - frame "
+        "offered - the server's total time), the floor of the gRPC part.",
         "",
-        *markdown_table(rows, MD_COLUMNS),
+        *markdown_table(
+            [{**r, "run": commands.index(r["command"]) + 1} for r in rows],
+            [("run", "run"), *MD_COLUMNS],
+        ),
         "",
     ]
     write_atomic(out / "ros.md", "\n".join(lines))
@@ -216,19 +346,25 @@ def write_results(out: Path, rows: list[dict], command: str, load: float) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not args.model.is_file():
+        raise SystemExit(f"--model {args.model}: file not found")
     use_own_ros_domain()
     load = round(os.getloadavg()[0], 2)
+    command = command_line("ros", argv, python=".side-envs/ros/venv/bin/python")
     images = synthetic_frames(640, 480, 30)
     frames = [encode_image(img, "jpeg", 90) for img in images]
-    rows = []
+    path = args.out / "ros.json"
+    rows = json.loads(path.read_text())["rows"] if args.append and path.is_file() else []
     for kind in args.inputs:
         for scenario in args.scenarios:
             n, f = scenario.lower().split("x")
             row = run_scenario(args, kind, int(n), float(f), frames, images)
+            row.update(command=command, date=today(), load_avg_start=load)
+            row.update(model=str(args.model), threads=args.threads)
             print(json.dumps(row), flush=True)
-            rows.append(row)
+            rows = merge_rows(rows, row)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_results(args.out, rows, command_line("ros", argv), load)
+    write_results(args.out, rows, machine())
     return 0
 
 

@@ -105,6 +105,11 @@ class RunningServer:
     def target(self) -> str:
         return f"{self.config.host}:{self.port}"
 
+    @property
+    def unix_target(self) -> str | None:
+        """``unix:PATH`` when the server also listens on a Unix domain socket."""
+        return f"unix:{self.config.unix_socket}" if self.config.unix_socket else None
+
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until the model is warm (True) or ``timeout`` passes (False; also at once
         when a strict budget failed: see ``refused``); re-raises a model-loading error."""
@@ -275,12 +280,36 @@ def _bind(server: grpc.Server, config: ServerConfig) -> int:
         raise ConfigError(f"cannot listen on {address} ({e}); is the port in use?") from e
     if port == 0:
         raise ConfigError(f"cannot listen on {address}; is the port in use?")
+    if config.unix_socket:
+        _bind_unix(server, config)
     local = config.host in ("127.0.0.1", "localhost", "::1")
     if config.token and not config.tls_cert and not local:
         log.warning(
             "a bearer token over plain TCP on %s can be sniffed; add --tls-cert/--tls-key", address
         )
     return port
+
+
+def _bind_unix(server: grpc.Server, config: ServerConfig) -> None:
+    """Also listen on ``unix:config.unix_socket`` (TLS too when the TCP port has it).
+    Raises ConfigError when the socket cannot be made there."""
+    path = Path(config.unix_socket or "")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--unix-socket {path}: the folder {path.parent} does not exist")
+    if path.exists() and not path.is_socket():
+        raise ConfigError(f"--unix-socket {path}: a file that is not a socket is there")
+    address = f"unix:{path}"
+    try:
+        if config.tls_cert:
+            key = _read_file(config.tls_key, "--tls-key")
+            creds = grpc.ssl_server_credentials([(key, _read_file(config.tls_cert, "--tls-cert"))])
+            bound = server.add_secure_port(address, creds)
+        else:
+            bound = server.add_insecure_port(address)
+    except RuntimeError as e:
+        raise ConfigError(f"--unix-socket {path}: cannot listen there ({e})") from e
+    if bound == 0:
+        raise ConfigError(f"--unix-socket {path}: cannot listen there")
 
 
 def build_server(
@@ -349,6 +378,8 @@ def run_until_signal(
     try:
         running = build_server(detector, config, shadow_teacher)
         print(f"understudy serve: listening on {running.target}", flush=True)
+        if running.unix_target:
+            print(f"understudy serve: also listening on {running.unix_target}", flush=True)
         if running.metrics_port is not None:
             print(
                 f"understudy serve: metrics on http://{config.host}:{running.metrics_port}/metrics",

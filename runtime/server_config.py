@@ -54,6 +54,7 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 50051  # 0 = pick a free port
+    unix_socket: str | None = None  # also listen on this Unix domain socket path
     budget_ms: float = 33.0  # default budget for frames that send 0
     policy: str = "keep-latest"  # or "queue"
     queue_size: int = 4  # per stream, policy "queue"

@@ -47,6 +47,13 @@ def _address_options(p: argparse.ArgumentParser) -> None:
         default=os.environ.get(PORT_ENV, "50051"),
         help=f"gRPC port (0 = pick a free one; default ${PORT_ENV} or 50051)",
     )
+    p.add_argument(
+        "--unix-socket",
+        default=None,
+        metavar="PATH",
+        help="also listen on this Unix domain socket (clients on this machine dial "
+        "unix:PATH, a little faster than loopback TCP); a stale socket file there is replaced",
+    )
 
 
 def _budget_options(p: argparse.ArgumentParser) -> None:
@@ -279,6 +286,7 @@ def server_config(args: argparse.Namespace) -> tuple[Any, Any]:
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
     config = ServerConfig(
         host=args.host,
+        unix_socket=args.unix_socket,
         port=args.port,
         budget_ms=budget_ms,
         policy=args.policy,

@@ -6,6 +6,11 @@ offers them to that camera's ``CameraLink`` (runtime/ros/link.py), which never b
 the network. Answers are published from the link's receiver thread, one Detection2DArray
 per answered frame with the input header copied; a dropped frame publishes nothing.
 
+Messages stay serialized on both sides (runtime/ros/cdr.py): the subscriptions are raw
+(the callback reads the header and the image bytes from the CDR buffer; a message in an
+encapsulation cdr.py does not read is deserialized by rclpy instead) and the
+Detection2DArray is published as the bytes cdr.py writes, with no Python message objects.
+
 rclpy and vision_msgs are imported when the bridge starts (not at module import), so the
 runtime installs and imports without the ``ros`` extra.
 """
@@ -20,13 +25,8 @@ from typing import Any
 
 from runtime.client import DetectorClient
 from runtime.errors import InputError, MissingPackage, UnderstudyError
-from runtime.ros.convert import (
-    MessageTypes,
-    compressed_payload,
-    detection_array,
-    image_array,
-    stamp_ns,
-)
+from runtime.ros import cdr
+from runtime.ros.convert import MessageTypes, compressed_payload, image_array, stamp_ns
 from runtime.ros.link import CameraLink, TraceFile
 from runtime.ros.options import BridgeOptions
 
@@ -108,10 +108,9 @@ class Bridge:
 
     def _add_camera(self, topic: str, output: str) -> None:
         publisher = self.node.create_publisher(self.types.Detection2DArray, output, 10)
-        types = self.types
 
-        def publish(header: Any, boxes: list, _response: Any) -> None:
-            publisher.publish(detection_array(header, boxes, types))
+        def publish(header: cdr.RawHeader, boxes: list, _response: Any) -> None:
+            publisher.publish(cdr.detection_array_cdr(header, boxes))
 
         link = CameraLink(
             self.client,
@@ -162,35 +161,22 @@ class Bridge:
         from sensor_msgs.msg import CompressedImage, Image
 
         link = self.links[topic]
-        if kind == "compressed":
+        msg_type = CompressedImage if kind == "compressed" else Image
+        read = read_compressed if kind == "compressed" else read_image
 
-            def callback(msg: Any) -> None:
-                self._offer(link, msg, lambda: compressed_payload(msg.format, msg.data))
+        def callback(raw: bytes) -> None:
+            now = time.time_ns()
+            try:
+                header, payload = read(raw, msg_type)
+            except InputError as e:
+                link.count_error()
+                log.warning("%s: %s", link.camera_id, e)
+                return
+            link.offer(payload, header, stamp_ns(header, now))
 
-            msg_type = CompressedImage
-        else:
-
-            def callback(msg: Any) -> None:
-                self._offer(
-                    link,
-                    msg,
-                    lambda: image_array(msg.encoding, msg.height, msg.width, msg.step, msg.data),
-                )
-
-            msg_type = Image
-        sub = self.node.create_subscription(msg_type, topic, callback, sensor_qos())
+        sub = self.node.create_subscription(msg_type, topic, callback, sensor_qos(), raw=True)
         self._subscriptions.append(sub)
         log.info("%s: subscribed as %s", topic, msg_type.__name__)
-
-    def _offer(self, link: CameraLink, msg: Any, payload: Any) -> None:
-        now = time.time_ns()
-        try:
-            data = payload()
-        except InputError as e:
-            link.count_error()
-            log.warning("%s: %s", link.camera_id, e)
-            return
-        link.offer(data, msg.header, stamp_ns(msg.header.stamp, now))
 
     def log_counts(self) -> None:
         for topic, link in self.links.items():
@@ -205,6 +191,55 @@ class Bridge:
         self.client.close()
 
 
+def read_compressed(raw: bytes, msg_type: Any) -> tuple[cdr.RawHeader, bytes]:
+    """A serialized CompressedImage -> (header, JPEG/PNG bytes). Raises InputError."""
+    try:
+        header, fmt, data = cdr.read_compressed(raw)
+    except cdr.UnknownEncoding:
+        msg = _deserialize(raw, msg_type)
+        header, fmt, data = cdr.header_of(msg.header), msg.format, msg.data
+    return header, compressed_payload(fmt, data)
+
+
+def read_image(raw: bytes, msg_type: Any) -> tuple[cdr.RawHeader, Any]:
+    """A serialized Image -> (header, (H, W, 3) BGR / (H, W) view). Raises InputError."""
+    try:
+        m = cdr.read_image(raw)
+    except cdr.UnknownEncoding:
+        msg = _deserialize(raw, msg_type)
+        m = cdr.RawImage(
+            cdr.header_of(msg.header), msg.height, msg.width, msg.encoding, msg.step, msg.data
+        )
+    return m.header, image_array(m.encoding, m.height, m.width, m.step, m.data)
+
+
+def _deserialize(raw: bytes, msg_type: Any) -> Any:
+    from rclpy.serialization import deserialize_message
+
+    try:
+        return deserialize_message(raw, msg_type)
+    except Exception as e:  # rclpy raises its own untyped errors for bad data
+        raise InputError(f"{msg_type.__name__}: cannot be deserialized ({e})") from e
+
+
+def make_executor(kind: str) -> Any:
+    """rclpy's EventsExecutor for "events" (where this rclpy has it), else its
+    SingleThreadedExecutor. The events executor waits and dispatches in C++: measured in
+    benchmarks/results/ros.md, it takes less time from a message's arrival to its callback."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    if kind == "events":
+        try:
+            from rclpy.experimental import EventsExecutor
+        except ImportError:
+            log.info("this rclpy has no EventsExecutor: using the SingleThreadedExecutor")
+        else:
+            log.info("executor: EventsExecutor")
+            return EventsExecutor()
+    log.info("executor: SingleThreadedExecutor")
+    return SingleThreadedExecutor()
+
+
 def run_bridge(options: BridgeOptions, ros_args: list[str] | None = None) -> int:
     """Run the bridge node until Ctrl-C / SIGTERM / ROS shutdown; returns the exit code.
 
@@ -213,7 +248,7 @@ def run_bridge(options: BridgeOptions, ros_args: list[str] | None = None) -> int
     miss a signal now and then, leaving the node running)."""
     try:
         import rclpy
-        from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+        from rclpy.executors import ExternalShutdownException
         from rclpy.signals import SignalHandlerOptions
     except ImportError as e:
         raise MissingPackage(
@@ -228,7 +263,7 @@ def run_bridge(options: BridgeOptions, ros_args: list[str] | None = None) -> int
     bridge = None
     try:
         bridge = Bridge(node, options)
-        executor = SingleThreadedExecutor()
+        executor = make_executor(bridge.options.executor)
         executor.add_node(node)
         while not stop.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=SPIN_SLICE_S)

@@ -17,6 +17,7 @@ from runtime.errors import ConfigError
 
 INPUT_TYPES = ("auto", "image", "compressed")
 ENCODINGS = ("jpeg", "png", "raw")
+EXECUTORS = ("events", "single")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class BridgeOptions:
     wait_ready_s: float = 60.0
     stats_period_s: float = 10.0
     trace: str = ""
+    executor: str = "events"
     token: str = ""
 
     def outputs(self) -> tuple[str, ...]:
@@ -60,6 +62,8 @@ class BridgeOptions:
             raise ConfigError(f"encode must be one of {ENCODINGS}, got {self.encode!r}")
         if self.budget_ms < 0:
             raise ConfigError(f"budget_ms must be >= 0 (0 = the server's), got {self.budget_ms}")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
         return self
@@ -142,6 +146,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "time) to FILE, for latency measurements",
     )
     p.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default=d.executor,
+        help="events: rclpy's EventsExecutor (C++, the lower latency; where this rclpy has "
+        "none, e.g. Humble, the single-threaded one is used); single: rclpy's "
+        "SingleThreadedExecutor",
+    )
+    p.add_argument(
         "--ros-args",
         nargs=argparse.REMAINDER,
         default=None,
@@ -164,5 +176,6 @@ def from_args(args: argparse.Namespace) -> BridgeOptions:
         wait_ready_s=args.wait_ready,
         stats_period_s=args.stats_period,
         trace=args.trace,
+        executor=args.executor,
         token=token,
     ).check()

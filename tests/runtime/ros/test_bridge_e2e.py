@@ -28,24 +28,8 @@ from tests.runtime.tiny_models import build_conv_model, make_spec
 pytestmark = pytest.mark.timeout(1200)  # a first run builds the ROS side env (minutes)
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = ROOT / "scripts" / "side_env" / "ros.sh"
-ENV_DIR = ROOT / ".side-envs" / "ros"
 DRIVER = Path(__file__).with_name("ros_driver.py")
 SCORE = "0.05"  # the tiny random model's scores are low: a low threshold gives boxes
-
-
-@pytest.fixture(scope="session")
-def ros_python() -> Path:
-    """The ROS side env's Python (built by scripts/side_env/ros.sh when missing or stale),
-    or $UNDERSTUDY_ROS_PYTHON: a Python that has rclpy and vision_msgs (a sourced ROS 2)."""
-    given = os.environ.get("UNDERSTUDY_ROS_PYTHON")
-    if given:
-        return Path(given)
-    r = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=1500)
-    if r.returncode != 0:
-        failed = ENV_DIR / "FAILED"
-        reason = failed.read_text().strip() if failed.exists() else r.stderr.strip()[-500:]
-        pytest.skip(reason)
-    return ENV_DIR / "venv" / "bin" / "python"
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +62,16 @@ def ros_env() -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    ("mode", "encode"), [("compressed", "jpeg"), ("image", "raw"), ("image-rgb8", "png")]
+    ("mode", "encode", "executor"),
+    [
+        ("compressed", "jpeg", "events"),
+        ("compressed", "jpeg", "single"),
+        ("image", "raw", "events"),
+        ("image-rgb8", "png", "events"),
+    ],
 )
 def test_bridge_publishes_what_detect_finds(
-    ros_python: Path, frames_and_model, tmp_path: Path, mode: str, encode: str
+    ros_python: Path, frames_and_model, tmp_path: Path, mode: str, encode: str, executor: str
 ) -> None:
     frames, model, records = frames_and_model
     serve = ["serve", "--model", str(model), "--port", "0", "--budget-ms", "10000"]
@@ -95,6 +85,7 @@ def test_bridge_publishes_what_detect_finds(
             in_topic += "/compressed"  # the name tells the type (no --input-type)
         topics = ["--input", in_topic, "--output", out_topic]
         flags = ["--server", target, "--encode", encode, "--stats-period", "0"]
+        flags += ["--executor", executor]
         bridge = subprocess.Popen(
             [str(ros_python), "-m", "runtime.ros", *topics, *flags],
             env=env,
@@ -140,6 +131,8 @@ def test_bridge_publishes_what_detect_finds(
             assert g[4] == w[4]
             assert g[0:4] == pytest.approx(w[0:4], abs=0.02)  # detect rounds to 0.01 px
             assert g[5] == pytest.approx(w[5], abs=1e-4)
+    name = {"events": "EventsExecutor", "single": "SingleThreadedExecutor"}[executor]
+    assert f"executor: {name}" in log, log[-2000:]
     counts = re.search(r"(\d+) received, (\d+) published, .* (\d+) errors", log)
     assert counts is not None, log[-2000:]
     assert int(counts[2]) >= len(answers) and counts[3] == "0", counts[0]

@@ -42,6 +42,12 @@ def test_flags_become_options_and_ros_args_are_kept(monkeypatch: pytest.MonkeyPa
     assert args.ros_args == ["-p", "budget_ms:=20.0"]
 
 
+def test_the_events_executor_is_the_default() -> None:
+    assert from_args(parse([])).executor == "events"
+    assert from_args(parse(["--executor", "single"])).executor == "single"
+    assert BridgeOptions().parameters()["executor"] == "events"
+
+
 def test_one_input_publishes_on_detections_by_default() -> None:
     assert from_args(parse([])).outputs() == ("detections",)
     assert from_args(parse(["--output", "/dets"])).outputs() == ("/dets",)
@@ -64,6 +70,7 @@ def test_parameters_exclude_the_token_and_override_flags() -> None:
         ({"input_type": "video"}, "input_type"),
         ({"budget_ms": -1.0}, "budget_ms"),
         ({"jpeg_quality": 0}, "jpeg_quality"),
+        ({"executor": "multi"}, "executor"),
     ],
 )
 def test_bad_settings_name_the_parameter(change: dict, field: str) -> None:
