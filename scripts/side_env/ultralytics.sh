@@ -3,9 +3,11 @@
 # with Ultralytics, whose `yolo` command line trains and exports the peer (YOLO11n). It is
 # AGPL-3.0: the project never imports it; the benchmark runs its CLI as an external tool.
 #
-# torch: the CPU build when it works with a torchvision from the index (torch==2.13.0, whose
-# CPU wheel the machine's pip finds, with torchvision==0.28.0), else torch==2.14.1 with
-# torchvision==0.29.1 (the index's default build, with CUDA libraries: several GB).
+# torch==2.14.1 and torchvision==0.29.1: from TORCH_INDEX when set (as for `make venv`, e.g.
+# https://download.pytorch.org/whl/cpu: the CPU builds), else the index's default builds,
+# which bring CUDA libraries (several GB; they run on the CPU). The project's CPU torch 2.13
+# is not enough: Ultralytics validates with torchvision's NMS, and the index's torchvision
+# wheels link torch's CUDA libraries (libtorch_cuda.so), which a CPU build of torch lacks.
 # Also onnx, onnxslim and onnxruntime (what `yolo export format=onnx` checks for, so that it
 # never tries to install them), and an offline config: YOLO_CONFIG_DIR=.side-envs/ultralytics/
 # config with the font Ultralytics would otherwise download (DejaVuSans.ttf as Arial.ttf) and
@@ -13,6 +15,7 @@
 #
 # Idempotent: does nothing when the stamp holds this script's hash and `yolo` runs.
 #   bash scripts/side_env/ultralytics.sh               # build or check
+#   TORCH_INDEX=URL bash scripts/side_env/ultralytics.sh   # torch from that index
 #   bash scripts/side_env/ultralytics.sh --print-env   # the env variables the CLI needs
 # On failure it prints "side env ultralytics: FAILED at <step>", writes it to
 # .side-envs/ultralytics/FAILED and exits 1.
@@ -23,9 +26,9 @@ ENV_DIR=${ULTRALYTICS_SIDE_ENV:-$ROOT/.side-envs/ultralytics}
 PY=$ENV_DIR/bin/python
 CONFIG=$ENV_DIR/config
 ULTRALYTICS="ultralytics==8.4.190"
-EXPORT_PACKAGES=("onnx>=1.12" "onnxslim>=0.1.71" "onnxruntime")
-TORCH_CPU=("torch==2.13.0" "torchvision==0.28.0")
-TORCH_INDEX_DEFAULT=("torch==2.14.1" "torchvision==0.29.1")
+EXPORT_PACKAGES=("onnx>=1.12" "onnxslim>=0.1.82" "onnxruntime")
+TORCH=("torch==2.14.1" "torchvision==0.29.1")
+TORCH_INDEX=${TORCH_INDEX:-}
 STAMP=$ENV_DIR/stamp
 ENV_VARS="YOLO_OFFLINE=1 YOLO_CONFIG_DIR=$CONFIG"
 
@@ -72,10 +75,10 @@ rm -rf "$ENV_DIR"
 mkdir -p "$ENV_DIR"
 step "create the venv" python3 -m venv "$ENV_DIR"
 step "upgrade pip" "$PY" -m pip install -q --upgrade pip
-step "install ${TORCH_CPU[*]}" "$PY" -m pip install -q "${TORCH_CPU[@]}"
-if ! torch_works > "$ENV_DIR/torch-cpu.log" 2>&1; then
-    echo "side env ultralytics: ${TORCH_CPU[*]} does not run here ($(tail -n 1 "$ENV_DIR/torch-cpu.log")); using ${TORCH_INDEX_DEFAULT[*]}"
-    step "install ${TORCH_INDEX_DEFAULT[*]}" "$PY" -m pip install -q "${TORCH_INDEX_DEFAULT[@]}"
+if [[ -n $TORCH_INDEX ]]; then
+    step "install ${TORCH[*]} from $TORCH_INDEX" "$PY" -m pip install -q --index-url "$TORCH_INDEX" "${TORCH[@]}"
+else
+    step "install ${TORCH[*]}" "$PY" -m pip install -q "${TORCH[@]}"
 fi
 step "check torch and torchvision" torch_works
 step "install $ULTRALYTICS and the ONNX export's packages" \
