@@ -10,7 +10,8 @@ never imports it. Steps (resumable: a rerun skips what is done under ``--runs``)
    (links) with YOLO label files written from the project's records, and a ``data.yaml``
    with absolute paths (``--train-images`` / ``--val-images``: the first N, for a smoke run);
 2. with ``--minutes M`` (the equal-compute rule): a one-epoch probe with the same settings,
-   then epochs = floor(M * 60 / the probe's first-epoch seconds), at least 1;
+   then epochs = floor(M * 60 / the probe's first-epoch seconds), at least 1 (the row's
+   ``recipe`` is ``"M-min"``, so it sits beside the 16-epoch row);
 3. ``yolo detect train model=yolo11n.yaml pretrained=False`` with its default recipe and
    the benchmark's settings: imgsz 256, batch 16, CPU, ``close_mosaic=2``, ``--epochs``;
 4. ``yolo export format=onnx`` of the final weights (``last.pt``, as the project's rows
@@ -325,7 +326,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
             yolo, data_yaml, runs, train_settings(args, 1), state
         )
         epochs = plan_epochs(args.minutes, first_s)
-        extra |= {"minutes": args.minutes, "first_epoch_seconds": round(first_s, 1)}
+        extra |= {"recipe": f"{args.minutes:g}-min", "minutes": args.minutes}
+        extra["first_epoch_seconds"] = round(first_s, 1)
         extra["probe_seconds"] = probe_wall
         print(f"probe: first epoch {first_s:.1f} s -> {epochs} epochs in {args.minutes} min")
     name = f"train-e{epochs}-s{args.seed}"

@@ -222,6 +222,7 @@ def test_whole_chain_with_a_stand_in_yolo(
     (row,) = json.loads(out.read_text())["rows"]
     assert row["model"] == "peer-yolo11n" and row["epochs"] == 6 and row["seed"] == 0
     assert row["first_epoch_seconds"] == 10.0 and row["minutes"] == 1.0
+    assert row["recipe"] == "1-min"  # its own key: beside the 16-epoch row
     assert row["ultralytics_val_map50_95"] == 25.0 and row["map50_95"] == 0.0
     assert row["val_images"] == 2 and row["train_images"] == 8 and row["img_size"] == 64
     assert row["train_seconds"] > 0 and row["ultralytics"] == "8.4.190"
