@@ -243,9 +243,12 @@ def export(yolo: Path, weights: Path, size: int, dst: Path, names: tuple[str, ..
     return to_decoded_xyxy(kept, dst, spec)
 
 
-def probe_epoch_seconds(yolo: Path, data_yaml: Path, runs: Path, settings: dict, state: dict):
+def probe_epoch_seconds(
+    yolo: Path, data_yaml: Path, runs: Path, settings: dict, state: dict
+) -> tuple[float, float]:
     """Seconds of the first epoch of a one-epoch run with the same settings (the probe of
-    ``--minutes``), from its results.csv's ``time`` (training and that epoch's val)."""
+    ``--minutes``), from its results.csv's ``time`` (training and that epoch's val), and
+    the probe's wall seconds."""
     probe = train(yolo, data_yaml, runs, "probe", {**settings, "epochs": 1}, state)
     return probe["rows"][0][CSV_TIME], probe["wall_seconds"]
 
