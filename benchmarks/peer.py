@@ -306,7 +306,7 @@ def build_row(
         "evaluation (runtime pipeline, same val images and thresholds as the other rows); "
         "ultralytics_val_*: its own validator (conf 0.001, NMS IoU 0.7, 300 detections) on "
         "the same images at its last epoch; train_seconds: wall time of `yolo detect train` "
-        "(each epoch validated, its default)",
+        "(its CPU defaults: min(8, cores - 1) torch threads, each epoch validated)",
     }
 
 
