@@ -67,7 +67,8 @@ PY
 }
 
 HASH=$(sha256sum "$0" | cut -d' ' -f1)
-if [[ -f $STAMP && $(cat "$STAMP") == "$HASH" ]] && env $ENV_VARS "$ENV_DIR/bin/yolo" version > /dev/null 2>&1; then
+if [[ -f $STAMP && $(cat "$STAMP") == "$HASH" && -s $CONFIG/Ultralytics/Arial.ttf ]] &&
+    env $ENV_VARS "$ENV_DIR/bin/yolo" version > /dev/null 2>&1; then
     echo "side env ultralytics: up to date (${ENV_DIR#"$ROOT"/})"
     exit 0
 fi
@@ -84,8 +85,9 @@ step "check torch and torchvision" torch_works
 step "install $ULTRALYTICS and the ONNX export's packages" \
     "$PY" -m pip install -q "$ULTRALYTICS" "${EXPORT_PACKAGES[@]}"
 step "check torch was kept" torch_works
-config_dir=$(env $ENV_VARS "$PY" -c "from ultralytics.utils import USER_CONFIG_DIR; print(USER_CONFIG_DIR)" 2> "$ENV_DIR/config.log") ||
-    fail "import ultralytics (log: ${ENV_DIR#"$ROOT"/}/config.log)"
+# importing ultralytics may print a settings notice first: the directory is the last line
+config_dir=$(env $ENV_VARS "$PY" -c "from ultralytics.utils import USER_CONFIG_DIR; print(USER_CONFIG_DIR)" 2> "$ENV_DIR/config.log" | tail -n 1)
+[[ $config_dir == "$CONFIG"/* ]] || fail "find Ultralytics' config directory under $CONFIG (got '$config_dir'; log: ${ENV_DIR#"$ROOT"/}/config.log)"
 font=$("$PY" -c "import matplotlib, pathlib; print(pathlib.Path(matplotlib.get_data_path()) / 'fonts/ttf/DejaVuSans.ttf')")
 mkdir -p "$config_dir"
 cp "$font" "$config_dir/Arial.ttf" || fail "copy $font to $config_dir/Arial.ttf"
