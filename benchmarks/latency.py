@@ -1,6 +1,7 @@
 """Latency benchmark: per model, backend and batch size, per-stage p50/p90/p99 and throughput.
 
     python -m benchmarks.latency student.onnx [more models] --batch 1 4 --runs 200
+    python -m benchmarks.latency student.onnx --peer   # + the trained peer (benchmarks/peer.py)
 
 For each (model, backend, batch): warm-up, then ``--runs`` calls of ``Detector.detect``
 (batch 1) or ``detect_batch``; percentiles of the per-call wall time, medians of each
@@ -24,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import command_line, parse_size, video_frames
+from benchmarks.peer import LATENCY_ONNX as PEER_ONNX
+from benchmarks.peer import NAME as PEER_NAME
 from runtime.errors import BackendUnavailable, ModelFileError
 from runtime.files import write_atomic, write_json_atomic
 from runtime.measure import machine, markdown_table, percentile, synthetic_frames, today
@@ -204,6 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="add a random-weight YOLO11n ONNX (needs ultralytics)",
     )
     p.add_argument("--reference-size", type=int, default=320, help="input size of the reference")
+    p.add_argument(
+        "--peer",
+        nargs="?",
+        const=PEER_ONNX,
+        type=Path,
+        default=None,
+        help="add the trained peer (row peer-yolo11n): the ONNX `python -m benchmarks.peer` "
+        f"wrote (default {PEER_ONNX.relative_to(PEER_ONNX.parents[2])})",
+    )
     return p
 
 
@@ -211,7 +223,7 @@ def models_to_measure(
     p: argparse.ArgumentParser, args: argparse.Namespace
 ) -> list[tuple[Path, str]]:
     """(model file, row name) pairs: the models given, plus the YOLO11n reference if asked
-    for and buildable here."""
+    for and buildable here, plus the trained peer (``--peer``: row ``peer-yolo11n``)."""
     models = list(args.models)
     names = list(args.names) if args.names else [m.stem for m in models]
     if len(names) != len(models):
@@ -224,6 +236,13 @@ def models_to_measure(
         if ref is not None:
             models.append(ref)
             names.append("yolo11n-reference")
+    if args.peer is not None:
+        if not args.peer.is_file():
+            p.error(
+                f"--peer: {args.peer} not found; train the peer first: python -m benchmarks.peer"
+            )
+        models.append(args.peer)
+        names.append(PEER_NAME)
     if not models:
         p.error("no models to measure")
     return list(zip(models, names))

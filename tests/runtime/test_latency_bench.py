@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks import latency
 
 REQUIRED = ("model", "backend", "precision", "batch", "input", "p50_ms", "p90_ms", "p99_ms",
@@ -71,3 +73,16 @@ def test_yolo_reference_flag_without_ultralytics(
         == 0
     )
     assert [r["model"] for r in json.loads(out.read_text())["rows"]] == ["raw"]
+
+
+def test_peer_flag_adds_the_trained_peer_row(decoded_model: Path, tmp_path: Path, capsys):
+    """--peer PATH: the peer's ONNX (benchmarks/peer.py) measured as row peer-yolo11n; a
+    missing one says how to make it."""
+    p = latency.build_parser()
+    args = p.parse_args(["--peer", str(decoded_model)])
+    assert latency.models_to_measure(p, args) == [(decoded_model, "peer-yolo11n")]
+    assert p.parse_args(["--peer"]).peer == latency.PEER_ONNX  # the default runs/peer file
+    missing = p.parse_args(["--peer", str(tmp_path / "none.onnx")])
+    with pytest.raises(SystemExit):
+        latency.models_to_measure(p, missing)
+    assert "python -m benchmarks.peer" in capsys.readouterr().err
