@@ -117,6 +117,21 @@ def test_expected_service_time_is_a_high_quantile_of_recent_calls(det: FakeDetec
         Scheduler(det, ServerConfig(service_quantile=0.0))
 
 
+def test_prediction_falls_back_to_a_lower_quantile_the_model_fits(det: FakeDetector) -> None:
+    sched = Scheduler(det, ServerConfig(reply_margin_ms=2.0))  # quantile 0.99
+    for ms in [10.0] * 92 + [20.0] * 4 + [40.0] * 4:  # 4% of the calls stalled
+        sched._update_estimate(ms)
+    assert sched.expected_service_ms == 40.0
+    assert sched.predicted_ms(50.0) == 40.0  # fits: the 99th percentile
+    assert sched.predicted_ms(33.0) == 20.0  # the 95th fits 33 - 2 ms
+    assert sched.predicted_ms(20.0) == 10.0  # down to the median
+    assert sched.predicted_ms(11.0) is None  # slower than the budget at the median
+    now = time.perf_counter()
+    rec = Recorder()
+    job = rec.job(1, budget_ms=33.0, received=now - 0.012)  # 12 + 20 + 2 > 33
+    assert "~20.0 ms of processing" in sched._budget_drop(job, now)
+
+
 def test_a_stale_estimate_is_measured_again_not_trusted(det: FakeDetector) -> None:
     sched, rec = Scheduler(det, refresh_s=0.05), Recorder()
     sched.set_service_estimate(25.0)  # e.g. a slow warm-up; the model is faster now
