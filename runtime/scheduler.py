@@ -515,10 +515,7 @@ class Scheduler:
             return
         done = self._clock()
         self._last_call = done
-        self._update_estimate((done - decided) * 1000.0, done)
-        if self._on_batch is not None:
-            self._on_batch(len(batch))
-        for job, (dets, st) in zip(batch, results):
+        for job, (dets, st) in zip(batch, results):  # the answers first, then the book-keeping
             timings = StageTimings(
                 queue_ms=(start - job.enqueued) * 1000.0,
                 decode_ms=job.decode_ms,
@@ -529,6 +526,9 @@ class Scheduler:
                 total_ms=(done - job.received) * 1000.0,
             )
             self._call(job, Answered(dets, timings, len(batch)))
+        self._update_estimate((done - decided) * 1000.0, done)
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
 
     def _update_estimate(self, ms: float, now: float | None = None) -> None:
         """Add one model call (``ms``, ending at ``now``) and recompute the expected time:
