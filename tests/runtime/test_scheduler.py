@@ -235,3 +235,15 @@ def test_bad_settings_rejected() -> None:
         Scheduler(FakeDetector(), ServerConfig(policy="lifo"))
     with pytest.raises(ConfigError, match="queue-size"):
         Scheduler(FakeDetector(), ServerConfig(queue_size=0))
+
+
+def test_answers_go_out_before_the_book_keeping(det: FakeDetector) -> None:
+    # the answer is handed over as soon as the model call ends; the estimate's update
+    # and the batch metrics come after it, off the answer's path
+    events: list[str] = []
+    sched = Scheduler(det, on_batch=lambda n: events.append(f"batch {n}"))
+    job = Job(solid(1), 10_000.0, time.perf_counter(), 0.0, lambda o: events.append("answer"))
+    sched.submit(sched.open_lane(), job)
+    assert sched.run_once(block=False)
+    assert events == ["answer", "batch 1"]
+    assert sched.expected_service_ms > 0.0  # updated after the answer
