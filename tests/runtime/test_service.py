@@ -404,7 +404,8 @@ def test_by_default_a_streamed_frames_extra_delay_counts_whatever_the_clock_offs
     skew = 3_000_000_000  # the client's clock 3 s behind the server's: cancels out
 
     def stream(**config: object) -> list[tuple[int, str]]:
-        with running(FakeDetector(), **config) as (_srv, client):
+        # policy queue: no frame is superseded, whatever the machine's speed
+        with running(FakeDetector(), policy="queue", queue_size=8, **config) as (_srv, client):
             call = client.open_stream(budget_ms=500, encode="raw")
             for i in range(3):  # on time: the stream's quickest frames
                 call.send(solid(i), frame_id=i, capture_time_ns=time.time_ns() - skew)
