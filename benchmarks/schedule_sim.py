@@ -87,10 +87,13 @@ def simulate(
     duration_s: float,
     model_s: float | Callable[[int], float],
     budget_ms: float = 33.0,
+    notice_s: float = 0.0,
     **config: object,
 ) -> list[StreamTally]:
     """Run ``cameras`` against a scheduler built from ``config`` (ServerConfig fields) for
-    ``duration_s`` of fake time; one tally per camera."""
+    ``duration_s`` of fake time; one tally per camera. ``notice_s``: the fake time the
+    worker spends handing over each drop notice (the server's worker sends them between
+    admitting a frame and starting the model on it)."""
     clock = FakeClock()
     model = SimModel(clock, model_s if callable(model_s) else (lambda i: model_s))
     sched = Scheduler(model, ServerConfig(**config), clock=clock)  # type: ignore[arg-type]
@@ -110,6 +113,7 @@ def simulate(
                 t.first_answer = i if t.first_answer is None else t.first_answer
             elif isinstance(o, Dropped):
                 t.dropped[o.reason] += 1
+                clock.now += notice_s
 
         return done
 

@@ -310,7 +310,7 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--deadline-from",
-        choices=("arrival", "capture"),
+        choices=("jitter", "arrival", "capture"),
         default=None,
         help="the server's --deadline-from (the streams run on this machine: one clock; "
         "default: serve's)",

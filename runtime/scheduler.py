@@ -46,16 +46,23 @@ capture with ``--deadline-from capture``) is compared with its budget. A job tha
 longer be answered in time is dropped as ``budget_exceeded``: its wait plus
 ``reply_margin_ms`` (kept for the answer's trip back to the client) already exceeds the
 budget, or (``predict_drops``) its wait plus the expected processing time plus the margin
-exceeds it. The expected processing time is the recent tail of model time under the
-current load: the ``service_quantile`` (default the 99th percentile) of the model calls of
+exceeds it. The expected processing time is the recent tail of the service time under
+the current load: the ``service_quantile`` (default the 99th percentile) of the calls of
 the last ``SERVICE_WINDOW_S`` seconds (at least the last ``SERVICE_MIN_CALLS``, at most
 ``SERVICE_MAX_CALLS``), so that answered frames meet their budget in the tail too when
 other processes share the CPU; a mean or a long window would hide the slow calls that
-make answers late. The prediction is only used while the model alone fits in the budget;
-a model slower than the budget still answers frames that did not wait past it. Nor is it
-used when the model has not run for ``refresh_s`` (1 s): an estimate too pessimistic for
-the machine now (a slow warm-up, a load that went away) would otherwise drop every frame
-and never be corrected, so at least one frame a second is processed and measured.
+make answers late. A call's service time runs from the moment its frames were admitted
+to the end of post-processing, the span a frame admitted now still has ahead of it
+(drop notices handed over and the interpreter lock included, not only the model).
+When the model alone misses the budget at that quantile (a few stalls on a shared CPU
+are enough), the rule predicts with the highest of ``FALLBACK_QUANTILES`` (95th, 90th,
+75th percentile, median) that fits (:meth:`Scheduler.predicted_ms`): answers stay on time
+except for the calls slower than that. Only a model that misses the budget at the median
+is not predicted for: it still answers frames that did not wait past their budget. Nor
+is the prediction used when the model has not run for ``refresh_s`` (1 s): an estimate
+too pessimistic for the machine now (a slow warm-up, a load that went away) would
+otherwise drop every frame and never be corrected, so at least one frame a second is
+processed and measured.
 
 Micro-batching: with ``max_batch > 1`` the worker, having taken a first job, waits up to
 ``max_wait_ms`` for jobs from other lanes and runs them as one ``detect_batch`` call.
@@ -88,6 +95,9 @@ MAX_PRIORITY = 15  # a frame's priority is capped here: weights 1..16
 SERVICE_WINDOW_S = 2.0  # model calls this recent make the expected processing time...
 SERVICE_MIN_CALLS = 16  # ...but at least this many of the last calls...
 SERVICE_MAX_CALLS = 256  # ...and at most this many
+# when the model alone misses the budget at ``service_quantile``, the lower quantiles the
+# drop rule falls back to, highest first (see ``Scheduler.predicted_ms``)
+FALLBACK_QUANTILES = (0.95, 0.9, 0.75, 0.5)
 PERIOD_MAX_S = 1.0  # frame gaps longer than this are pauses, not a stream's frame rate
 DUE_TOLERANCE_S = 0.002  # a lane's next frame is awaited this long past its due time
 
@@ -218,7 +228,9 @@ class Scheduler:
         self._vtime = 0.0  # the virtual clock of the deficit schedule
         self._stopping = False
         self._calls: deque[tuple[float, float]] = deque(maxlen=SERVICE_MAX_CALLS)  # (end, ms)
+        self._recent: list[float] = []  # the window's call times (ms), sorted
         self._expected_ms = 0.0  # service_quantile of the recent calls
+        self._decided = 0.0  # when the batch being run was admitted (clock s)
         self._thread = threading.Thread(target=self._run, name="understudy-infer", daemon=True)
 
     # ----------------------------------------------------------------- public API
@@ -230,6 +242,7 @@ class Scheduler:
         model calls that follow replace it."""
         with self._cv:
             self._calls.clear()
+            self._recent = []
             self._expected_ms = float(ms)
 
     @property
@@ -338,9 +351,10 @@ class Scheduler:
                 batch = self._take(self.max_batch, drops)
                 if self.max_batch > 1 and len(batch) < self.max_batch and self.max_wait_s > 0:
                     batch = self._fill(batch, drops)
-        self._finish_drops(drops)
+            decided = self._decided
+        self._finish_drops(drops)  # after the decision: counted in the service time
         if batch:
-            self._process(batch)
+            self._process(batch, decided)
         return True
 
     def _purge(self, now: float, drops: list[tuple[Job, str, str]]) -> None:
@@ -375,6 +389,7 @@ class Scheduler:
         if not batch:
             return batch
         now, keep = self._clock(), []  # the wait may have pushed some past their budget
+        self._decided = now
         for job in batch:
             reason = None if job.cancelled else self._budget_drop(job, now)
             if reason:
@@ -387,7 +402,7 @@ class Scheduler:
         """Pop up to ``limit`` runnable jobs in schedule order (lock held). A job that
         cannot meet its budget is dropped and its lane is not charged for it."""
         batch: list[Job] = []
-        now = self._clock()
+        now = self._decided = self._clock()
         while self._ready and len(batch) < limit:
             lane = self._pick()
             job = lane.pending.popleft()
@@ -428,7 +443,8 @@ class Scheduler:
         job = lane.pending[0]
         ahead = self._start_tag(lane)
         start = job.received if job.deadline_start is None else job.deadline_start
-        latest = start + (job.budget_ms - self.margin_ms - self._expected_ms) / 1000.0
+        expected = self.predicted_ms(job.budget_ms) or 0.0  # None: no prediction
+        latest = start + (job.budget_ms - self.margin_ms - expected) / 1000.0
         hold = None
         for other in self._lanes:
             if other.queued or other.period == 0.0 or other.missed == 0:
@@ -465,10 +481,14 @@ class Scheduler:
         if waited + margin > job.budget_ms:
             kept = f" (+{margin:g} ms kept for the reply)" if margin else ""
             return f"waited {waited:.1f} ms{kept}, over its budget of {job.budget_ms:g} ms"
-        expected = self._expected_ms
-        fits = expected + margin <= job.budget_ms
+        expected = self.predicted_ms(job.budget_ms)
         stale = now - self._last_call > self.refresh_s  # measure again rather than guess
-        if self.predict_drops and fits and not stale and waited + expected + margin > job.budget_ms:
+        if (
+            self.predict_drops
+            and expected is not None
+            and not stale
+            and waited + expected + margin > job.budget_ms
+        ):
             kept = f" and {margin:g} ms for the reply" if margin else ""
             return (
                 f"waited {waited:.1f} ms; with ~{expected:.1f} ms of processing{kept} it would "
@@ -476,8 +496,13 @@ class Scheduler:
             )
         return None
 
-    def _process(self, batch: list[Job]) -> None:
+    def _process(self, batch: list[Job], decided: float | None = None) -> None:
+        """Run ``batch`` and answer its jobs. The service time recorded for the drop
+        rule runs from ``decided`` (when the jobs were admitted; default: now) to the
+        end of the call: it includes what happens between the two (drop notices sent,
+        the wait for the interpreter lock), which a frame admitted then goes through too."""
         start = self._clock()
+        decided = start if decided is None else min(decided, start)
         try:
             if len(batch) == 1:
                 results = [self.detector.detect(batch[0].image)]
@@ -490,10 +515,7 @@ class Scheduler:
             return
         done = self._clock()
         self._last_call = done
-        self._update_estimate((done - start) * 1000.0, done)
-        if self._on_batch is not None:
-            self._on_batch(len(batch))
-        for job, (dets, st) in zip(batch, results):
+        for job, (dets, st) in zip(batch, results):  # the answers first, then the book-keeping
             timings = StageTimings(
                 queue_ms=(start - job.enqueued) * 1000.0,
                 decode_ms=job.decode_ms,
@@ -504,6 +526,9 @@ class Scheduler:
                 total_ms=(done - job.received) * 1000.0,
             )
             self._call(job, Answered(dets, timings, len(batch)))
+        self._update_estimate((done - decided) * 1000.0, done)
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
 
     def _update_estimate(self, ms: float, now: float | None = None) -> None:
         """Add one model call (``ms``, ending at ``now``) and recompute the expected time:
@@ -515,10 +540,35 @@ class Scheduler:
         recent = [m for t, m in calls if now - t <= SERVICE_WINDOW_S]
         if len(recent) < SERVICE_MIN_CALLS:
             recent = [m for _, m in list(calls)[-SERVICE_MIN_CALLS:]]
-        ordered = sorted(recent)  # at most 256 values: cheaper than numpy for this size
-        self._expected_ms = ordered[
-            min(len(ordered) - 1, int(self.service_quantile * len(ordered)))
-        ]
+        self._recent = sorted(recent)  # at most 256 values: cheaper than numpy for this size
+        self._expected_ms = self._quantile(self.service_quantile)
+
+    def _quantile(self, q: float) -> float:
+        """The ``q`` quantile of the window's call times (ms; lock held, window not empty)."""
+        ordered = self._recent
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def predicted_ms(self, budget_ms: float) -> float | None:
+        """The processing time the drop rule expects for a frame of ``budget_ms`` (ms), or
+        None when it cannot predict a miss (the frame then runs unless it waited past its
+        budget): the ``service_quantile`` of the recent calls when the model alone fits
+        ``budget_ms`` minus the reply margin at that quantile; else the highest of
+        ``FALLBACK_QUANTILES`` at which it fits; None when it misses even at the median.
+
+        Without the fallback a few slow calls (the CPU shared with other processes) that
+        put the 99th percentile over the budget switched the prediction off, and every
+        frame that had not yet waited past its budget was answered, nearly all late; with
+        it, frames are admitted as long as the model usually fits, and those answered late
+        are about the calls slower than the quantile used."""
+        limit = budget_ms - self.margin_ms
+        if not self._recent:  # only the start-up estimate so far
+            return self._expected_ms if self._expected_ms <= limit else None
+        if self._expected_ms <= limit:
+            return self._expected_ms
+        for q in FALLBACK_QUANTILES:
+            if q < self.service_quantile and (value := self._quantile(q)) <= limit:
+                return value
+        return None
 
     def _finish_drops(self, drops: list[tuple[Job, str, str]]) -> None:
         now = self._clock()

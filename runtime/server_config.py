@@ -11,7 +11,7 @@ from runtime.budget import Budget
 from runtime.errors import ConfigError
 
 POLICIES = ("keep-latest", "queue")  # what a stream's lane does while the model is busy
-DEADLINE_FROM = ("arrival", "capture")  # when a frame's budget starts
+DEADLINE_FROM = ("jitter", "arrival", "capture")  # when a frame's budget starts
 SCHEDULES = ("deficit", "edf", "arrival")  # which stream the model serves next (scheduler)
 
 
@@ -64,7 +64,10 @@ class ServerConfig:
     reply_margin_ms: float = 2.0  # of each budget, kept for the answer's trip to the client
     service_quantile: float = 0.99  # quantile of recent model calls used to predict misses
     schedule: str = "deficit"  # fair share across streams; "edf" or "arrival" (scheduler)
-    deadline_from: str = "arrival"  # or "capture": budgets count from the frame's capture time
+    # when budgets start: "jitter" = arrival, less the frame's delay beyond its stream's
+    # quickest recent frame (read off capture times, whatever the clocks' offset);
+    # "arrival"; or "capture" = the frame's capture time (synchronized clocks)
+    deadline_from: str = "jitter"
     metrics_port: int | None = None  # None = no metrics endpoint, 0 = pick a free port
     max_message_mb: float = 16.0
     max_pixels: int = 4096 * 4096

@@ -347,6 +347,7 @@ class DetectorServicer(pb_grpc.DetectorServicer):
                     count_received=self.metrics.received.labels(rpc="stream").inc,
                     max_outstanding=self.config.max_outstanding,
                     capture_ages=self.capture_ages,
+                    count_jitter=self.config.deadline_from == "jitter",
                 )
                 self._sessions.add(session)
         if full and self._stopping:

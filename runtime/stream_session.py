@@ -13,6 +13,7 @@ the model worker never blocks on a slow client.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import queue
@@ -30,6 +31,34 @@ from runtime.scheduler import Job, Outcome, Scheduler
 
 log = logging.getLogger(__name__)
 _END = object()
+JITTER_WINDOW = 64  # frames: the quickest of a stream's last 64 (~2 s at 30 FPS)
+
+
+class ArrivalJitter:
+    """How much later than the quickest of its stream's recent frames a frame arrived.
+
+    ``excess(age_ms)`` takes a frame's capture age (arrival minus capture time, ms, read
+    across the two clocks) and returns it minus the smallest age of the last ``window``
+    frames, itself included: >= 0. The clocks' offset and the network's fixed latency
+    are in every age and cancel out; what is left is the frame's extra delay on its way
+    to the server (queued in the client, in gRPC, in a busy network), which counts
+    against its budget with ``--deadline-from jitter``. A sliding-window minimum: O(1)
+    amortized per frame."""
+
+    def __init__(self, window: int = JITTER_WINDOW) -> None:
+        self.window = window
+        self._count = 0
+        self._mins: collections.deque[tuple[int, float]] = collections.deque()
+
+    def excess(self, age_ms: float) -> float:
+        mins = self._mins
+        while mins and mins[-1][1] >= age_ms:
+            mins.pop()
+        mins.append((self._count, age_ms))
+        if mins[0][0] <= self._count - self.window:
+            mins.popleft()
+        self._count += 1
+        return age_ms - mins[0][1]
 
 
 @dataclass(frozen=True)
@@ -77,9 +106,15 @@ class StreamSession:
         count_received: Callable[[], None],
         max_outstanding: int = 32,
         capture_ages: Callable[[pb.Frame, float], tuple[float, float]] | None = None,
+        count_jitter: bool = False,
     ) -> None:
+        """``capture_ages(frame, received)``: (capture age, the part of it the budget
+        counts), ms; ``count_jitter``: the budget also counts a frame's delay beyond the
+        quickest of the stream's recent frames (:class:`ArrivalJitter`), for frames
+        with a capture time."""
         self._scheduler = scheduler
         self._age = capture_ages or (lambda frame, received: (0.0, 0.0))
+        self._jitter = ArrivalJitter() if count_jitter else None
         self._prepare = prepare  # frame -> (image, meta, decode_ms); raises InputError
         self._convert = convert
         self._count_received = count_received
@@ -134,6 +169,8 @@ class StreamSession:
             self._complete(seq, frame_meta(frame, 0, 0, 0.0), Rejected("INVALID_ARGUMENT", str(e)))
             return
         capture_age_ms, age_ms = self._age(frame, received)
+        if self._jitter is not None and (frame.capture_time.seconds or frame.capture_time.nanos):
+            age_ms = max(age_ms, self._jitter.excess(capture_age_ms))
         meta = dataclasses.replace(meta, pre_arrival_ms=age_ms, capture_age_ms=capture_age_ms)
         job = Job(
             image=image,

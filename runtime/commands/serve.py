@@ -112,11 +112,14 @@ def _scheduling_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--deadline-from",
-        choices=("arrival", "capture"),
-        default="arrival",
-        help="when a frame's budget starts: its arrival at the server, or its capture_time "
-        "(needs the client's and the server's clocks synchronized, e.g. by PTP/NTP; frames "
-        "whose capture time is in the future or over 10 s old fall back to arrival)",
+        choices=("jitter", "arrival", "capture"),
+        default="jitter",
+        help="when a frame's budget starts: jitter (default) = its arrival, moved back by "
+        "how much later it arrived than the quickest of its stream's last 64 frames (read "
+        "off capture_time, so the clocks' offset does not matter; unary calls and frames "
+        "without a capture time: arrival); arrival; or capture = its capture_time (needs "
+        "the client's and the server's clocks synchronized, e.g. by PTP/NTP; frames whose "
+        "capture time is in the future or over 10 s old fall back to arrival)",
     )
     p.add_argument(
         "--service-quantile",

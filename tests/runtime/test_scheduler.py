@@ -117,6 +117,21 @@ def test_expected_service_time_is_a_high_quantile_of_recent_calls(det: FakeDetec
         Scheduler(det, ServerConfig(service_quantile=0.0))
 
 
+def test_prediction_falls_back_to_a_lower_quantile_the_model_fits(det: FakeDetector) -> None:
+    sched = Scheduler(det, ServerConfig(reply_margin_ms=2.0))  # quantile 0.99
+    for ms in [10.0] * 92 + [20.0] * 4 + [40.0] * 4:  # 4% of the calls stalled
+        sched._update_estimate(ms)
+    assert sched.expected_service_ms == 40.0
+    assert sched.predicted_ms(50.0) == 40.0  # fits: the 99th percentile
+    assert sched.predicted_ms(33.0) == 20.0  # the 95th fits 33 - 2 ms
+    assert sched.predicted_ms(20.0) == 10.0  # down to the median
+    assert sched.predicted_ms(11.0) is None  # slower than the budget at the median
+    now = time.perf_counter()
+    rec = Recorder()
+    job = rec.job(1, budget_ms=33.0, received=now - 0.012)  # 12 + 20 + 2 > 33
+    assert "~20.0 ms of processing" in sched._budget_drop(job, now)
+
+
 def test_a_stale_estimate_is_measured_again_not_trusted(det: FakeDetector) -> None:
     sched, rec = Scheduler(det, refresh_s=0.05), Recorder()
     sched.set_service_estimate(25.0)  # e.g. a slow warm-up; the model is faster now
@@ -220,3 +235,15 @@ def test_bad_settings_rejected() -> None:
         Scheduler(FakeDetector(), ServerConfig(policy="lifo"))
     with pytest.raises(ConfigError, match="queue-size"):
         Scheduler(FakeDetector(), ServerConfig(queue_size=0))
+
+
+def test_answers_go_out_before_the_book_keeping(det: FakeDetector) -> None:
+    # the answer is handed over as soon as the model call ends; the estimate's update
+    # and the batch metrics come after it, off the answer's path
+    events: list[str] = []
+    sched = Scheduler(det, on_batch=lambda n: events.append(f"batch {n}"))
+    job = Job(solid(1), 10_000.0, time.perf_counter(), 0.0, lambda o: events.append("answer"))
+    sched.submit(sched.open_lane(), job)
+    assert sched.run_once(block=False)
+    assert events == ["answer", "batch 1"]
+    assert sched.expected_service_ms > 0.0  # updated after the answer

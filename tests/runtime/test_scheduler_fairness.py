@@ -130,3 +130,52 @@ def test_expected_time_is_the_recent_tail_under_the_current_load() -> None:
         clock.now += 0.001
         sched._update_estimate(8.0, clock.now)
     assert sched.expected_service_ms == 8.0
+
+
+# ---------------------------------------------------------------------- late answers
+# 4 x 30 FPS against a ~16 ms model: a 2x overload in which a frame that waited less than
+# half the budget can be answered in time.
+def _model_with_stalls(stall_every: int | None) -> list[float]:
+    """Seeded call times: 16-17.6 ms, and 36 ms (the process descheduled while the CPU is
+    shared) on every ``stall_every``-th call on average."""
+    rng = random.Random(0)
+    times = [0.016 * (1.0 + 0.1 * rng.random()) for _ in range(2000)]
+    if stall_every is not None:
+        times = [0.036 if rng.random() < 1.0 / stall_every else t for t in times]
+    return times
+
+
+def _late_rate(tallies: list) -> float:
+    return sum(t.late for t in tallies) / max(1, sum(t.answered for t in tallies))
+
+
+def test_a_few_slow_calls_do_not_switch_the_drop_prediction_off() -> None:
+    # 3% of the calls take 36 ms: the 99th percentile of the model alone (36 ms) no longer
+    # fits the budget. The rule used to stop predicting then and answered every frame that
+    # had not yet waited 31 ms: two thirds of the answers were late. It now predicts with
+    # the highest lower quantile that fits (here the 95th, ~17.6 ms): only the frames that
+    # meet a stall are late, and the streams still share the model.
+    cams = [Camera(30.0, offset=o) for o in PHASES]
+    times = _model_with_stalls(33)
+    tallies = simulate(cams, 20.0, lambda i: times[i % len(times)])
+    assert _late_rate(tallies) <= 0.05, [(t.answered, t.late) for t in tallies]
+    counts = answered(tallies)
+    assert min(counts) > 0 and max(counts) / min(counts) <= 1.5, counts
+    # without stalls nothing is late and about as many frames are answered
+    calm = _model_with_stalls(None)
+    steady = simulate(cams, 20.0, lambda i: calm[i % len(calm)])
+    assert _late_rate(steady) == 0.0
+    assert sum(counts) >= 0.9 * sum(answered(steady))
+
+
+def test_the_service_time_counts_from_the_drop_decision() -> None:
+    # Between admitting a frame and starting the model, the worker hands over the drop
+    # notices of the frames it dropped (here 2 ms each): a frame admitted with just enough
+    # time left would miss its budget if the prediction counted the model call only.
+    cams = [Camera(30.0, offset=o) for o in PHASES]
+    times = _model_with_stalls(None)
+    tallies = simulate(cams, 10.0, lambda i: times[i % len(times)], notice_s=0.002)
+    assert sum(t.dropped["budget_exceeded"] for t in tallies) > 100  # notices were sent
+    # the server's time of every answer leaves the reply margin (2 ms) of the 33 ms budget
+    assert max(t.worst_ms for t in tallies) <= 31.0 + 0.5, [t.worst_ms for t in tallies]
+    assert _late_rate(tallies) == 0.0

@@ -59,6 +59,7 @@ def _overload(predict_drops: bool) -> tuple[int, list[pb.DetectResponse], Counte
         service_quantile=QUANTILE,
         reply_margin_ms=2.0,
         latency_probe_runs=5,
+        deadline_from="arrival",  # budgets from arrival: budget_met is total_ms <= budget
     )
     with running(det, **config) as (_srv, client):
         calls = [client.open_stream(encode="raw", budget_ms=BUDGET_MS) for _ in range(STREAMS)]

@@ -400,6 +400,29 @@ def test_budgets_can_count_from_capture_time() -> None:
         assert stale.budget_met
 
 
+def test_by_default_a_streamed_frames_extra_delay_counts_whatever_the_clock_offset() -> None:
+    skew = 3_000_000_000  # the client's clock 3 s behind the server's: cancels out
+
+    def stream(**config: object) -> list[tuple[int, str]]:
+        # policy queue: no frame is superseded, whatever the machine's speed
+        with running(FakeDetector(), policy="queue", queue_size=8, **config) as (_srv, client):
+            call = client.open_stream(budget_ms=500, encode="raw")
+            for i in range(3):  # on time: the stream's quickest frames
+                call.send(solid(i), frame_id=i, capture_time_ns=time.time_ns() - skew)
+            # captured 1 s before it was sent (held up on its way): over its 500 ms budget
+            call.send(solid(3), frame_id=3, capture_time_ns=time.time_ns() - skew - 10**9)
+            call.send(solid(4), frame_id=4)  # no skew: it looks 3 s quicker, so is on time
+            call.close()
+            return kinds(list(call))
+
+    answered = [(i, "result") for i in range(5)]
+    assert stream() == [*answered[:3], (3, "dropped:BUDGET_EXCEEDED"), (4, "result")]
+    assert stream(deadline_from="arrival") == answered
+    assert stream(deadline_from="capture") == [(i, "dropped:BUDGET_EXCEEDED") for i in range(4)] + [
+        (4, "result")
+    ]
+
+
 def test_capture_age_is_reported_so_clock_offsets_show() -> None:
     from tests.runtime.serving_fakes import metric
 
@@ -421,3 +444,13 @@ def test_capture_age_is_reported_so_clock_offsets_show() -> None:
         over_2s = count - metric(srv, "understudy_capture_age_seconds_bucket", {"le": "2.5"})
         assert count == 4 and over_2s == 2  # the two 3 s old frames
         assert metric(srv, "understudy_capture_time_future_total") == 1
+
+
+def test_arrival_jitter_is_the_delay_beyond_the_recent_quickest_frame() -> None:
+    from runtime.stream_session import ArrivalJitter
+
+    jitter = ArrivalJitter(window=4)
+    offset = 3000.0  # the clocks' offset is in every age
+    got = [jitter.excess(offset + a) for a in (5.0, 6.0, 12.0, 5.5, 9.0, 8.0, 7.0, 7.5)]
+    # the 5 ms frame leaves the window after 4 frames, then the 5.5 ms one after 4 more
+    assert got == [0.0, 1.0, 7.0, 0.5, 3.5, 2.5, 1.5, 0.5]
