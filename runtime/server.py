@@ -270,12 +270,7 @@ def _bind(server: grpc.Server, config: ServerConfig) -> int:
     Raises ConfigError for an unreadable TLS file or a port that cannot be bound."""
     address = f"{config.host}:{config.port}"
     try:
-        if config.tls_cert:
-            key = _read_file(config.tls_key, "--tls-key")
-            creds = grpc.ssl_server_credentials([(key, _read_file(config.tls_cert, "--tls-cert"))])
-            port = server.add_secure_port(address, creds)
-        else:
-            port = server.add_insecure_port(address)
+        port = _add_port(server, address, config)
     except RuntimeError as e:
         raise ConfigError(f"cannot listen on {address} ({e}); is the port in use?") from e
     if port == 0:
@@ -290,6 +285,16 @@ def _bind(server: grpc.Server, config: ServerConfig) -> int:
     return port
 
 
+def _add_port(server: grpc.Server, address: str, config: ServerConfig) -> int:
+    """Listen on ``address``, with TLS when ``config.tls_cert`` is set; gRPC's port (0 when
+    it could not bind). Raises ConfigError for an unreadable TLS file."""
+    if not config.tls_cert:
+        return server.add_insecure_port(address)
+    key = _read_file(config.tls_key, "--tls-key")
+    creds = grpc.ssl_server_credentials([(key, _read_file(config.tls_cert, "--tls-cert"))])
+    return server.add_secure_port(address, creds)
+
+
 def _bind_unix(server: grpc.Server, config: ServerConfig) -> None:
     """Also listen on ``unix:config.unix_socket`` (TLS too when the TCP port has it).
     Raises ConfigError when the socket cannot be made there."""
@@ -300,12 +305,7 @@ def _bind_unix(server: grpc.Server, config: ServerConfig) -> None:
         raise ConfigError(f"--unix-socket {path}: a file that is not a socket is there")
     address = f"unix:{path}"
     try:
-        if config.tls_cert:
-            key = _read_file(config.tls_key, "--tls-key")
-            creds = grpc.ssl_server_credentials([(key, _read_file(config.tls_cert, "--tls-cert"))])
-            bound = server.add_secure_port(address, creds)
-        else:
-            bound = server.add_insecure_port(address)
+        bound = _add_port(server, address, config)
     except RuntimeError as e:
         raise ConfigError(f"--unix-socket {path}: cannot listen there ({e})") from e
     if bound == 0:
