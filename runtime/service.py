@@ -16,6 +16,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import grpc
@@ -46,6 +47,63 @@ def require_ready(
         state = "shutting down" if stopping else "loading the model"
         context.abort(grpc.StatusCode.UNAVAILABLE, f"the server is {state}; retry later")
     return scheduler  # type: ignore[return-value]
+
+
+class OpenStreams:
+    """The open streaming calls of one servicer: at most ``limit`` at once, none admitted
+    once stopping; each counted on ``active`` (a gauge) while it runs. Shared by
+    understudy.v1's StreamDetect and KServe's ModelStreamInfer."""
+
+    def __init__(self, limit: int, active: Any, what: str) -> None:
+        self.limit = limit
+        self.stopping = False
+        self._active = active
+        self._what = what  # the calls as the RESOURCE_EXHAUSTED message names them
+        self._lock = threading.Lock()
+        self._sessions: set[StreamSession] = set()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    def stop(self) -> list[StreamSession]:
+        """Admit no more; the sessions open now (to close their input)."""
+        with self._lock:
+            self.stopping = True
+            return list(self._sessions)
+
+    def serve(
+        self,
+        context: grpc.ServicerContext,
+        make_session: Callable[[], StreamSession],
+        frames: Iterator[Any],
+    ) -> Iterator[Any]:
+        """Run a new session (``make_session()``) over ``frames`` and yield its answers;
+        the call is aborted (UNAVAILABLE while stopping, else RESOURCE_EXHAUSTED) when no
+        more may open. The session is cancelled and released however the call ends."""
+        with self._lock:
+            full = len(self._sessions) >= self.limit or self.stopping
+            if not full:
+                session = make_session()
+                self._sessions.add(session)
+        if full and self.stopping:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+        if full:
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the server already has {self.limit} open {self._what} (--max-streams); "
+                "close one or retry later",
+            )
+        self._active.inc()
+        context.add_callback(session.cancel)
+        try:
+            session.start(frames)
+            yield from session.responses()
+        finally:
+            session.cancel()
+            with self._lock:
+                self._sessions.discard(session)
+            self._active.dec()
 
 
 class ShadowReporter(Protocol):
@@ -103,9 +161,7 @@ class DetectorServicer(pb_grpc.DetectorServicer):
         self._model_info: pb.ModelInfo | None = None
         self._shadow: ShadowReporter | None = None
         self._refused: str | None = None
-        self._lock = threading.Lock()
-        self._sessions: set[StreamSession] = set()
-        self._stopping = False
+        self._streams = OpenStreams(config.max_streams, metrics.active_streams, "streams")
 
     # ------------------------------------------------------------------ lifecycle
     def attach(
@@ -129,14 +185,12 @@ class DetectorServicer(pb_grpc.DetectorServicer):
 
     @property
     def ready(self) -> bool:
-        return self._scheduler is not None and not self._stopping
+        return self._scheduler is not None and not self._streams.stopping
 
     def begin_shutdown(self) -> None:
         """Refuse new calls; open streams stop reading and end once their frames are
         answered (waiting frames get SHUTTING_DOWN notices from the scheduler)."""
-        with self._lock:
-            self._stopping = True
-            sessions = list(self._sessions)
+        sessions = self._streams.stop()
         if self._scheduler is not None:
             self._scheduler.begin_shutdown()
         for session in sessions:
@@ -144,7 +198,7 @@ class DetectorServicer(pb_grpc.DetectorServicer):
 
     # ------------------------------------------------------------------ helpers
     def _require_ready(self, context: grpc.ServicerContext) -> Scheduler:
-        return require_ready(context, self._scheduler, self._refused, self._stopping)
+        return require_ready(context, self._scheduler, self._refused, self._streams.stopping)
 
     def prepare(self, frame: pb.Frame) -> tuple[np.ndarray, FrameMeta, float]:
         """Validate the budget and decode the image: (image, meta, decode_ms)."""
@@ -337,37 +391,19 @@ class DetectorServicer(pb_grpc.DetectorServicer):
 
     def StreamDetect(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
         scheduler = self._require_ready(context)
-        with self._lock:
-            full = len(self._sessions) >= self.config.max_streams or self._stopping
-            if not full:
-                session = StreamSession(
-                    scheduler,
-                    prepare=self.prepare,
-                    convert=self.stream_response,
-                    count_received=self.metrics.received.labels(rpc="stream").inc,
-                    max_outstanding=self.config.max_outstanding,
-                    capture_ages=self.capture_ages,
-                    count_jitter=self.config.deadline_from == "jitter",
-                )
-                self._sessions.add(session)
-        if full and self._stopping:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
-        if full:
-            context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"the server already has {self.config.max_streams} open streams (--max-streams); "
-                "close one or retry later",
-            )
-        self.metrics.active_streams.inc()
-        context.add_callback(session.cancel)
-        try:
-            session.start(request_iterator)
-            yield from session.responses()
-        finally:
-            session.cancel()
-            with self._lock:
-                self._sessions.discard(session)
-            self.metrics.active_streams.dec()
+        yield from self._streams.serve(
+            context,
+            lambda: StreamSession(
+                scheduler,
+                prepare=self.prepare,
+                convert=self.stream_response,
+                count_received=self.metrics.received.labels(rpc="stream").inc,
+                max_outstanding=self.config.max_outstanding,
+                capture_ages=self.capture_ages,
+                count_jitter=self.config.deadline_from == "jitter",
+            ),
+            request_iterator,
+        )
 
     def GetModelInfo(
         self, request: pb.ModelInfoRequest, context: grpc.ServicerContext

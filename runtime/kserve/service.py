@@ -43,7 +43,7 @@ from runtime.proto.inference import grpc_service_pb2_grpc as kpb_grpc
 from runtime.proto.inference import model_config_pb2 as mc
 from runtime.scheduler import Answered, Dropped, Failed, Job, Outcome, Scheduler
 from runtime.server_config import ServerConfig
-from runtime.service import require_ready
+from runtime.service import OpenStreams, require_ready
 from runtime.stream_session import FrameMeta, Rejected, StreamSession
 
 log = logging.getLogger(__name__)
@@ -101,9 +101,9 @@ class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
         self._scheduler: Scheduler | None = None
         self._tap: RawTap | None = None
         self._refused: str | None = None
-        self._stopping = False
-        self._lock = threading.Lock()
-        self._sessions: set[StreamSession] = set()
+        self._streams = OpenStreams(
+            config.max_streams, metrics.active_streams, "ModelStreamInfer calls"
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def attach(self, scheduler: Scheduler, tap: RawTap) -> None:
@@ -127,19 +127,16 @@ class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
 
     @property
     def ready(self) -> bool:
-        return self._scheduler is not None and not self._stopping and self._refused is None
+        return self._scheduler is not None and not self._streams.stopping and self._refused is None
 
     def begin_shutdown(self) -> None:
         """Refuse new calls; open streams stop reading and end once answered."""
-        with self._lock:
-            self._stopping = True
-            sessions = list(self._sessions)
-        for session in sessions:
+        for session in self._streams.stop():
             session.close_input()
 
     # ------------------------------------------------------------------ helpers
     def _require_ready(self, context: grpc.ServicerContext) -> Scheduler:
-        return require_ready(context, self._scheduler, self._refused, self._stopping)
+        return require_ready(context, self._scheduler, self._refused, self._streams.stopping)
 
     def _model(self, name: str, version: str) -> DetectionModel | RawModel:
         model = self.models.get(name)
@@ -284,35 +281,17 @@ class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
     def ModelStreamInfer(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
         scheduler = self._require_ready(context)
         stream = _StreamRequests(self)
-        with self._lock:
-            full = len(self._sessions) >= self.config.max_streams or self._stopping
-            if not full:
-                session = StreamSession(
-                    scheduler,
-                    prepare=stream.prepare,
-                    convert=stream.convert,
-                    count_received=self.metrics.received.labels(rpc="kserve_stream").inc,
-                    max_outstanding=self.config.max_outstanding,
-                )
-                self._sessions.add(session)
-        if full and self._stopping:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
-        if full:
-            context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"the server already has {self.config.max_streams} open ModelStreamInfer calls "
-                "(--max-streams); close one or retry later",
-            )
-        self.metrics.active_streams.inc()
-        context.add_callback(session.cancel)
-        try:
-            session.start(stream.items(request_iterator))
-            yield from session.responses()
-        finally:
-            session.cancel()
-            with self._lock:
-                self._sessions.discard(session)
-            self.metrics.active_streams.dec()
+        yield from self._streams.serve(
+            context,
+            lambda: StreamSession(
+                scheduler,
+                prepare=stream.prepare,
+                convert=stream.convert,
+                count_received=self.metrics.received.labels(rpc="kserve_stream").inc,
+                max_outstanding=self.config.max_outstanding,
+            ),
+            stream.items(request_iterator),
+        )
 
 
 class _StreamRequests:

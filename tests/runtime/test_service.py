@@ -315,7 +315,7 @@ def test_max_streams_resource_exhausted_and_released() -> None:
         assert next(it).HasField("result")
         third.cancel()  # a cancelled stream is released too
         wait_until(lambda: metric(srv, "understudy_active_streams") == 0)
-        assert len(srv.servicer._sessions) == 0
+        assert len(srv.servicer._streams) == 0
 
 
 def test_reflection_lists_services() -> None:
