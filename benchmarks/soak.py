@@ -35,7 +35,7 @@ from pathlib import Path
 from benchmarks.common import command_line, parse_size
 from benchmarks.soak_report import summarize, write_results
 from benchmarks.stream import RESULTS, add_server_options, serve_args
-from benchmarks.stream_load import Server, bench_frames
+from benchmarks.stream_load import Server, bench_frames, send_paced
 from runtime.client import DetectorClient, timestamp_ns
 from runtime.measure import rss_mb
 
@@ -97,14 +97,7 @@ def run_session(
 
     receiver = threading.Thread(target=receive, daemon=True)
     receiver.start()
-    i = 0
-    while (due := s.start + i / fps) < s.start + args.session_s:
-        delay = due - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        call.send(frames[i % len(frames)], frame_id=i)
-        i += 1
-    s.sent = i
+    s.sent = send_paced(call, frames, fps, s.start, s.start + args.session_s)
     call.close()
     receiver.join(30)
     s.end = time.perf_counter()

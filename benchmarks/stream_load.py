@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 
@@ -112,6 +113,19 @@ class StreamResult:
     errors: list[str] = field(default_factory=list)
 
 
+def send_paced(call: Any, frames: list[bytes], fps: float, start: float, end: float) -> int:
+    """Send frame ``i`` (cycling through ``frames``) at ``start + i / fps`` on the
+    perf_counter clock until ``end``, whatever the answers do; returns how many were sent."""
+    i = 0
+    while (due := start + i / fps) < end:
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        call.send(frames[i % len(frames)], frame_id=i)
+        i += 1
+    return i
+
+
 def run_stream(
     target: str,
     frames: list[bytes],
@@ -136,14 +150,7 @@ def run_stream(
 
     receiver = threading.Thread(target=receive, daemon=True)
     receiver.start()
-    i = 0
-    while (due := t0 + offset + i / fps) - t0 < duration:
-        delay = due - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        call.send(frames[i % len(frames)], frame_id=i)
-        i += 1
-    out.sent = i
+    out.sent = send_paced(call, frames, fps, t0 + offset, t0 + duration)
     call.close()
     receiver.join(30)
     out.client_dropped = call.client_dropped
