@@ -10,6 +10,7 @@ the worker thread. Nothing sleeps: the outcome of a run is a function of its arg
 from __future__ import annotations
 
 import heapq
+import inspect
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +58,8 @@ _EMPTY = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.ze
 
 
 class SimModel:
-    """A detector whose calls take ``model_s(call_index)`` seconds of the fake clock; frames
+    """A detector whose calls take ``model_s(call_index, now)`` seconds of the fake clock
+    (``now``: the fake time the call starts); frames
     that arrive meanwhile are submitted at their arrival times (``during`` callback)."""
 
     max_batch = 1
@@ -65,14 +67,14 @@ class SimModel:
     backend_name = "sim"
     precision = "fp32"
 
-    def __init__(self, clock: FakeClock, model_s: Callable[[int], float]) -> None:
+    def __init__(self, clock: FakeClock, model_s: Callable[[int, float], float]) -> None:
         self.clock = clock
         self.model_s = model_s
         self.calls = 0
         self.during: Callable[[float], None] = lambda end: None
 
     def detect(self, image: np.ndarray) -> tuple[Detections, StageTimings]:
-        end = self.clock.now + self.model_s(self.calls)
+        end = self.clock.now + self.model_s(self.calls, self.clock.now)
         self.calls += 1
         self.during(end)  # frames that arrive while the model computes
         self.clock.now = end
@@ -82,20 +84,36 @@ class SimModel:
         return [self.detect(image) for image in images]
 
 
+def _by_call_and_time(model_s: object) -> Callable[[int, float], float]:
+    """``model_s`` as a function of (call index, fake time): a constant, a function of the
+    call index, or already of both."""
+    if not callable(model_s):
+        return lambda i, now: float(model_s)  # type: ignore[arg-type]
+    params = inspect.signature(model_s).parameters.values()
+    if sum(p.default is inspect.Parameter.empty for p in params) >= 2:
+        return model_s  # type: ignore[return-value]
+    return lambda i, now: model_s(i)  # type: ignore[call-arg]
+
+
 def simulate(
     cameras: Sequence[Camera],
     duration_s: float,
-    model_s: float | Callable[[int], float],
+    model_s: float | Callable[[int], float] | Callable[[int, float], float],
     budget_ms: float = 33.0,
     notice_s: float = 0.0,
+    decode_s: float = 0.0,
+    stats: dict | None = None,
     **config: object,
 ) -> list[StreamTally]:
     """Run ``cameras`` against a scheduler built from ``config`` (ServerConfig fields) for
     ``duration_s`` of fake time; one tally per camera. ``notice_s``: the fake time the
     worker spends handing over each drop notice (the server's worker sends them between
-    admitting a frame and starting the model on it)."""
+    admitting a frame and starting the model on it). ``decode_s``: how long before its
+    submission each frame was received (the server decodes a frame between the two, and
+    its budget runs from its receipt). ``stats``: a dict to fill with the scheduler's
+    ``stats()`` at the end (model calls, busy and held seconds)."""
     clock = FakeClock()
-    model = SimModel(clock, model_s if callable(model_s) else (lambda i: model_s))
+    model = SimModel(clock, _by_call_and_time(model_s))
     sched = Scheduler(model, ServerConfig(**config), clock=clock)  # type: ignore[arg-type]
     lanes = [sched.open_lane() for _ in cameras]
     tallies = [StreamTally() for _ in cameras]
@@ -123,17 +141,30 @@ def simulate(
             cam = cameras[k]
             clock.now = at
             if at < cam.stop:
-                job = Job(image, budget_ms, at, 0.0, outcome(k, i), priority=cam.priority)
+                job = Job(
+                    image,
+                    budget_ms,
+                    at - decode_s,
+                    decode_s * 1000.0,
+                    outcome(k, i),
+                    priority=cam.priority,
+                )
                 sched.submit(lanes[k], job)
                 tallies[k].sent += 1
                 heapq.heappush(arrivals, (cam.start + cam.offset + (i + 1) / cam.fps, k, i + 1))
 
     model.during = arrive_until
+    # the worker's waits for a stream behind: the simulation, not the scheduler, waits
+    holds, held = 0, 0.0
     while arrivals and arrivals[0][0] < duration_s:
         if not sched.run_once(block=False):  # idle or holding: jump to the next event
-            hold = sched.hold_until
+            hold, began = sched.hold_until, clock.now
             if hold is not None and hold < arrivals[0][0]:
                 clock.now = hold
             else:
                 arrive_until(arrivals[0][0])
+            if hold is not None:
+                holds, held = holds + 1, held + clock.now - began
+    if stats is not None:
+        stats.update(sched.stats(), holds=holds, held_s=held)
     return tallies

@@ -54,6 +54,8 @@ SUMMARY_KEYS = (
     "answered",
     "dropped",
     "dropped_by_reason",
+    "budget_drops_on_arrival",
+    "budget_drop_queue_p50_ms",
     "errors",
 )
 # what is printed of a row as soon as its scenario ends
@@ -88,6 +90,9 @@ MD_COLUMNS = (
     ("schedule", "schedule"),
     ("stream_fps_min", "stream fps min"),
     ("stream_fps_max", "stream fps max"),
+    ("model_busy", "model busy"),
+    ("budget_drops_on_arrival", "budget drops on arrival"),
+    ("held_s", "held s"),
     ("load_1min", "load avg start / end"),
     ("server_rss_mb_start", "RSS start MB"),
     ("server_rss_mb_warm", "RSS warm MB"),
@@ -193,6 +198,18 @@ def run_scenario(
         "client_dropped": sum(r.client_dropped for r in results),
         "stream_errors": [e for r in results for e in r.errors],
         "server_exit_code": exit_code,
+        **worker_view(server.worker_stats(), elapsed),
+    }
+
+
+def worker_view(stats: dict[str, float] | None, elapsed_s: float) -> dict:
+    """The model worker's share of the run busy, and its waits for a stream behind."""
+    if stats is None:
+        return {"model_busy": None, "holds": None, "held_s": None}
+    return {
+        "model_busy": round(stats["busy_s"] / elapsed_s, 3) if elapsed_s > 0 else None,
+        "holds": stats["holds"],
+        "held_s": round(stats["held_s"], 2),
     }
 
 

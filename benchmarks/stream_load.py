@@ -5,6 +5,7 @@ streams against it."""
 from __future__ import annotations
 
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -36,6 +37,12 @@ def bench_frames(width: int, height: int, video: Path | None, n: int = 30) -> li
     return [encode_image(img, "jpeg", 90) for img in images]
 
 
+# what ``RunningServer.stop`` logs about the model worker
+WORKER_LINE = re.compile(
+    r"model worker: (\d+) calls, ([\d.]+) s busy; (\d+) waits for a stream behind, ([\d.]+) s"
+)
+
+
 class Server:
     """``understudy serve`` in a subprocess; the port is read from its output. While the
     streams run, :meth:`start_sampling` records its resident memory every 0.5 s."""
@@ -50,7 +57,8 @@ class Server:
         self.rss_samples: list[tuple[float, float]] = []  # (perf_counter s, MiB)
         self._sampling = threading.Event()
         self._sampler: threading.Thread | None = None
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pumper = threading.Thread(target=self._pump, daemon=True)
+        self._pumper.start()
         self.target = self._wait("listening on").strip().rsplit(" ", 1)[-1]
         self._wait("ready")
 
@@ -92,14 +100,34 @@ class Server:
             self._sampler.join()
 
     def stop(self) -> int:
-        """SIGTERM (a graceful drain), SIGKILL after 30 s; returns the exit code."""
+        """SIGTERM (a graceful drain), SIGKILL after 30 s; returns the exit code. The
+        server's output is then all in ``log``."""
         self.stop_sampling()
         self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(30)
+            code = self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            return -9
+            code = -9
+        self._pumper.join(5.0)
+        while not self.lines.empty():
+            self.log.append(self.lines.get_nowait())
+        return code
+
+    def worker_stats(self) -> dict[str, float] | None:
+        """The model worker's counters from the line the server logs when it stops
+        (after :meth:`stop`): calls, busy_s, holds, held_s; None without that line."""
+        for line in reversed(self.log):
+            m = WORKER_LINE.search(line)
+            if m:
+                calls, busy, holds, held = m.groups()
+                return {
+                    "calls": int(calls),
+                    "busy_s": float(busy),
+                    "holds": int(holds),
+                    "held_s": float(held),
+                }
+        return None
 
 
 @dataclass

@@ -12,6 +12,11 @@ Exported series (latency in seconds, Prometheus convention):
 - ``understudy_budget_misses_total`` (answered frames whose total exceeded the budget);
 - ``understudy_active_streams``, ``understudy_model_ready`` gauges;
 - ``understudy_batch_size`` histogram (frames per model call);
+- ``understudy_model_calls_total``, ``understudy_model_busy_seconds_total`` (the model
+  worker's calls and seconds in them: busy seconds well below the elapsed time while
+  frames are dropped means the worker idles) and ``understudy_scheduler_holds_total``,
+  ``understudy_scheduler_hold_seconds_total`` (the ``deficit`` schedule's waits for a
+  stream behind while frames waited);
 - ``understudy_capture_age_seconds`` histogram (frames' capture time to arrival on the
   server's clock) and ``understudy_capture_time_future_total``: clock offsets show here;
 - ``understudy_raw_stage_duration_seconds{stage}`` histogram, stage in queue, infer, total:
@@ -49,7 +54,7 @@ from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from runtime.types import StageTimings
 
@@ -148,6 +153,8 @@ class ServerMetrics:
             self.raw_stage_seconds.labels(stage=stage)
         self.streams = StreamMetrics()
         r.register(self.streams)
+        self.worker = WorkerMetrics()
+        r.register(self.worker)
         self._http: Any = None
         self._http_thread: threading.Thread | None = None
 
@@ -156,6 +163,10 @@ class ServerMetrics:
         if age_s < 0:
             self.capture_future.inc()
         self.capture_age_seconds.observe(max(age_s, 0.0))
+
+    def watch_scheduler(self, stats: Callable[[], dict[str, float]]) -> None:
+        """Export the model worker's counters (``Scheduler.stats``) from now on."""
+        self.worker.source = stats
 
     def add_shadow(self, class_names: Sequence[str]) -> ShadowMetrics:
         """Register the shadow teacher's series (once per server)."""
@@ -278,6 +289,37 @@ class ShadowMetrics:
             self.overall_precision.set(tp / (tp + fp))
         if tp + fn:
             self.overall_recall.set(tp / (tp + fn))
+
+
+class WorkerMetrics:
+    """The model worker's counters (``Scheduler.stats``), read when scraped: model calls,
+    seconds busy in them, and the ``deficit`` schedule's waits for a stream behind."""
+
+    SERIES = (
+        ("calls", "understudy_model_calls", "Model calls (batches) run"),
+        ("busy_s", "understudy_model_busy_seconds", "Seconds the model worker spent in calls"),
+        (
+            "holds",
+            "understudy_scheduler_holds",
+            "Times the model worker waited for a stream behind while frames waited",
+        ),
+        (
+            "held_s",
+            "understudy_scheduler_hold_seconds",
+            "Seconds the model worker waited for a stream behind while frames waited",
+        ),
+    )
+
+    def __init__(self) -> None:
+        self.source: Callable[[], dict[str, float]] | None = None
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [CounterMetricFamily(name, text) for _, name, text in self.SERIES]
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        values = self.source() if self.source is not None else {}
+        for key, name, text in self.SERIES:
+            yield CounterMetricFamily(name, text, value=float(values.get(key, 0.0)))
 
 
 class StreamMetrics:

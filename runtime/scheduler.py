@@ -21,15 +21,23 @@ budget (the others' frames are dropped as they come up, see below):
   low tag and is served with its next frame; a lane's tag is never more than one frame
   behind ``V`` (``CREDIT_FRAMES``), so an idle or new lane gets at most one frame ahead of
   the others: a new stream is served from its first frame, a stream cannot bank credit.
-  Ties go to the earliest deadline. Serving the lowest tag is not enough on its own: a
-  model call started on a frame that arrived just before another stream's frame makes
-  that frame wait a whole call, every period when the streams' rates are equal, so it is
-  predicted late and dropped every time. So each lane learns its frame spacing, and when
-  the lane next in line is a whole frame ahead of a lane that lost its last frame as too
-  late and whose next frame is due soon, the worker waits for that frame (``_hold``):
-  until the frame in line would stop being meetable, or, two frames ahead, at most one
+  Ties (common under overload, where every losing lane sits at the cap) go to the lane
+  served longest ago, then to the earliest deadline. Serving the lowest tag is not
+  enough on its own: a model call started on a frame that arrived just before another
+  stream's frame makes that frame wait a whole call, every period when the streams'
+  rates are equal, so it is predicted late and dropped every time. So each lane learns
+  its frame spacing and when its frames reach the scheduler (after decoding), and the
+  worker may wait for a lane that would go before the lane next in line (a frame behind
+  it, or as served and served longer ago), lost its last frame as too late, and has a
+  frame due soon (``_hold``). It waits only when it must: when starting the frame in
+  line now would make one of those lanes miss its coming frame, the calls that would
+  follow being played forward on the expected call time (``_would_miss``); then until
+  the frame in line would stop being meetable, or, two frames ahead, at most one
   expected model call. Lanes that lose nothing are never waited for, so with capacity to
-  spare no frame waits.
+  spare no frame waits. The waits are counted (``stats``, exported as metrics): a wait
+  that was not needed idles the model (the rule before this one waited whenever a lane
+  behind was due before the frame in line expired, and at 2x overload answered about
+  half as many frames as ``edf``).
 - ``edf``: the earliest deadline that can still be met goes first.
 - ``arrival``: lanes in the order their waiting frame arrived (the scheduler before
   ``deficit``; kept for comparison). Under overload at equal frame rates it phase-locks:
@@ -48,11 +56,14 @@ longer be answered in time is dropped as ``budget_exceeded``: its wait plus
 budget, or (``predict_drops``) its wait plus the expected processing time plus the margin
 exceeds it. The expected processing time is the recent tail of the service time under
 the current load: the ``service_quantile`` (default the 99th percentile) of the calls of
-the last ``SERVICE_WINDOW_S`` seconds (at least the last ``SERVICE_MIN_CALLS``, at most
-``SERVICE_MAX_CALLS``), so that answered frames meet their budget in the tail too when
-other processes share the CPU; a mean or a long window would hide the slow calls that
-make answers late. A call's service time runs from the moment its frames were admitted
-to the end of post-processing, the span a frame admitted now still has ahead of it
+the last ``SERVICE_WINDOW_S`` seconds (at most ``SERVICE_MAX_CALLS``), so that answered
+frames meet their budget in the tail too when other processes share the CPU; a mean or a
+long window would hide the slow calls that make answers late. The window is a time, not
+a number of calls: while slow calls make the rule drop nearly every frame, the model runs
+about once per ``refresh_s`` (below), and a window of the last N calls then kept the slow
+ones for N seconds after the load went away (answering one frame a second meanwhile).
+A call's service time runs from the moment its frames were admitted to the end of
+post-processing, the span a frame admitted now still has ahead of it
 (drop notices handed over and the interpreter lock included, not only the model).
 When the model alone misses the budget at that quantile (a few stalls on a shared CPU
 are enough), the rule predicts with the highest of ``FALLBACK_QUANTILES`` (95th, 90th,
@@ -93,13 +104,13 @@ log = logging.getLogger(__name__)
 CREDIT_FRAMES = 1.0  # how far (in frames) a lane's tag may lag behind the virtual clock
 MAX_PRIORITY = 15  # a frame's priority is capped here: weights 1..16
 SERVICE_WINDOW_S = 2.0  # model calls this recent make the expected processing time...
-SERVICE_MIN_CALLS = 16  # ...but at least this many of the last calls...
-SERVICE_MAX_CALLS = 256  # ...and at most this many
+SERVICE_MAX_CALLS = 256  # ...at most this many
 # when the model alone misses the budget at ``service_quantile``, the lower quantiles the
 # drop rule falls back to, highest first (see ``Scheduler.predicted_ms``)
 FALLBACK_QUANTILES = (0.95, 0.9, 0.75, 0.5)
 PERIOD_MAX_S = 1.0  # frame gaps longer than this are pauses, not a stream's frame rate
 DUE_TOLERANCE_S = 0.002  # a lane's next frame is awaited this long past its due time
+TAG_EPS = 1e-6  # start tags this close (in frames) are equal
 
 
 class DetectorLike(Protocol):
@@ -176,16 +187,24 @@ class Lane:
     weight: float = 1.0  # 1 + the priority of its latest frame
     tag: float = -math.inf  # virtual time at which its service so far ends (``deficit``)
     served: int = 0  # frames given to the model
+    last_served: float = -math.inf  # when it was last given the model (clock s)
     missed: int = 0  # frames dropped as too late since it was last served
-    last_arrival: float = -math.inf  # when its latest frame arrived (clock s)
+    last_arrival: float = -math.inf  # when its latest frame reached the scheduler (clock s)
     period: float = 0.0  # its frames' recent spacing (s; 0 = not known yet)
+    # the latest frame's budget left when it reached the scheduler (s): its budget minus
+    # the time its budget had already run (decoding, and lateness under jitter/capture)
+    budget_left: float = 0.0
 
-    def note_arrival(self, at: float) -> None:
-        """Track the frame spacing, to tell when the lane's next frame is due."""
+    def note_arrival(self, job: Job) -> None:
+        """Track the frame spacing and budget left, to tell when the lane's next frame is
+        due at the scheduler and until when it could start. Times are when frames are
+        submitted, after decoding: a frame is received a decode earlier than it can run."""
+        at = job.enqueued
         gap = at - self.last_arrival
         if 0.0 < gap < PERIOD_MAX_S:
             self.period = gap if self.period == 0.0 else 0.8 * self.period + 0.2 * gap
         self.last_arrival = at
+        self.budget_left = job.deadline - at
 
 
 class Scheduler:
@@ -231,6 +250,11 @@ class Scheduler:
         self._recent: list[float] = []  # the window's call times (ms), sorted
         self._expected_ms = 0.0  # service_quantile of the recent calls
         self._decided = 0.0  # when the batch being run was admitted (clock s)
+        # what the worker did with its time (clock s; read by the metrics, see ``stats``)
+        self.busy_s = 0.0  # in model calls (pre- and post-processing included)
+        self.held_s = 0.0  # idle in ``_hold`` waits for a stream behind, frames waiting
+        self.holds = 0  # such waits
+        self.calls = 0  # model calls
         self._thread = threading.Thread(target=self._run, name="understudy-infer", daemon=True)
 
     # ----------------------------------------------------------------- public API
@@ -244,6 +268,18 @@ class Scheduler:
             self._calls.clear()
             self._recent = []
             self._expected_ms = float(ms)
+
+    def stats(self) -> dict[str, float]:
+        """The worker's counters so far: ``calls`` (model calls), ``busy_s`` (seconds in
+        them), ``holds`` and ``held_s`` (waits for a stream behind while frames waited,
+        and their seconds; ``deficit`` only). A model that is idle while frames are
+        dropped shows here as ``busy_s`` far below the elapsed time."""
+        return {
+            "calls": self.calls,
+            "busy_s": self.busy_s,
+            "holds": self.holds,
+            "held_s": self.held_s,
+        }
 
     @property
     def expected_service_ms(self) -> float:
@@ -277,7 +313,7 @@ class Scheduler:
                 lane.pending.append(job)
             if not job.cancelled:
                 lane.weight = 1.0 + min(max(int(job.priority), 0), MAX_PRIORITY)
-                lane.note_arrival(job.received)
+                lane.note_arrival(job)
             if lane.pending and not lane.queued:
                 lane.queued = True
                 self._ready.append(lane)
@@ -346,7 +382,10 @@ class Scheduler:
                     break
                 if not block:
                     return False
-                self._cv.wait(max(0.0, hold - self._clock()))
+                self.holds += 1
+                began = self._clock()
+                self._cv.wait(max(0.0, hold - began))
+                self.held_s += max(0.0, self._clock() - began)
             if hold is None and self._ready:
                 batch = self._take(self.max_batch, drops)
                 if self.max_batch > 1 and len(batch) < self.max_batch and self.max_wait_s > 0:
@@ -428,15 +467,25 @@ class Scheduler:
             return self._ready[0]
         if self.schedule == "edf":
             return min(self._ready, key=lambda lane: lane.pending[0].deadline)
-        return min(self._ready, key=lambda lane: (self._start_tag(lane), lane.pending[0].deadline))
+        return min(self._ready, key=lambda lane: self._order(lane, lane.pending[0].deadline))
+
+    def _order(self, lane: Lane, deadline: float) -> tuple[float, float, float]:
+        """The ``deficit`` order: the least served lane (start tag) first; among lanes as
+        little served (tags at the credit cap tie under overload), the one served longest
+        ago, then the earliest deadline."""
+        return (self._start_tag(lane), lane.last_served, deadline)
 
     def _hold(self, now: float) -> float | None:
-        """Deficit only: when the next lane is at least a frame ahead of an open lane that
-        lost its last frame as too late and whose next frame is due before the next lane's
-        frame stops being meetable, the time to wait until (the model idles meanwhile, so
-        the lane behind gets its turn instead of arriving just after every call started);
-        else None (lock held). Lanes that are not losing frames are never waited for: with
-        capacity to spare nobody waits."""
+        """Deficit only: the time to wait until before serving the next lane, or None
+        (lock held). The lanes waited for are open lanes at least a frame behind the next
+        one that lost their last frame as too late and whose next frame is due soon. The
+        worker waits only when starting the next lane's frame now would cost one of them
+        its coming frame: taken in their order, each served after the call before it (a
+        model call of the expected time each), one would start past its frame's last
+        meetable moment. It then waits for the first of them that is due before the next
+        lane's frame stops being meetable (the model idles meanwhile, so the lane behind
+        gets its turn instead of arriving just after every call started). Lanes that are
+        not losing frames are never waited for: with capacity to spare nobody waits."""
         if self.schedule != "deficit":
             return None
         lane = self._pick()
@@ -445,21 +494,62 @@ class Scheduler:
         start = job.received if job.deadline_start is None else job.deadline_start
         expected = self.predicted_ms(job.budget_ms) or 0.0  # None: no prediction
         latest = start + (job.budget_ms - self.margin_ms - expected) / 1000.0
-        hold = None
+        behind = []  # (due, lane, frames behind)
         for other in self._lanes:
             if other.queued or other.period == 0.0 or other.missed == 0:
                 continue
-            behind = (ahead - self._start_tag(other)) * other.weight  # frames
-            if behind < 1.0:
-                continue
+            frames = (ahead - self._start_tag(other)) * other.weight
+            due = other.last_arrival + other.period
+            # a frame or more behind, or as served and served longer ago (it would go
+            # first if its frame were here)
+            first = frames >= 1.0 - TAG_EPS or (
+                abs(frames) < TAG_EPS and other.last_served < lane.last_served
+            )
+            if first and now < due + DUE_TOLERANCE_S:
+                behind.append((due, other, frames))
+        if not behind or not self._would_miss([b[:2] for b in behind], now, expected):
+            return None
+        hold = None
+        for due, _, frames in behind:
             # two frames behind: wait for it even if this frame is then too late, but
             # never longer than one model call
-            limit = max(latest, now + self._expected_ms / 1000.0) if behind >= 2.0 else latest
-            due = other.last_arrival + other.period
-            if now < due + DUE_TOLERANCE_S and due <= limit:
+            limit = max(latest, now + self._expected_ms / 1000.0) if frames >= 2.0 else latest
+            if due <= limit:
                 until = min(due + DUE_TOLERANCE_S, limit)
                 hold = until if hold is None else min(hold, until)
         return hold if hold is not None and hold > now else None
+
+    def _would_miss(self, behind: list, now: float, expected_ms: float) -> bool:
+        """Whether a model call started now on the next lane's frame makes one of the
+        lanes ``behind`` miss its coming frame (lock held). The calls that would follow are
+        played forward on the expected time of a call: at each call's end the lane the
+        schedule picks among those with a frame by then (the waiting lanes with a frame
+        still meetable, and the lanes behind once their frame is due) is served; a lane
+        behind that cannot start before its frame's last meetable moment misses it."""
+        call = expected_ms / 1000.0
+        after = (self.margin_ms + expected_ms) / 1000.0  # a start later than deadline - this misses
+        nxt = self._pick()
+        # (order, available from, last start, lane behind?)
+        items = [
+            (self._order(ln, ln.pending[0].deadline), now, ln.pending[0].deadline - after, False)
+            for ln in self._ready
+            if ln is not nxt
+        ]
+        for due, other in behind:
+            deadline = due + other.budget_left
+            items.append((self._order(other, deadline), due, deadline - after, True))
+        free = now + call
+        while any(item[3] for item in items):
+            if any(item[3] and item[2] < free for item in items):
+                return True
+            items = [item for item in items if item[3] or item[2] >= free]  # the others drop
+            ready = [item for item in items if item[1] <= free]
+            if not ready:
+                free = min(item[1] for item in items)
+                continue
+            items.remove(min(ready))
+            free += call
+        return False
 
     def _start_tag(self, lane: Lane) -> float:
         """Where the lane's next frame starts on the virtual clock: its tag, but never more
@@ -473,6 +563,7 @@ class Scheduler:
         lane.tag = start + 1.0 / lane.weight
         lane.served += 1
         lane.missed = 0
+        lane.last_served = self._clock()
 
     def _budget_drop(self, job: Job, now: float) -> str | None:
         start = job.received if job.deadline_start is None else job.deadline_start
@@ -515,6 +606,8 @@ class Scheduler:
             return
         done = self._clock()
         self._last_call = done
+        self.busy_s += done - start
+        self.calls += 1
         for job, (dets, st) in zip(batch, results):  # the answers first, then the book-keeping
             timings = StageTimings(
                 queue_ms=(start - job.enqueued) * 1000.0,
@@ -532,15 +625,18 @@ class Scheduler:
 
     def _update_estimate(self, ms: float, now: float | None = None) -> None:
         """Add one model call (``ms``, ending at ``now``) and recompute the expected time:
-        the ``service_quantile`` of the calls of the last ``SERVICE_WINDOW_S`` seconds, or
-        of the last ``SERVICE_MIN_CALLS`` calls when fewer are that recent."""
+        the ``service_quantile`` of the calls of the last ``SERVICE_WINDOW_S`` seconds.
+
+        Only that recent: when frames are dropped because calls were slow (another process
+        took the CPU), the model runs about once per ``refresh_s``, and a window of a fixed
+        number of calls would keep those slow calls for many seconds after the load went
+        away, dropping frames the model could now answer in time."""
         now = self._clock() if now is None else now
         calls = self._calls
         calls.append((now, ms))
-        recent = [m for t, m in calls if now - t <= SERVICE_WINDOW_S]
-        if len(recent) < SERVICE_MIN_CALLS:
-            recent = [m for _, m in list(calls)[-SERVICE_MIN_CALLS:]]
-        self._recent = sorted(recent)  # at most 256 values: cheaper than numpy for this size
+        while now - calls[0][0] > SERVICE_WINDOW_S:
+            calls.popleft()
+        self._recent = sorted(m for _, m in calls)  # at most 256: cheaper than numpy here
         self._expected_ms = self._quantile(self.service_quantile)
 
     def _quantile(self, q: float) -> float:

@@ -159,6 +159,7 @@ class RunningServer:
                 on_batch=self.metrics.batch_size.observe,
             )
             scheduler.set_service_estimate(p50)
+            self.metrics.watch_scheduler(scheduler.stats)
             info = model_info(detector, config, scheduler.max_batch, p50, p99, budget)
             with self._stop_lock:
                 self.budget, self.shadow = budget, shadow
@@ -213,6 +214,15 @@ class RunningServer:
         idle = self.scheduler is None or self.scheduler.join(timeout=grace + 1.0)
         if not idle:
             log.warning("the model worker did not finish within %.1f s", grace + 1.0)
+        if self.scheduler is not None:
+            st = self.scheduler.stats()
+            log.info(
+                "model worker: %d calls, %.3f s busy; %d waits for a stream behind, %.3f s",
+                st["calls"],
+                st["busy_s"],
+                st["holds"],
+                st["held_s"],
+            )
         if self.shadow is not None:
             self.shadow.stop(grace)
         # a model still loading/warming up is closed once the loader lets go of it

@@ -18,6 +18,7 @@ from runtime.client import timestamp_ns
 from runtime.proto import pb
 
 STAGES = ("queue", "decode", "preprocess", "postprocess")  # server stages besides infer
+ON_ARRIVAL_MS = 1.0  # a budget drop after less time than this in the queue: on arrival
 
 
 class StreamStats:
@@ -38,6 +39,9 @@ class StreamStats:
         self.server_total_ms: list[float] = []
         self.stage_ms: dict[str, list[float]] = {k: [] for k in STAGES}
         self.e2e_over_budget = 0
+        # how long each frame dropped as over its budget had waited in the server's queue:
+        # about 0 when its budget was already spent (or predicted to be) on arrival
+        self.budget_drop_queue_ms: list[float] = []
         self.server_budget_misses = 0
         self._recent: collections.deque[tuple[float, float | None]] = collections.deque(
             maxlen=window
@@ -61,7 +65,10 @@ class StreamStats:
                 self.server_budget_misses += not r.budget_met
                 self._recent.append((now, e2e))
             elif kind == "dropped":
-                self.dropped[pb.DropReason.Name(response.dropped.reason)] += 1
+                d = response.dropped
+                self.dropped[pb.DropReason.Name(d.reason)] += 1
+                if d.reason == pb.DROP_REASON_BUDGET_EXCEEDED:
+                    self.budget_drop_queue_ms.append(d.queue_ms)
                 self._recent.append((now, None))
             else:
                 self.errors += 1
@@ -119,7 +126,20 @@ class StreamStats:
                 "server_budget_miss_rate": round(self.server_budget_misses / self.answered, 4)
                 if self.answered
                 else 0.0,
+                **self._budget_drops(),
             }
+
+    def _budget_drops(self) -> dict[str, float | None]:
+        """Of the frames dropped as over their budget, the share dropped on arrival (in the
+        queue under ``ON_ARRIVAL_MS``: their budget was spent, or predicted to be, before
+        the server could run them) and their median queue time (lock held)."""
+        q = np.asarray(self.budget_drop_queue_ms, np.float64)
+        if not q.size:
+            return {"budget_drops_on_arrival": None, "budget_drop_queue_p50_ms": None}
+        return {
+            "budget_drops_on_arrival": round(float(np.mean(q < ON_ARRIVAL_MS)), 4),
+            "budget_drop_queue_p50_ms": round(float(np.percentile(q, 50)), 3),
+        }
 
     def merge(self, other: StreamStats) -> None:
         """Add ``other``'s records to this one (for several streams)."""
@@ -128,6 +148,7 @@ class StreamStats:
             self.errors += other.errors
             self.dropped.update(other.dropped)
             self.e2e_ms += other.e2e_ms
+            self.budget_drop_queue_ms += other.budget_drop_queue_ms
             self.infer_ms += other.infer_ms
             self.server_total_ms += other.server_total_ms
             for k, values in other.stage_ms.items():

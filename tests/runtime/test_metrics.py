@@ -74,3 +74,16 @@ def test_a_streams_priority_reaches_its_lane() -> None:
         assert next(responses).WhichOneof("kind") == "result"
         assert 4.0 in [lane.weight for lane in srv.scheduler._lanes]  # weight 1 + priority
         call.close()
+
+
+def test_server_exports_the_model_workers_counters() -> None:
+    with running(FakeDetector()) as (srv, client):
+        assert metric(srv, "understudy_model_calls_total") == 0.0
+        for i in range(3):
+            client.detect(solid(i), encode="raw")
+        assert metric(srv, "understudy_model_calls_total") == 3.0
+        assert metric(srv, "understudy_model_busy_seconds_total") > 0.0
+        # one client, nothing to wait for: exported, and zero
+        get = srv.metrics.registry.get_sample_value
+        assert get("understudy_scheduler_holds_total") == 0.0
+        assert get("understudy_scheduler_hold_seconds_total") == 0.0

@@ -7,12 +7,13 @@ any machine, however loaded.
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
 
 from benchmarks.schedule_sim import Camera, FakeClock, simulate
-from runtime.scheduler import SERVICE_MIN_CALLS, SERVICE_WINDOW_S, Scheduler
+from runtime.scheduler import SERVICE_WINDOW_S, Scheduler
 from runtime.server_config import ServerConfig
 from tests.runtime.serving_fakes import FakeDetector
 
@@ -126,10 +127,31 @@ def test_expected_time_is_the_recent_tail_under_the_current_load() -> None:
     sched._update_estimate(40.0, clock.now)
     assert sched.expected_service_ms == 40.0  # the p99 sees the slow calls
     clock.now += SERVICE_WINDOW_S + 0.01  # the load went away: older calls leave the window
-    for _ in range(SERVICE_MIN_CALLS):
+    for _ in range(16):
         clock.now += 0.001
         sched._update_estimate(8.0, clock.now)
     assert sched.expected_service_ms == 8.0
+
+
+def test_the_drop_rule_recovers_soon_after_the_load_goes_away() -> None:
+    # Another process takes the CPU for the first 3 s: every call takes 30 ms, and with
+    # 2.5 ms of decoding and the 2 ms reply margin no frame of the 33 ms budget can be
+    # answered in time, so the rule drops them and the model runs once a second to
+    # measure again. Once the load has gone the calls take 16 ms: within the window
+    # (2 s) the slow calls are forgotten and the streams get their share again.
+    rng = random.Random(3)
+    cams = [Camera(30.0, offset=o) for o in _phases(rng, 4, 30.0, apart_s=0.001)]
+
+    def shared_cpu(i: int, now: float) -> float:
+        return 0.030 if now < 3.0 else 0.016
+
+    def total(seconds: float, model: object) -> int:
+        return sum(answered(simulate(cams, seconds, model, decode_s=0.0025)))
+
+    assert total(3.0, shared_cpu) <= 3  # the measuring calls
+    after = total(9.0, shared_cpu) - total(6.0, shared_cpu)  # from 1 s after the window
+    steady = total(9.0, 0.016) - total(6.0, 0.016)
+    assert after >= 0.95 * steady, (after, steady)
 
 
 # ---------------------------------------------------------------------- late answers
@@ -179,3 +201,57 @@ def test_the_service_time_counts_from_the_drop_decision() -> None:
     # the server's time of every answer leaves the reply margin (2 ms) of the 33 ms budget
     assert max(t.worst_ms for t in tallies) <= 31.0 + 0.5, [t.worst_ms for t in tallies]
     assert _late_rate(tallies) == 0.0
+
+
+# ------------------------------------------------ waits for a stream behind, in the server
+def test_waits_for_streams_behind_with_decoding_before_the_scheduler() -> None:
+    """In the server a frame reaches the scheduler a decode (here 2.5 ms) after its receipt,
+    where its budget starts. A wait for a stream behind lasts until its frame is submitted
+    (a wait timed by receipts ended just before it and idled the model for nothing), is
+    taken only when starting the next frame now would cost a stream behind its coming frame,
+    and covers a stream as served as the next one but served longer ago (two streams whose
+    frames arrive 1-2 ms apart otherwise take turns badly). 30 seeded cases of 4 x 30 FPS at
+    random phases at least 1 ms apart against a 16 ms (+-15%) model. (Two streams whose
+    frames arrive together can share only one call a period between them whatever the
+    order: the others' larger share is then no unfairness.)"""
+    rng = random.Random(1)
+    worst, starved, late, totals = 1.0, 0, 0, {"deficit": 0, "edf": 0}
+    for _ in range(30):
+        cams = [Camera(30.0, offset=o) for o in _phases(rng, 4, 30.0, apart_s=0.001)]
+        times = [0.016 * (0.85 + 0.3 * rng.random()) for _ in range(512)]
+        for schedule in totals:
+            tallies = simulate(
+                cams, 3.0, lambda i, t=times: t[i % 512], decode_s=0.0025, schedule=schedule
+            )
+            counts = answered(tallies)
+            totals[schedule] += sum(counts)
+            if schedule == "deficit":
+                starved += counts.count(0)
+                worst = max(worst, max(counts) / max(min(counts), 1))
+                late += sum(t.late for t in tallies)
+    assert starved == 0 and worst <= 1.3, (starved, worst)
+    # (the first calls run before any model time is known: the server seeds it, not this)
+    assert late <= 0.001 * totals["deficit"], late
+    # the price of those waits: a few answers against edf, which starves streams here
+    assert totals["deficit"] >= 0.82 * totals["edf"], totals
+
+
+def _phases(rng: random.Random, n: int, fps: float, apart_s: float) -> list[float]:
+    """``n`` random phases in one frame period, at least ``apart_s`` apart (circularly)."""
+    period = 1.0 / fps
+    while True:
+        phases = sorted(rng.random() * period for _ in range(n))
+        gaps = [b - a for a, b in itertools.pairwise(phases)] + [phases[0] + period - phases[-1]]
+        if min(gaps) >= apart_s:
+            return phases
+
+
+def test_the_worker_counts_its_waits() -> None:
+    cams = [Camera(30.0, offset=k * 0.001) for k in range(4)]  # bunched: waits needed
+    stats: dict = {}
+    simulate(cams, 3.0, MODEL_S, stats=stats)
+    assert stats["calls"] > 0 and 0.0 < stats["busy_s"] < 3.0
+    assert stats["holds"] > 0 and 0.0 < stats["held_s"] < 3.0 - stats["busy_s"]
+    # with capacity to spare: no waits
+    simulate([Camera(30.0), Camera(10.0, offset=0.005)], 3.0, 0.010, stats=stats)
+    assert stats["holds"] == 0 and stats["held_s"] == 0.0

@@ -50,6 +50,8 @@ def test_stream_benchmark_writes_and_replaces_rows(raw_model: Path, tmp_path: Pa
     assert row["stream_fps_min"] == min(p["delivered_fps"] for p in per)
     assert row["stream_fps_max"] == max(p["delivered_fps"] for p in per)
     assert row["schedule"] is None and row["threads"] is None  # serve's defaults
+    # the model worker's counters, from the line the server logs when it stops
+    assert 0.0 < row["model_busy"] < 1.0 and row["holds"] >= 0 and row["held_s"] >= 0.0
     assert len(row["load_avg_start"]) == 3
     assert "| reduced |" in (tmp_path / "stream.md").read_text()
     # the same settings again with --append: one row, replaced; other settings add a row
