@@ -31,12 +31,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from benchmarks.common import command_line, parse_size
-from benchmarks.stream_load import Server, bench_frames, run_streams
+from benchmarks.stream_load import Server, bench_frames, cpu_load, run_streams
 from runtime.files import write_atomic, write_json_atomic
 from runtime.measure import machine, markdown_table, today
 from runtime.stream_stats import StreamStats
 
 RESULTS = Path(__file__).resolve().parent / "results"
+RECOVERY_S = 3.0  # after --cpu-load ends: the drop rule's 2 s window and its 1 s refresh
 # what a row takes from the merged StreamStats summary of its streams
 SUMMARY_KEYS = (
     "delivered_fps",
@@ -90,6 +91,9 @@ MD_COLUMNS = (
     ("schedule", "schedule"),
     ("stream_fps_min", "stream fps min"),
     ("stream_fps_max", "stream fps max"),
+    ("cpu_load_s", "CPU load s"),
+    ("delivered_fps_during_load", "fps during load"),
+    ("delivered_fps_after_load", "fps after load"),
     ("model_busy", "model busy"),
     ("budget_drops_on_arrival", "budget drops on arrival"),
     ("held_s", "held s"),
@@ -163,9 +167,10 @@ def run_scenario(
     try:
         rss = {"start": server.rss_mb()}
         server.start_sampling()
-        results, t0, elapsed = run_streams(
-            server.target, frames, streams, fps, args.duration, args.budget_ms
-        )
+        with cpu_load(args.cpu_load):
+            results, t0, elapsed = run_streams(
+                server.target, frames, streams, fps, args.duration, args.budget_ms
+            )
         rss["end"] = server.rss_mb()
     finally:
         exit_code = server.stop()
@@ -199,6 +204,23 @@ def run_scenario(
         "stream_errors": [e for r in results for e in r.errors],
         "server_exit_code": exit_code,
         **worker_view(server.worker_stats(), elapsed),
+        **load_view(results, t0, elapsed, args.cpu_load),
+    }
+
+
+def load_view(results: list, t0: float, elapsed: float, load_s: float) -> dict:
+    """With ``--cpu-load``: answers per second while the other process ran, and from
+    ``RECOVERY_S`` after it stopped to the end (the drop rule's window plus its refresh)."""
+    if load_s <= 0:
+        return {"cpu_load_s": None}
+    times = [t - t0 for r in results for t in r.stats.answered_at]
+    after = load_s + RECOVERY_S
+    return {
+        "cpu_load_s": load_s,
+        "delivered_fps_during_load": round(sum(t < load_s for t in times) / load_s, 2),
+        "delivered_fps_after_load": round(sum(t >= after for t in times) / (elapsed - after), 2)
+        if elapsed > after
+        else None,
     }
 
 
@@ -227,6 +249,7 @@ def row_key(r: dict) -> tuple:
             "policy",
             "budget_ms",
             "schedule",
+            "cpu_load_s",
         )
     )
 
@@ -331,6 +354,15 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="the server's --deadline-from (the streams run on this machine: one clock; "
         "default: serve's)",
+    )
+    p.add_argument(
+        "--cpu-load",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="another process keeps one core busy for the first SECONDS of each scenario "
+        "(a CPU shared with other programs); the row adds the delivered FPS during it and "
+        f"from {RECOVERY_S:g} s after it",
     )
 
 

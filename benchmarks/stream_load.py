@@ -4,6 +4,7 @@ streams against it."""
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import re
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,24 @@ def bench_frames(width: int, height: int, video: Path | None, n: int = 30) -> li
 WORKER_LINE = re.compile(
     r"model worker: (\d+) calls, ([\d.]+) s busy; (\d+) waits for a stream behind, ([\d.]+) s"
 )
+
+
+@contextlib.contextmanager
+def cpu_load(seconds: float) -> Iterator[None]:
+    """For the first ``seconds`` (0: none), another process keeps one core busy (a plain
+    Python loop at normal priority), the way another program shares a robot's CPU."""
+    hog = None
+    if seconds > 0:
+        code = (
+            f"import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass"
+        )
+        hog = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        yield
+    finally:
+        if hog is not None:
+            hog.kill()
+            hog.wait()
 
 
 class Server:

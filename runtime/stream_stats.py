@@ -35,6 +35,7 @@ class StreamStats:
         self.errors = 0
         self.dropped: collections.Counter[str] = collections.Counter()
         self.e2e_ms: list[float] = []
+        self.answered_at: list[float] = []  # time.perf_counter() of each answer's arrival
         self.infer_ms: list[float] = []
         self.server_total_ms: list[float] = []
         self.stage_ms: dict[str, list[float]] = {k: [] for k in STAGES}
@@ -57,6 +58,7 @@ class StreamStats:
                 e2e = (arrived_ns - timestamp_ns(r.capture_time)) / 1e6
                 self.answered += 1
                 self.e2e_ms.append(e2e)
+                self.answered_at.append(now)
                 self.infer_ms.append(r.timings.infer_ms)
                 self.server_total_ms.append(r.timings.total_ms)
                 for k, values in self.stage_ms.items():
@@ -148,6 +150,7 @@ class StreamStats:
             self.errors += other.errors
             self.dropped.update(other.dropped)
             self.e2e_ms += other.e2e_ms
+            self.answered_at += other.answered_at
             self.budget_drop_queue_ms += other.budget_drop_queue_ms
             self.infer_ms += other.infer_ms
             self.server_total_ms += other.server_total_ms

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from benchmarks import stream
+from benchmarks import stream, stream_load
 from benchmarks.stream_load import bench_frames
 
 REQUIRED = (
@@ -72,3 +72,36 @@ def test_bench_frames_from_a_video_are_resized(tmp_path: Path) -> None:
     assert len(frames) == 3
     assert cv2.imdecode(np.frombuffer(frames[0], np.uint8), cv2.IMREAD_COLOR).shape == (24, 32, 3)
     assert len(bench_frames(32, 24, None, n=4)) == 4
+
+
+def test_cpu_load_runs_another_process_for_its_seconds() -> None:
+    import os
+    import time
+
+    def children() -> set[int]:
+        path = f"/proc/{os.getpid()}/task/{os.getpid()}/children"
+        return {int(p) for p in Path(path).read_text().split()} if Path(path).exists() else set()
+
+    before = children()
+    with stream_load.cpu_load(0.3):
+        (hog,) = children() - before
+        assert Path(f"/proc/{hog}").exists()
+        time.sleep(0.6)  # it stops by itself after its seconds
+        assert hog not in children() or Path(f"/proc/{hog}/stat").read_text().split()[2] == "Z"
+    assert children() == before
+    with stream_load.cpu_load(0.0):
+        assert children() == before
+
+
+def test_load_view_splits_the_answers_at_the_load() -> None:
+    res = stream_load.StreamResult()
+    t0 = 100.0
+    res.stats.answered_at = [t0 + 0.5 * k for k in range(20)]  # 2 per second for 10 s
+    view = stream.load_view([res], t0, 10.0, 2.0)
+    assert view["cpu_load_s"] == 2.0
+    assert view["delivered_fps_during_load"] == 2.0  # t < 2 s: 4 answers
+    after = 2.0 + stream.RECOVERY_S
+    assert view["delivered_fps_after_load"] == round(
+        sum(k * 0.5 >= after for k in range(20)) / (10.0 - after), 2
+    )
+    assert stream.load_view([res], t0, 10.0, 0.0) == {"cpu_load_s": None}
