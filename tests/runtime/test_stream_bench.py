@@ -105,3 +105,15 @@ def test_load_view_splits_the_answers_at_the_load() -> None:
         sum(k * 0.5 >= after for k in range(20)) / (10.0 - after), 2
     )
     assert stream.load_view([res], t0, 10.0, 0.0) == {"cpu_load_s": None}
+
+
+def test_median_run_is_the_row_and_every_run_is_kept() -> None:
+    runs = [
+        {"delivered_fps": fps, "server_budget_miss_rate": 0.01 * k, "model_busy": 0.5}
+        for k, fps in enumerate((50.0, 12.0, 41.0))
+    ]
+    row = stream.median_run(runs)
+    assert row["delivered_fps"] == 41.0 and row["server_budget_miss_rate"] == 0.02
+    assert row["repeats"] == 3 and row["delivered_fps_runs"] == [50.0, 12.0, 41.0]
+    assert row["server_budget_miss_rate_runs"] == [0.0, 0.01, 0.02]
+    assert stream.median_run(runs[:2])["delivered_fps"] == 12.0  # the lower of two
