@@ -30,7 +30,6 @@ from benchmarks.peer import NAME as PEER_NAME
 from runtime.errors import BackendUnavailable, ModelFileError
 from runtime.files import write_atomic, write_json_atomic
 from runtime.measure import machine, markdown_table, percentile, synthetic_frames, today
-from runtime.model_spec import ModelSpec
 from runtime.pipeline import Detector
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latency.json"
@@ -144,34 +143,14 @@ def write_results(path: Path, command: str, rows: list[dict]) -> dict:
 
 
 def build_yolo11n_reference(path: Path, size: int) -> Path | None:
-    """A random-weight YOLO11n (architecture from Ultralytics' packaged yaml, nothing
-    downloaded) at ``size`` x ``size`` in the Understudy layout; None without ultralytics.
+    """A random-weight YOLO11n at ``size`` x ``size`` in the Understudy layout, exported by
+    Ultralytics' own command line in its side env (``benchmarks.peer.export_reference``;
+    the project never imports Ultralytics); None, saying why, without that env.
 
     Random weights give the architecture's latency, not its accuracy."""
-    if path.is_file():
-        return path
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    try:
-        from ultralytics import YOLO
-    except ImportError:
-        print(
-            "skipping --yolo11n-reference: ultralytics is not installed here (it builds YOLO11n "
-            "from its packaged yaml with random weights, offline)"
-        )
-        return None
-    yolo = YOLO("yolo11n.yaml")
-    exported = Path(yolo.export(format="onnx", imgsz=size, opset=17, simplify=False, dynamic=False))
-    names = yolo.names
-    from distill.teachers.yolo import to_decoded_xyxy  # the one converter (numpy + onnx)
+    from benchmarks.peer import export_reference
 
-    spec = ModelSpec(
-        class_names=tuple(str(names[i]) for i in sorted(names)),
-        input_size=(size, size),
-        output_layout="decoded_xyxy",
-        preset="yolo11n-random-weights",
-        extra={"reference": "Ultralytics YOLO11n architecture, random weights"},
-    )
-    return to_decoded_xyxy(exported, path, spec)
+    return export_reference(path, size)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -243,6 +243,61 @@ def export(yolo: Path, weights: Path, size: int, dst: Path, names: tuple[str, ..
     return to_decoded_xyxy(kept, dst, spec)
 
 
+def export_reference(dst: Path, size: int) -> Path | None:
+    """A random-weight YOLO11n (the architecture from Ultralytics' packaged yaml, nothing
+    downloaded) exported by ``yolo export`` in the side env at ``size`` and rewritten into
+    the ``decoded_xyxy`` layout at ``dst``: the architecture's latency without training.
+    None, with the reason printed, when the side env is not built (building it takes GBs:
+    ``bash scripts/side_env/ultralytics.sh``)."""
+    from distill.teachers.yolo import to_decoded_xyxy
+    from runtime.model_spec import ModelSpec
+
+    if dst.is_file():
+        return dst
+    yolo = SIDE_ENV / "bin" / "yolo"
+    if not (yolo.is_file() and (SIDE_ENV / "stamp").is_file()):
+        print(
+            f"skipping the YOLO11n reference: Ultralytics' side env {SIDE_ENV} is not built "
+            f"(bash {SIDE_ENV_SCRIPT})"
+        )
+        return None
+    work = dst.parent / f"{dst.stem}.export"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    cmd = [str(yolo), "export", "model=yolo11n.yaml", "format=onnx", f"imgsz={size}"]
+    cmd += ["opset=17", "simplify=False", "dynamic=False", "device=cpu"]
+    run_logged(cmd, dst.with_suffix(".export.log"), work)
+    found = sorted(work.rglob("*.onnx"))
+    if not found:
+        raise ModelFileError(
+            f"yolo export wrote no .onnx under {work}; see {dst.with_suffix('.export.log')}"
+        )
+    names = onnx_class_names(found[0])
+    spec = ModelSpec(
+        class_names=names,
+        input_size=(size, size),
+        preset="yolo11n-random-weights",
+        extra={"reference": "Ultralytics YOLO11n architecture, random weights"},
+    )
+    out = to_decoded_xyxy(found[0], dst, spec)
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def onnx_class_names(path: Path) -> tuple[str, ...]:
+    """The class names an Ultralytics ONNX export carries (its ``names`` metadata, a dict
+    literal of index to name)."""
+    import ast
+
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    if "names" not in meta:
+        raise ModelFileError(f"{path}: no 'names' metadata (not an Ultralytics export?)")
+    names = ast.literal_eval(meta["names"])
+    return tuple(str(names[i]) for i in sorted(names))
+
+
 def probe_epoch_seconds(
     yolo: Path, data_yaml: Path, runs: Path, settings: dict, state: dict
 ) -> tuple[float, float]:

@@ -23,7 +23,8 @@ from tests.runtime.tiny_models import IR_VERSION, OPSET
 
 def yolo_onnx(path: Path, size: int, output: np.ndarray) -> Path:
     """A single-output YOLO-layout detector (Ultralytics' export): input ``images`` (1, 3,
-    size, size), output ``output0`` = the constant ``output`` (1, 4 + C, A)."""
+    size, size), output ``output0`` = the constant ``output`` (1, 4 + C, A), and the class
+    names in its ``names`` metadata as Ultralytics writes them."""
     nodes = [
         helper.make_node("ReduceMean", ["images"], ["m"], axes=[1, 2, 3], keepdims=0),
         helper.make_node("Mul", ["m", "zero"], ["z"]),
@@ -41,6 +42,8 @@ def yolo_onnx(path: Path, size: int, output: np.ndarray) -> Path:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
+    names = {i: f"class{i}" for i in range(output.shape[1] - 4)}
+    helper.set_model_props(model, {"names": repr(names)})
     onnx.save(model, str(path))
     return path
 
@@ -174,16 +177,12 @@ elif argv[0] == "export":
 """
 
 
-def test_whole_chain_with_a_stand_in_yolo(
-    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """probe -> planned epochs -> train -> two exports -> scored row in the results file;
-    a rerun trains nothing again."""
+def fake_side_env(tmp_path: Path, classes: int) -> tuple[Path, Path]:
+    """A built side env whose ``yolo`` is the stand-in: (env folder, its calls log)."""
     env = tmp_path / "env"
     (env / "bin").mkdir(parents=True)
     calls = tmp_path / "calls.jsonl"
     yolo = env / "bin" / "yolo"
-    classes = len(load_split(tiny_data, "val").class_names)
     yolo.write_text(
         FAKE_YOLO.format(
             python=sys.executable,
@@ -195,6 +194,15 @@ def test_whole_chain_with_a_stand_in_yolo(
     yolo.chmod(0o755)
     (env / "stamp").write_text("x")
     (env / "versions.txt").write_text("ultralytics 8.4.190\ntorch 2.13.0+cpu\n")
+    return env, calls
+
+
+def test_whole_chain_with_a_stand_in_yolo(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """probe -> planned epochs -> train -> two exports -> scored row in the results file;
+    a rerun trains nothing again."""
+    env, calls = fake_side_env(tmp_path, len(load_split(tiny_data, "val").class_names))
     monkeypatch.setattr(peer, "SIDE_ENV", env)
     out = tmp_path / "results" / "accuracy.json"
     argv = [
@@ -252,3 +260,31 @@ def test_a_side_env_that_cannot_be_built_says_so(
     monkeypatch.setattr(peer, "SIDE_ENV_SCRIPT", script)
     with pytest.raises(MissingPackage, match=r"FAILED at install torch.*run bash"):
         peer.ensure_side_env()
+
+
+def test_yolo11n_reference_is_exported_by_the_side_envs_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtime.backends import open_backend
+
+    env, calls = fake_side_env(tmp_path, 5)
+    monkeypatch.setattr(peer, "SIDE_ENV", env)
+    out = peer.export_reference(tmp_path / "cache" / "yolo11n-ref-96.onnx", 96)
+    assert out == tmp_path / "cache" / "yolo11n-ref-96.onnx"
+    spec = open_backend(out).spec
+    assert spec.input_size == (96, 96) and spec.preset == "yolo11n-random-weights"
+    assert spec.class_names == tuple(f"class{i}" for i in range(5))  # from its metadata
+    (argv,) = [json.loads(x) for x in calls.read_text().splitlines()]
+    assert argv[:3] == ["export", "model=yolo11n.yaml", "format=onnx"] and "imgsz=96" in argv
+    assert not (tmp_path / "cache" / "yolo11n-ref-96.export").exists()  # its work folder
+    assert peer.export_reference(out, 96) == out  # cached: not exported again
+    assert len(calls.read_text().splitlines()) == 1
+    assert "ultralytics" not in sys.modules  # never imported by the project
+
+
+def test_yolo11n_reference_without_the_side_env_says_how_to_build_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(peer, "SIDE_ENV", tmp_path / "missing")
+    assert peer.export_reference(tmp_path / "ref.onnx", 96) is None
+    assert "scripts/side_env/ultralytics.sh" in capsys.readouterr().out
