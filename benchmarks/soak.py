@@ -174,6 +174,7 @@ def run_soak(args: argparse.Namespace, frames: list[bytes]) -> dict:
         "sessions": sessions,
         "health_end": health,
         "server_exit_code": exit_code,
+        "worker": server.worker_stats(),
         "load_avg_start": load_start,
         "load_avg_end": list(os.getloadavg()),
     }

@@ -102,6 +102,7 @@ def summarize(raw: dict, args: argparse.Namespace, warmup_s: float, window_s: fl
         "error_samples": [e for s in flat for e in s.errors][:5],
         "health_end": raw["health_end"],
         "server_exit_code": raw["server_exit_code"],
+        **_worker(raw.get("worker"), raw["elapsed_s"]),
         "sessions_over_1s_without_answers": sum(s.answered == 0 for s in long_sessions),
         "session_fps_p5": _pct([s.answered / (s.end - s.start) for s in long_sessions], 5),
         "fairness_ratio": round(max(fps) / min(fps), 3) if min(fps) > 0 else None,
@@ -120,6 +121,18 @@ def summarize(raw: dict, args: argparse.Namespace, warmup_s: float, window_s: fl
     }
     row["targets"] = [_check(row, *t) for t in TARGETS]
     return row
+
+
+def _worker(stats: dict | None, elapsed_s: float) -> dict:
+    """The model worker's share of the run in calls, and its waits for a stream behind
+    (from the line the server logs when it stops; None without it)."""
+    if not stats:
+        return {"model_busy": None, "holds": None, "held_s": None}
+    return {
+        "model_busy": round(stats["busy_s"] / elapsed_s, 3) if elapsed_s > 0 else None,
+        "holds": stats["holds"],
+        "held_s": round(stats["held_s"], 2),
+    }
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -180,7 +193,9 @@ def write_results(out_dir: Path, name: str, command: str, row: dict, samples: li
         "",
         f"Per 10 s window, best / worst stream: median {row['window_fairness_ratio_median']}, "
         f"max {row['window_fairness_ratio_max']}. Sessions over 1 s: 5th percentile of delivered "
-        f"FPS {row['session_fps_p5']}. Late end to end (client clock): {row['late_rate_e2e']}.",
+        f"FPS {row['session_fps_p5']}. Late end to end (client clock): {row['late_rate_e2e']}. "
+        f"Model worker busy {row.get('model_busy')} of the run, waits for a stream behind "
+        f"{row.get('holds')} ({row.get('held_s')} s).",
         "",
         f"Server after warm-up ({row['warmup_s']:g} s): RSS {row.get('rss_mb_warm')} -> "
         f"{row.get('rss_mb_end')} MiB (max {row.get('rss_mb_max_after_warmup')}), threads "

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from benchmarks.common import command_line, parse_size
 from benchmarks.stream_load import Server, bench_frames, cpu_load, run_streams
 from runtime.files import write_atomic, write_json_atomic
+from runtime.frames import decode_encoded
 from runtime.measure import machine, markdown_table, today
 from runtime.stream_stats import StreamStats
 
@@ -71,6 +72,7 @@ PROGRESS_KEYS = (
     "e2e_p99_ms",
 )
 MD_COLUMNS = (
+    ("encode", "encode"),
     ("decode", "decode"),
     ("threads", "threads"),
     ("deadline_from", "budget from"),
@@ -194,6 +196,7 @@ def run_scenario(
         "max_batch": max_batch,
         "policy": args.policy,
         "decode": decode,
+        "encode": args.encode,
         **{key: getattr(args, key) for key in PASSED_ON},  # None: serve's default
         "load_avg_start": load_start,
         "load_avg_end": list(os.getloadavg()),
@@ -253,6 +256,7 @@ def row_key(r: dict) -> tuple:
     return tuple(
         r.get(k)
         for k in (
+            "encode",
             "decode",
             "streams",
             "fps_per_stream",
@@ -267,20 +271,27 @@ def row_key(r: dict) -> tuple:
     )
 
 
-def write_results(out_dir: Path, name: str, command: str, rows: list[dict]) -> Path:
-    """``NAME.json`` (format: benchmarks/README.md) and the table ``NAME.md`` beside it."""
+def write_results(
+    out_dir: Path, name: str, command: str, rows: list[dict], note: str | None = None
+) -> Path:
+    """``NAME.json`` (format: benchmarks/README.md) and the table ``NAME.md`` beside it;
+    ``note``: what the file is, when the commands alone do not say (kept in both)."""
     doc = {"command": command, "machine": machine(), "date": today(), "rows": rows}
+    if note:
+        doc["note"] = note
     path = write_json_atomic(out_dir / f"{name}.json", doc)
     lines = [
         f"# Stream load ({doc['date']})",
         "",
+        *([note, ""] if note else []),
         "Commands (each row of the JSON names its own):",
         "",
         *[f"- `{c}`" for c in dict.fromkeys(r.get("command", command) for r in rows)],
         "",
         f"Machine: {doc['machine']}",
         "",
-        "Open-loop camera streams of pre-encoded JPEG frames; latencies in ms (end to end = "
+        "Open-loop camera streams of pre-encoded JPEG frames (raw BGR pixels in rows whose "
+        "encode is raw); latencies in ms (end to end = "
         "answer arrival minus capture time on the client; overhead = end to end minus "
         "inference; server overhead = server total minus inference). Drop rate = drop "
         "notices / frames settled; budget miss = answered frames over the budget end to end.",
@@ -369,6 +380,19 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
         "default: serve's)",
     )
     p.add_argument(
+        "--note",
+        default=None,
+        help="a line saying what this results file is, kept in it (with --append the file's "
+        "note is kept unless a new one is given)",
+    )
+    p.add_argument(
+        "--encode",
+        choices=("jpeg", "raw"),
+        default="jpeg",
+        help="send the frames as JPEG (quality 90, decoded by the server) or as raw BGR "
+        "pixels (no decoding: the server's own overhead without the codec's)",
+    )
+    p.add_argument(
         "--repeats",
         type=int,
         default=1,
@@ -393,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1:
         raise SystemExit(f"--repeats must be at least 1, got {args.repeats}")
     frames = bench_frames(*args.size, args.video)
+    if args.encode == "raw":  # the same pictures, as the pixels the JPEGs decode to
+        frames = [decode_encoded(f) for f in frames]
     batches = [1, args.max_batch] if args.micro_batch else [1]
     runs = [(dec, mb, n, f) for dec in args.decode for mb in batches for n, f in args.scenarios]
     command = command_line("stream", argv)
@@ -406,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in rows if row_key(r) != row_key(row)]
         tqdm.write(json.dumps({k: row[k] for k in PROGRESS_KEYS}))
         rows.append(row)
-    path = write_results(args.out_dir, args.name, command, rows)
+    if args.append and path.is_file() and not args.note:
+        args.note = json.loads(path.read_text()).get("note")
+    path = write_results(args.out_dir, args.name, command, rows, args.note)
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 
 from benchmarks.common import video_frames
 from runtime.client import DetectorClient
@@ -176,7 +177,7 @@ def send_paced(call: Any, frames: list[bytes], fps: float, start: float, end: fl
 
 def run_stream(
     target: str,
-    frames: list[bytes],
+    frames: list[bytes] | list[np.ndarray],
     fps: float,
     offset: float,
     t0: float,
@@ -185,9 +186,13 @@ def run_stream(
     out: StreamResult,
 ) -> None:
     """One camera: frame ``i`` leaves at ``t0 + offset + i / fps`` whatever the answers do
-    (this thread); a receiver thread records the answers into ``out``."""
+    (this thread); a receiver thread records the answers into ``out``. ``frames``: encoded
+    bytes (sent as they are), or BGR arrays (sent as raw pixels)."""
     client = DetectorClient(target)
-    call = client.open_stream(camera_id=f"cam{offset:.4f}", budget_ms=budget_ms, queue_size=8)
+    encode = "raw" if isinstance(frames[0], np.ndarray) else "jpeg"
+    call = client.open_stream(
+        camera_id=f"cam{offset:.4f}", budget_ms=budget_ms, queue_size=8, encode=encode
+    )
 
     def receive() -> None:
         try:
@@ -206,7 +211,12 @@ def run_stream(
 
 
 def run_streams(
-    target: str, frames: list[bytes], streams: int, fps: float, duration: float, budget_ms: float
+    target: str,
+    frames: list[bytes] | list[np.ndarray],
+    streams: int,
+    fps: float,
+    duration: float,
+    budget_ms: float,
 ) -> tuple[list[StreamResult], float, float]:
     """``streams`` cameras at ``fps`` each, staggered by ``1 / (streams * fps)``, for
     ``duration`` seconds: (one result per stream, ``t0`` = the first frame's due time on

@@ -30,6 +30,8 @@ def test_soak_writes_its_files_and_fields(raw_model: Path, tmp_path: Path) -> No
     for key in ("rss_mb_warm", "rss_mb_end", "threads_end", "fds_end", "late_rate_server"):
         assert row[key] is not None, key
     assert len(row["load_avg_start"]) == 3 and len(row["load_avg_end"]) == 3
+    # the model worker's counters, from the line the server logs when it stops
+    assert 0.0 < row["model_busy"] < 1.0 and row["holds"] >= 0 and row["held_s"] >= 0.0
     assert len(doc["samples"]) >= 3
     assert all({"t_s", "rss_mb", "threads", "fds"} <= set(s) for s in doc["samples"])
     md = (tmp_path / "soak.md").read_text()

@@ -117,3 +117,18 @@ def test_median_run_is_the_row_and_every_run_is_kept() -> None:
     assert row["repeats"] == 3 and row["delivered_fps_runs"] == [50.0, 12.0, 41.0]
     assert row["server_budget_miss_rate_runs"] == [0.0, 0.01, 0.02]
     assert stream.median_run(runs[:2])["delivered_fps"] == 12.0  # the lower of two
+
+
+def test_raw_frames_and_a_note(raw_model: Path, tmp_path: Path) -> None:
+    argv = ["--model", str(raw_model), "--scenarios", "1x10", "--duration", "1.0"]
+    argv += ["--size", "160x120", "--out-dir", str(tmp_path), "--encode", "raw"]
+    assert stream.main([*argv, "--note", "what this file is"]) == 0
+    doc = json.loads((tmp_path / "stream.json").read_text())
+    (row,) = doc["rows"]
+    assert row["encode"] == "raw" and row["answered"] > 0 and row["errors"] == 0
+    assert doc["note"] == "what this file is"
+    assert (tmp_path / "stream.md").read_text().splitlines()[2] == "what this file is"
+    assert stream.main([*argv, "--append", "--encode", "jpeg"]) == 0  # the note is kept
+    doc = json.loads((tmp_path / "stream.json").read_text())
+    assert doc["note"] == "what this file is"
+    assert sorted(r["encode"] for r in doc["rows"]) == ["jpeg", "raw"]
