@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--yolo11n-reference",
         action="store_true",
-        help="add a random-weight YOLO11n ONNX (needs ultralytics)",
+        help="add a random-weight YOLO11n ONNX, exported by Ultralytics' CLI in its side "
+        "env (bash scripts/side_env/ultralytics.sh)",
     )
     p.add_argument("--reference-size", type=int, default=320, help="input size of the reference")
     p.add_argument(
