@@ -22,6 +22,8 @@ rerunning skips finished rows and reuses trained models under --runs):
   as a single-output YOLO / a DETR-layout ONNX detector (another family's layout, read by
   distill/teachers/), method hybrid (for such a teacher: the dense term), no unlabelled
   frames; compare with scratch of the same seed
+- with ``--student-sizes small ...``: scratch and hybrid students of those presets too,
+  every seed (runs ``scratch-small-s0``, ``hybrid-small-s0``, ...)
 - with ``--recipes NAME ...``: hybrid students with other KD recipes (``RECIPES`` in
   benchmarks/accuracy_jobs.py; rows carry ``recipe``), for every seed; those with the
   benchmark's schedule train in their seed's single-method group
@@ -76,6 +78,11 @@ def plan(args: argparse.Namespace) -> list[dict]:
     for seed in args.seeds:
         runs.append(dict(model="onnx-yolo", size="nano", seed=seed, frac=1.0))
     runs.append(dict(model="onnx-detr", size="nano", seed=args.seeds[0], frac=1.0))
+    for size in getattr(args, "student_sizes", None) or []:  # other students: both rows
+        for seed in args.seeds:
+            if size != "nano":
+                runs.append(dict(model="scratch", size=size, seed=seed, frac=1.0))
+                runs.append(dict(model="hybrid", size=size, seed=seed, frac=1.0))
     if args.only:
         runs = [r for r in runs if _asked(r, args.only)]
     for name in getattr(args, "recipes", None) or []:  # asked for by name: never filtered
@@ -118,7 +125,12 @@ def kd_overrides(r: dict, args: argparse.Namespace) -> list[str]:
     """configs/bench_distill.yaml overrides of a distilled run: method, seed, labels, recipe."""
     method = "hybrid" if r["model"] in ("pseudo", "pseudo-own", *EXTERNAL) else r["model"]
     over = [f"kd.method={method}", f"seed={r['seed']}", f"labelled_fraction={r['frac']}"]
-    return [*over, *RECIPES.get(r.get("recipe", ""), []), *args.set]
+    return [*over, *size_override(r), *RECIPES.get(r.get("recipe", ""), []), *args.set]
+
+
+def size_override(r: dict) -> list[str]:
+    """A student of another preset than the configs' ``nano`` (``--student-sizes``)."""
+    return [f"model={r['size']}"] if r["model"] != "teacher" and r["size"] != "nano" else []
 
 
 def train_run(r: dict, args: argparse.Namespace) -> Path:
@@ -128,7 +140,7 @@ def train_run(r: dict, args: argparse.Namespace) -> Path:
     from distill.train_config import TrainConfig
 
     out = Path(args.runs) / run_name(r)
-    over = [f"seed={r['seed']}", f"labelled_fraction={r['frac']}", *args.set]
+    over = [f"seed={r['seed']}", f"labelled_fraction={r['frac']}", *size_override(r), *args.set]
     if r["model"] == "teacher":
         over = [*args.set, *getattr(args, "teacher_set", [])]
         if r["frac"] != 1.0:  # the label-scarce teacher: the seed picks the same 20% subset
@@ -324,6 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="config override for the teacher's run only (after --set), e.g. model=small",
+    )
+    ap.add_argument(
+        "--student-sizes",
+        nargs="+",
+        default=[],
+        help="also train scratch and hybrid students of these presets (e.g. small), every "
+        "seed, with the benchmark's recipe (the other rows stay nano)",
     )
     ap.add_argument("--out", default=str(RESULTS / "accuracy.json"))
     ap.add_argument("--progress", action="store_true", help="progress bars (default: log lines)")

@@ -62,7 +62,8 @@ def run_name(r: dict) -> str:
     recipe = f"-{r['recipe']}" if r.get("recipe") else ""
     if r["model"] == "teacher":  # the benchmark's teacher; a label-scarce one per seed
         return "teacher" if not frac else f"teacher{frac}-s{r['seed']}"
-    return f"{r['model']}{recipe}{frac}-s{r['seed']}"
+    size = f"-{r['size']}" if r.get("size", "nano") != "nano" else ""  # --student-sizes
+    return f"{r['model']}{size}{recipe}{frac}-s{r['seed']}"
 
 
 def group_singles(pending: list[dict], args: argparse.Namespace) -> list[dict]:
@@ -132,6 +133,8 @@ def run_parallel(pending: list[dict], args: argparse.Namespace, on_row) -> None:
     base += [x for s in args.set for x in ("--set", s)]
     base += [x for s in getattr(args, "teacher_set", []) for x in ("--teacher-set", s)]
     base += ["--recipes", *args.recipes] if getattr(args, "recipes", None) else []
+    sizes = getattr(args, "student_sizes", None)
+    base += ["--student-sizes", *sizes] if sizes else []
     todo, running, failed = list(pending), {}, []
     Path(args.runs).mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a time limit: stop the children

@@ -173,3 +173,23 @@ def test_results_keep_their_notes_and_render_them(tmp_path: Path) -> None:
     assert accuracy_results.main([str(path)]) == 0
     assert path.read_text() == before
     assert path.with_suffix(".md").read_text() == md
+
+
+def test_students_of_another_size() -> None:
+    a = args(only=["scratch", "hybrid"], student_sizes=["small"])
+    runs = accuracy.plan(a)
+    names = [ajobs.job_name(r) for r in runs]
+    assert names[-4:] == ["scratch-small-s0", "hybrid-small-s0", "scratch-small-s1",
+                          "hybrid-small-s1"]  # fmt: skip
+    assert "scratch-s0" in names and "hybrid-s1" in names  # the nano rows stay
+    small = runs[-3]
+    assert small["size"] == "small" and "model=small" in accuracy.kd_overrides(small, a)
+    nano = runs[names.index("hybrid-s0")]
+    assert "model=small" not in accuracy.kd_overrides(nano, a)  # nano: the configs' own
+    assert accuracy.size_override(nano) == [] and accuracy.size_override(runs[-4]) == [
+        "model=small"
+    ]
+    teacher = accuracy.plan(args(only=["teacher"]))[0]
+    assert ajobs.needs(small, [teacher, small]) == ["teacher"]
+    assert ajobs.run_key(small) != ajobs.run_key(nano)  # its row is its own
+    assert all(r["size"] == "nano" for r in accuracy.plan(args(only=["scratch"])))
