@@ -35,13 +35,16 @@ class FakeClock:
 @dataclass(frozen=True)
 class Camera:
     """One open-loop stream: frames at ``fps`` from ``start`` + ``offset`` (s) until
-    ``stop`` (s), with ``priority``."""
+    ``stop`` (s), with ``priority``; ``late_s``: how long before its receipt each frame's
+    budget started (its way to the server, counted under ``--deadline-from jitter`` or
+    ``capture``)."""
 
     fps: float
     offset: float = 0.0
     start: float = 0.0
     stop: float = float("inf")
     priority: int = 0
+    late_s: float = 0.0
 
 
 @dataclass
@@ -148,6 +151,7 @@ def simulate(
                     decode_s * 1000.0,
                     outcome(k, i),
                     priority=cam.priority,
+                    deadline_start=at - decode_s - cam.late_s if cam.late_s else None,
                 )
                 sched.submit(lanes[k], job)
                 tallies[k].sent += 1

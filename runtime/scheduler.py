@@ -34,10 +34,9 @@ budget (the others' frames are dropped as they come up, see below):
   follow being played forward on the expected call time (``_would_miss``); then until
   the frame in line would stop being meetable, or, two frames ahead, at most one
   expected model call. Lanes that lose nothing are never waited for, so with capacity to
-  spare no frame waits. The waits are counted (``stats``, exported as metrics): a wait
-  that was not needed idles the model (the rule before this one waited whenever a lane
-  behind was due before the frame in line expired, and at 2x overload answered about
-  half as many frames as ``edf``).
+  spare no frame waits, and a lane whose frames arrive with too little budget left to be
+  answered in time is not waited for either. The waits are counted (``stats``, exported
+  as metrics): a wait that was not needed idles the model.
 - ``edf``: the earliest deadline that can still be met goes first.
 - ``arrival``: lanes in the order their waiting frame arrived (the scheduler before
   ``deficit``; kept for comparison). Under overload at equal frame rates it phase-locks:
@@ -477,8 +476,9 @@ class Scheduler:
 
     def _hold(self, now: float) -> float | None:
         """Deficit only: the time to wait until before serving the next lane, or None
-        (lock held). The lanes waited for are open lanes at least a frame behind the next
-        one that lost their last frame as too late and whose next frame is due soon. The
+        (lock held). The lanes waited for are open lanes that would go before the next one
+        (a frame or more behind it, or as served and served longer ago), lost their last
+        frame as too late, have a frame due soon and could answer it in time. The
         worker waits only when starting the next lane's frame now would cost one of them
         its coming frame: taken in their order, each served after the call before it (a
         model call of the expected time each), one would start past its frame's last
@@ -537,6 +537,8 @@ class Scheduler:
         ]
         for due, other in behind:
             deadline = due + other.budget_left
+            if deadline - after < due:  # its frames arrive too late to be answered in time
+                continue
             items.append((self._order(other, deadline), due, deadline - after, True))
         free = now + call
         while any(item[3] for item in items):

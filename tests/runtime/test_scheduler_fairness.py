@@ -236,6 +236,20 @@ def test_waits_for_streams_behind_with_decoding_before_the_scheduler() -> None:
     assert totals["deficit"] >= 0.82 * totals["edf"], totals
 
 
+def test_a_stream_that_cannot_be_answered_in_time_is_not_waited_for() -> None:
+    # Its frames reach the server 25 ms into their 33 ms budget (a client far behind, under
+    # --deadline-from jitter or capture): none can be answered in time, so the model must
+    # not idle waiting for them; the other streams are served as if it were not there
+    # (waiting for it cost them half their answers and idled the model 1.4 s of 5).
+    cams = [Camera(30.0, offset=k / 90) for k in range(3)]
+    late = Camera(30.0, offset=0.005, late_s=0.025)
+    alone, with_late = {}, {}
+    without = answered(simulate(cams, 5.0, 0.016, decode_s=0.0025, stats=alone))
+    tallies = simulate([*cams, late], 5.0, 0.016, decode_s=0.0025, stats=with_late)
+    assert answered(tallies)[:3] == without and tallies[3].answered == 0
+    assert with_late["holds"] == alone["holds"] and with_late["held_s"] == alone["held_s"]
+
+
 def _phases(rng: random.Random, n: int, fps: float, apart_s: float) -> list[float]:
     """``n`` random phases in one frame period, at least ``apart_s`` apart (circularly)."""
     period = 1.0 / fps
