@@ -125,7 +125,7 @@ def _scheduling_options(p: argparse.ArgumentParser) -> None:
         "--service-quantile",
         type=float,
         default=0.99,
-        help="quantile of the model-call times of the last 2 s (at least the last 16 calls) "
+        help="quantile of the model-call times of the last 2 s "
         "taken as a frame's expected processing time when predicting budget misses "
         "(higher: fewer late answers, more drops)",
     )
