@@ -37,7 +37,7 @@ from runtime.pipeline import Detector
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ACCURACY = RESULTS / "accuracy.json"
-# (accuracy row model, its size) -> the point's name; sizes beyond these join as they run
+# an accuracy row's model -> its point's name (students add their size: "distilled nano")
 KINDS = {"teacher": "teacher", "scratch": "scratch", "hybrid": "distilled"}
 COLUMNS = [
     ("point", "point"),
@@ -119,7 +119,6 @@ def time_points(points: list[dict], args: argparse.Namespace, class_names: list[
             else:
                 with Detector(onnx, backend="onnxruntime", threads=args.threads) as det:
                     timed[arch] = measure(det, frames, 1, args.warmup, args.runs)
-                    timed[arch]["backend"] = det.backend_name
         lat = timed[arch]
         p["p50_ms"] = lat["p50_ms"] if lat else None
         p["p99_ms"] = lat["p99_ms"] if lat else None

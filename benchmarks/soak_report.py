@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from benchmarks.stream_load import worker_view
 from runtime.files import save_figure, write_atomic, write_json_atomic
 from runtime.measure import machine, markdown_table, today
 
@@ -102,7 +103,7 @@ def summarize(raw: dict, args: argparse.Namespace, warmup_s: float, window_s: fl
         "error_samples": [e for s in flat for e in s.errors][:5],
         "health_end": raw["health_end"],
         "server_exit_code": raw["server_exit_code"],
-        **_worker(raw.get("worker"), raw["elapsed_s"]),
+        **worker_view(raw.get("worker"), raw["elapsed_s"]),
         "sessions_over_1s_without_answers": sum(s.answered == 0 for s in long_sessions),
         "session_fps_p5": _pct([s.answered / (s.end - s.start) for s in long_sessions], 5),
         "fairness_ratio": round(max(fps) / min(fps), 3) if min(fps) > 0 else None,
@@ -121,18 +122,6 @@ def summarize(raw: dict, args: argparse.Namespace, warmup_s: float, window_s: fl
     }
     row["targets"] = [_check(row, *t) for t in TARGETS]
     return row
-
-
-def _worker(stats: dict | None, elapsed_s: float) -> dict:
-    """The model worker's share of the run in calls, and its waits for a stream behind
-    (from the line the server logs when it stops; None without it)."""
-    if not stats:
-        return {"model_busy": None, "holds": None, "held_s": None}
-    return {
-        "model_busy": round(stats["busy_s"] / elapsed_s, 3) if elapsed_s > 0 else None,
-        "holds": stats["holds"],
-        "held_s": round(stats["held_s"], 2),
-    }
 
 
 def _pct(values: list[float], q: float) -> float | None:

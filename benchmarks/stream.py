@@ -31,7 +31,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from benchmarks.common import command_line, parse_size
-from benchmarks.stream_load import Server, bench_frames, cpu_load, run_streams
+from benchmarks.stream_load import Server, bench_frames, cpu_load, run_streams, worker_view
 from runtime.files import write_atomic, write_json_atomic
 from runtime.frames import decode_encoded
 from runtime.measure import machine, markdown_table, today
@@ -225,17 +225,6 @@ def load_view(results: list, t0: float, elapsed: float, load_s: float) -> dict:
         "delivered_fps_after_load": round(sum(t >= after for t in times) / (elapsed - after), 2)
         if elapsed > after
         else None,
-    }
-
-
-def worker_view(stats: dict[str, float] | None, elapsed_s: float) -> dict:
-    """The model worker's share of the run busy, and its waits for a stream behind."""
-    if stats is None:
-        return {"model_busy": None, "holds": None, "held_s": None}
-    return {
-        "model_busy": round(stats["busy_s"] / elapsed_s, 3) if elapsed_s > 0 else None,
-        "holds": stats["holds"],
-        "held_s": round(stats["held_s"], 2),
     }
 
 

@@ -64,6 +64,18 @@ def cpu_load(seconds: float) -> Iterator[None]:
             hog.wait()
 
 
+def worker_view(stats: dict[str, float] | None, elapsed_s: float) -> dict:
+    """The model worker's share of the run busy in calls, and its waits for a stream behind
+    (``Server.worker_stats``; None values without them)."""
+    if stats is None:
+        return {"model_busy": None, "holds": None, "held_s": None}
+    return {
+        "model_busy": round(stats["busy_s"] / elapsed_s, 3) if elapsed_s > 0 else None,
+        "holds": stats["holds"],
+        "held_s": round(stats["held_s"], 2),
+    }
+
+
 class Server:
     """``understudy serve`` in a subprocess; the port is read from its output. While the
     streams run, :meth:`start_sampling` records its resident memory every 0.5 s."""

@@ -507,7 +507,7 @@ class Scheduler:
             )
             if first and now < due + DUE_TOLERANCE_S:
                 behind.append((due, other, frames))
-        if not behind or not self._would_miss([b[:2] for b in behind], now, expected):
+        if not behind or not self._would_miss(lane, [b[:2] for b in behind], now, expected):
             return None
         hold = None
         for due, _, frames in behind:
@@ -519,8 +519,8 @@ class Scheduler:
                 hold = until if hold is None else min(hold, until)
         return hold if hold is not None and hold > now else None
 
-    def _would_miss(self, behind: list, now: float, expected_ms: float) -> bool:
-        """Whether a model call started now on the next lane's frame makes one of the
+    def _would_miss(self, nxt: Lane, behind: list, now: float, expected_ms: float) -> bool:
+        """Whether a model call started now on the frame of ``nxt`` (the next lane) makes one of the
         lanes ``behind`` miss its coming frame (lock held). The calls that would follow are
         played forward on the expected time of a call: at each call's end the lane the
         schedule picks among those with a frame by then (the waiting lanes with a frame
@@ -528,7 +528,6 @@ class Scheduler:
         behind that cannot start before its frame's last meetable moment misses it."""
         call = expected_ms / 1000.0
         after = (self.margin_ms + expected_ms) / 1000.0  # a start later than deadline - this misses
-        nxt = self._pick()
         # (order, available from, last start, lane behind?)
         items = [
             (self._order(ln, ln.pending[0].deadline), now, ln.pending[0].deadline - after, False)
