@@ -11,6 +11,9 @@ rerunning skips finished rows and reuses trained models under --runs):
   would give), so their `train s` is the wall time of the group; `--separate` trains them
   one by one
 - hybrid: nano distilled with the hybrid method, seeds 0 and 1
+- scratch-fair / hybrid-fair: the same two under the compute-fair rule, seeds 0 and 1: as
+  many epochs as fit in the time the teacher trained on this machine
+  (benchmarks/compute_fair.py; the row's ``fair`` says how they were counted)
 - label-scarce (labelled_fraction 0.2): "scratch" on 20% of the labelled images, and
   "pseudo" = hybrid distillation on the same 20% + the other 80% as unlabelled frames
   (teacher pseudo-labels + KD targets) from the teacher trained on 100% of the labels,
@@ -45,6 +48,7 @@ from pathlib import Path
 
 from benchmarks.accuracy_jobs import (
     EXTERNAL,
+    FAIR,
     RECIPES,
     SINGLE,
     group_singles,
@@ -69,6 +73,9 @@ def plan(args: argparse.Namespace) -> list[dict]:
         runs.append(dict(model="hybrid", size="nano", seed=seed, frac=1.0))
     for method in SINGLE:
         runs.append(dict(model=method, size="nano", seed=args.seeds[0], frac=1.0))
+    for seed in args.seeds:
+        for name in FAIR:
+            runs.append(dict(model=name, size="nano", seed=seed, frac=1.0))
     for seed in args.seeds:
         runs.append(dict(model="scratch", size="nano", seed=seed, frac=0.2))
         runs.append(dict(model="pseudo", size="nano", seed=seed, frac=0.2))
@@ -123,9 +130,36 @@ def scarce_unlabelled(data: str, seed: int, folder: Path) -> Path:
 
 def kd_overrides(r: dict, args: argparse.Namespace) -> list[str]:
     """configs/bench_distill.yaml overrides of a distilled run: method, seed, labels, recipe."""
-    method = "hybrid" if r["model"] in ("pseudo", "pseudo-own", *EXTERNAL) else r["model"]
+    hybrids = ("pseudo", "pseudo-own", "hybrid-fair", *EXTERNAL)
+    method = "hybrid" if r["model"] in hybrids else r["model"]
     over = [f"kd.method={method}", f"seed={r['seed']}", f"labelled_fraction={r['frac']}"]
     return [*over, *size_override(r), *RECIPES.get(r.get("recipe", ""), []), *args.set]
+
+
+def fair_plan(r: dict, args: argparse.Namespace) -> dict:
+    """A compute-fair run's epochs and how they were counted (benchmarks/compute_fair.py):
+    the teacher's training time and the same student's 16-epoch run's time per epoch."""
+    from benchmarks.compute_fair import fair_epochs, run_time
+
+    runs = Path(args.runs)
+    reference = run_name(dict(r, model=FAIR[r["model"]]))
+    teacher = run_time(runs / "teacher", _batch_size(runs / "teacher"))
+    student = run_time(runs / reference, _batch_size(runs / reference))
+    return {
+        "epochs": fair_epochs(teacher, student),
+        "budget_seconds": round(teacher.seconds, 1),
+        "teacher_images_per_s": round(teacher.images_per_s, 2),
+        "reference": reference,
+        "reference_epoch_seconds": round(student.epoch_seconds, 1),
+    }
+
+
+def _batch_size(run: Path) -> int | None:
+    """The batch size a finished run trained with (its model.pt's config), or None."""
+    from distill.checkpoint import read_checkpoint
+
+    model = run / "model.pt"
+    return read_checkpoint(model)["config"].get("batch_size") if model.is_file() else None
 
 
 def size_override(r: dict) -> list[str]:
@@ -141,16 +175,18 @@ def train_run(r: dict, args: argparse.Namespace) -> Path:
 
     out = Path(args.runs) / run_name(r)
     over = [f"seed={r['seed']}", f"labelled_fraction={r['frac']}", *size_override(r), *args.set]
+    fair = [f"epochs={fair_plan(r, args)['epochs']}"] if r["model"] in FAIR else []
     if r["model"] == "teacher":
         over = [*args.set, *getattr(args, "teacher_set", [])]
         if r["frac"] != 1.0:  # the label-scarce teacher: the seed picks the same 20% subset
             over = [f"seed={r['seed']}", f"labelled_fraction={r['frac']}", *over]
         cfg = load(TrainConfig, ROOT / "configs" / "bench_teacher.yaml", over)
         return train(cfg, args.data, out, resume=True, progress=args.progress)
-    if r["model"] == "scratch":
-        cfg = load(TrainConfig, ROOT / "configs" / "bench_student.yaml", over)
+    if r["model"] in ("scratch", "scratch-fair"):
+        cfg = load(TrainConfig, ROOT / "configs" / "bench_student.yaml", [*over, *fair])
         return train(cfg, args.data, out, resume=True, progress=args.progress)
-    cfg = load(DistillConfig, ROOT / "configs" / "bench_distill.yaml", kd_overrides(r, args))
+    kd = [*kd_overrides(r, args), *fair]
+    cfg = load(DistillConfig, ROOT / "configs" / "bench_distill.yaml", kd)
     unlabelled = None
     if r["model"] in ("pseudo", "pseudo-own"):
         unlabelled = str(
@@ -294,6 +330,12 @@ def make_row(r: dict, args: argparse.Namespace, command: str) -> dict:
         row = int8_row(r, args)
     else:
         row = result_row(r, train_run(r, args))
+    if r["model"] in FAIR:
+        row["fair"] = fair_plan(r, args)
+        row["note"] = (
+            "compute-fair: the epochs of the reference run that fit in the teacher's "
+            "training time (benchmarks/compute_fair.py)"
+        )
     if r["model"] in EXTERNAL:
         row["teacher_layout"] = EXTERNAL[r["model"]]
         row["note"] = (

@@ -21,6 +21,10 @@ SINGLE = ("logit", "ld", "feature", "cwd", "attention")
 # layout kind.
 EXTERNAL = {"onnx-yolo": "yolo", "onnx-detr": "detr"}
 
+# Rows under the compute-fair rule (benchmarks/compute_fair.py): row name -> the row whose
+# run (same seed, the benchmark's 16 epochs) gives the student's time per epoch.
+FAIR = {"scratch-fair": "scratch", "hybrid-fair": "hybrid"}
+
 # Other hybrid recipes to compare with configs/bench_distill.yaml's (``--recipes NAME``): the
 # overrides each adds on top of it. Rows carry the recipe's name; their runs live in
 # runs/bench/hybrid-NAME-sS and train in the single-method group of their seed (unless
@@ -104,6 +108,8 @@ def needs(r: dict, runs: list[dict]) -> list[str]:
         deps = [run_name(dict(r, int8=False))]
     elif r["model"] in ("teacher", "scratch"):
         deps = []
+    elif r["model"] in FAIR:  # the teacher's time, and the same student's 16-epoch run
+        deps = ["teacher", run_name(dict(r, model=FAIR[r["model"]]))]
     elif r["model"] == "pseudo-own":  # the teacher trained on the same 20%
         deps = [run_name(dict(model="teacher", seed=r["seed"], frac=r["frac"]))]
     else:

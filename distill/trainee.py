@@ -235,6 +235,8 @@ class Trainee:
             "step": end.step,
             "lr": self.lr,
             "images_per_s": round(end.n_images / max(seconds, 1e-9), 2),
+            "images": end.n_images,
+            "epoch_seconds": round(seconds, 2),
             "wall_seconds": round(time.perf_counter() - end.t_start, 1),
             **{f"loss_{k}": round(v / end.n_batches, 5) for k, v in sums.items()},
         }
