@@ -1,7 +1,10 @@
 """Frame scheduling: per-stream lanes, fair service, budget drops, one model worker.
 
-Every stream (and every unary call) gets a :class:`Lane`. Decoded frames are submitted to
-their lane as :class:`Job` objects; a single worker thread takes jobs from the lanes (FIFO
+Every stream gets a :class:`Lane`; the unary calls (understudy.v1 ``Detect``, KServe
+``ModelInfer``) share one (:meth:`Scheduler.submit_unary`: a lane per call would start
+each call with a new lane's credit, ahead of every stream losing frames, and a steady
+flow of calls would starve the streams). Decoded frames are submitted to their lane as
+:class:`Job` objects; a single worker thread takes jobs from the lanes (FIFO
 within a lane, so per-stream order holds) and runs the model one batch at a time. Every
 submitted job ends in exactly one call of ``job.on_done`` with an :class:`Answered`,
 :class:`Dropped` or :class:`Failed` outcome (a cancelled job ends silently).
@@ -11,6 +14,8 @@ Policies (per lane):
   frame is dropped as ``superseded``.
 - ``queue``: up to ``queue_size`` waiting frames; a frame arriving to a full queue is
   dropped as ``queue_full``.
+The unary lane always queues (each call waits for its own answer), up to
+``UNARY_QUEUE`` calls.
 
 Which lane goes next (``schedule``), among lanes whose first frame can still meet its
 budget (the others' frames are dropped as they come up, see below):
@@ -110,6 +115,8 @@ FALLBACK_QUANTILES = (0.95, 0.9, 0.75, 0.5)
 PERIOD_MAX_S = 1.0  # frame gaps longer than this are pauses, not a stream's frame rate
 DUE_TOLERANCE_S = 0.002  # a lane's next frame is awaited this long past its due time
 TAG_EPS = 1e-6  # start tags this close (in frames) are equal
+ERROR_PAUSE_S = 0.01  # the worker's pause after an unexpected error
+UNARY_QUEUE = 1024  # unary calls waiting at most (more are dropped as ``queue_full``)
 
 
 class DetectorLike(Protocol):
@@ -254,6 +261,7 @@ class Scheduler:
         self.held_s = 0.0  # idle in ``_hold`` waits for a stream behind, frames waiting
         self.holds = 0  # such waits
         self.calls = 0  # model calls
+        self._unary = Lane()  # shared by the unary calls (never waited for: no period)
         self._thread = threading.Thread(target=self._run, name="understudy-infer", daemon=True)
 
     # ----------------------------------------------------------------- public API
@@ -294,6 +302,15 @@ class Scheduler:
     def submit(self, lane: Lane, job: Job) -> None:
         """Queue ``job`` on ``lane`` under the policy; drops call ``on_done`` right away.
         The job's ``priority`` sets the lane's weight from now on."""
+        self._enqueue(lane, job, self.policy, self.queue_size)
+
+    def submit_unary(self, job: Job) -> None:
+        """Queue the frame of a unary call on the lane all unary calls share (in order, up
+        to ``UNARY_QUEUE`` waiting); a call that ends before its answer sets
+        ``job.cancelled``. The job's ``priority`` sets that lane's weight from now on."""
+        self._enqueue(self._unary, job, "queue", UNARY_QUEUE)
+
+    def _enqueue(self, lane: Lane, job: Job, policy: str, limit: int) -> None:
         drops: list[tuple[Job, str, str]] = []
         with self._cv:
             job.enqueued = self._clock()
@@ -301,18 +318,19 @@ class Scheduler:
                 drops.append((job, "shutting_down", "the server is shutting down"))
             elif lane.closed:
                 job.cancelled = True
-            elif self.policy == "keep-latest":
+            elif policy == "keep-latest":
                 while lane.pending:
                     old = lane.pending.popleft()
                     drops.append((old, "superseded", "a newer frame arrived while it waited"))
                 lane.pending.append(job)
-            elif len(lane.pending) >= self.queue_size:
-                drops.append((job, "queue_full", f"{self.queue_size} frames already waiting"))
+            elif len(lane.pending) >= limit:
+                drops.append((job, "queue_full", f"{limit} frames already waiting"))
             else:
                 lane.pending.append(job)
             if not job.cancelled:
                 lane.weight = 1.0 + min(max(int(job.priority), 0), MAX_PRIORITY)
-                lane.note_arrival(job)
+                if lane is not self._unary:  # unary calls have no frame rate to wait for
+                    lane.note_arrival(job)
             if lane.pending and not lane.queued:
                 lane.queued = True
                 self._ready.append(lane)
@@ -355,8 +373,13 @@ class Scheduler:
 
     # ----------------------------------------------------------------- worker
     def _run(self) -> None:
-        while self.run_once():
-            pass
+        while True:
+            try:
+                if not self.run_once():
+                    return
+            except Exception:  # a bug must not stop the model worker: log it, go on
+                log.exception("the model worker hit an error; it goes on with the next frames")
+                time.sleep(ERROR_PAUSE_S)  # never a busy loop if it keeps failing
 
     def run_once(self, block: bool = True) -> bool:
         """Take the next batch (dropping the frames that cannot be in time) and run it.
@@ -365,6 +388,7 @@ class Scheduler:
         worker thread calls it in a loop; tests call it directly with a fake clock)."""
         drops: list[tuple[Job, str, str]] = []
         batch: list[Job] = []
+        held = False  # one wait for a stream behind counts once, however often it wakes
         with self._cv:
             while True:
                 while not self._ready and not self._stopping:
@@ -381,7 +405,8 @@ class Scheduler:
                     break
                 if not block:
                     return False
-                self.holds += 1
+                self.holds += 0 if held else 1
+                held = True
                 began = self._clock()
                 self._cv.wait(max(0.0, hold - began))
                 self.held_s += max(0.0, self._clock() - began)
@@ -609,16 +634,23 @@ class Scheduler:
         self._last_call = done
         self.busy_s += done - start
         self.calls += 1
-        for job, (dets, st) in zip(batch, results):  # the answers first, then the book-keeping
-            timings = StageTimings(
-                queue_ms=(start - job.enqueued) * 1000.0,
-                decode_ms=job.decode_ms,
-                preprocess_ms=st.preprocess_ms,
-                # a micro-batch's frames all wait for the whole model call
-                infer_ms=st.extra.get("batch_infer_ms", st.infer_ms),
-                postprocess_ms=st.postprocess_ms,
-                total_ms=(done - job.received) * 1000.0,
-            )
+        if len(results) != len(batch):
+            log.error("the model returned %d results for %d frames", len(results), len(batch))
+        for i, job in enumerate(batch):  # the answers first, then the book-keeping
+            try:
+                dets, st = results[i]
+                timings = StageTimings(
+                    queue_ms=(start - job.enqueued) * 1000.0,
+                    decode_ms=job.decode_ms,
+                    preprocess_ms=st.preprocess_ms,
+                    # a micro-batch's frames all wait for the whole model call
+                    infer_ms=st.extra.get("batch_infer_ms", st.infer_ms),
+                    postprocess_ms=st.postprocess_ms,
+                    total_ms=(done - job.received) * 1000.0,
+                )
+            except Exception as e:  # a result missing or malformed: this frame fails alone
+                self._call(job, Failed(f"the model gave no usable result: {type(e).__name__}: {e}"))
+                continue
             self._call(job, Answered(dets, timings, len(batch)))
         self._update_estimate((done - decided) * 1000.0, done)
         if self._on_batch is not None:

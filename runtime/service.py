@@ -358,17 +358,15 @@ class DetectorServicer(pb_grpc.DetectorServicer):
             deadline_start=received - age_ms / 1000.0,
             priority=request.priority,
         )
-        lane = scheduler.open_lane()
 
         def on_rpc_end() -> None:
             job.cancelled = True
             slot.set(None)
 
         context.add_callback(on_rpc_end)
-        scheduler.submit(lane, job)
+        scheduler.submit_unary(job)  # the lane all unary calls share
         remaining = context.time_remaining()  # huge (not None) when the call has no deadline
         finished = slot.wait(None if remaining is None or remaining > 86_400 else remaining)
-        scheduler.close_lane(lane)
         outcome = slot.value
         if not finished or outcome is None:
             job.cancelled = True

@@ -164,10 +164,17 @@ class StreamSession:
             seq = self._next_in
             self._next_in += 1
         try:
-            image, meta, decode_ms = self._prepare(frame)
+            self._submit(seq, frame, received)
         except InputError as e:
             self._complete(seq, frame_meta(frame, 0, 0, 0.0), Rejected("INVALID_ARGUMENT", str(e)))
-            return
+        except Exception as e:  # a bug or a library error: answer the frame, keep reading
+            log.exception("stream frame %d could not be prepared", frame.frame_id)
+            message = f"the server could not prepare this frame: {type(e).__name__}: {e}"
+            self._complete(seq, frame_meta(frame, 0, 0, 0.0), Rejected("INTERNAL", message))
+
+    def _submit(self, seq: int, frame: pb.Frame, received: float) -> None:
+        """Decode ``frame`` (sequence number ``seq``) and queue it on the stream's lane."""
+        image, meta, decode_ms = self._prepare(frame)
         capture_age_ms, age_ms = self._age(frame, received)
         if self._jitter is not None and (frame.capture_time.seconds or frame.capture_time.nanos):
             age_ms = max(age_ms, self._jitter.excess(capture_age_ms))

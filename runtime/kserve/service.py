@@ -255,17 +255,15 @@ class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
                 done.set()
 
         job = Job(prepared.image, ticket.budget_ms, received, prepared.decode_ms, on_done=finish)
-        lane = scheduler.open_lane()
 
         def on_rpc_end() -> None:
             job.cancelled = True
             finish(None)
 
         context.add_callback(on_rpc_end)
-        scheduler.submit(lane, job)
+        scheduler.submit_unary(job)  # the lane all unary calls share
         remaining = context.time_remaining()  # huge (not None) when the call has no deadline
         finished = done.wait(None if remaining is None or remaining > 86_400 else remaining)
-        scheduler.close_lane(lane)
         outcome = result[0]
         if not finished or outcome is None:
             job.cancelled = True

@@ -27,7 +27,7 @@ class Recorder:
                 self.outcomes[tag] = outcome
 
         now = time.perf_counter() if received is None else received
-        return Job(solid(tag), budget_ms, now, 0.1, on_done=done)
+        return Job(solid(tag % 256), budget_ms, now, 0.1, on_done=done)  # pixel = tag
 
     def kind(self, tag: int) -> str:
         o = self.outcomes[tag]
@@ -247,3 +247,79 @@ def test_answers_go_out_before_the_book_keeping(det: FakeDetector) -> None:
     assert sched.run_once(block=False)
     assert events == ["answer", "batch 1"]
     assert sched.expected_service_ms > 0.0  # updated after the answer
+
+
+def test_unary_calls_share_one_lane_and_do_not_starve_a_stream() -> None:
+    """A unary call is not a new stream: under overload (room for one frame per frame
+    period) a stream and a caller of unary calls at the same rate get half each. With a
+    lane per call every call started with a new lane's credit and the stream got 1 of 300."""
+    now = [0.0]
+    sched, rec = Scheduler(FakeDetector(), clock=lambda: now[0]), Recorder()
+    stream = sched.open_lane()
+    for i in range(300):
+        now[0] += 0.01
+        sched.submit(stream, rec.job(2 * i, budget_ms=1000.0, received=now[0]))
+        sched.submit_unary(rec.job(2 * i + 1, budget_ms=1000.0, received=now[0]))
+        sched.run_once(block=False)  # one model call per frame period
+    answered = [t for t in rec.outcomes if rec.kind(t) == "Answered"]
+    stream_share = sum(1 for t in answered if t % 2 == 0) / len(answered)
+    assert len(answered) == 300 and 0.45 <= stream_share <= 0.55
+    # unary calls queue in order, each with its own answer: none superseded
+    assert all(rec.kind(t) != "superseded" for t in rec.outcomes if t % 2 == 1)
+
+
+def test_unary_lane_is_bounded_and_shut_down_with_the_rest(det: FakeDetector) -> None:
+    import runtime.scheduler as scheduler
+
+    sched, rec = Scheduler(det), Recorder()
+    sched.start()
+    _busy(det, sched, sched.open_lane(), rec)
+    for tag in range(1, scheduler.UNARY_QUEUE + 2):
+        sched.submit_unary(rec.job(tag))
+    assert rec.kind(scheduler.UNARY_QUEUE + 1) == "queue_full"  # the one over the bound
+    sched.begin_shutdown()
+    assert rec.kind(1) == rec.kind(scheduler.UNARY_QUEUE) == "shutting_down"
+    det.gate.set()
+    assert sched.join(5)
+
+
+class _ShortResults(FakeDetector):
+    """A detector that breaks its contract: one result fewer than frames."""
+
+    def detect_batch(self, images):
+        return super().detect_batch(images)[:-1]
+
+
+def test_a_broken_result_fails_its_frame_and_the_worker_goes_on() -> None:
+    det = _ShortResults(max_batch=2)
+    sched, rec = Scheduler(det, ServerConfig(max_batch=2, max_wait_ms=0.0)), Recorder()
+    lanes = [sched.open_lane(), sched.open_lane()]
+    for tag, lane in enumerate(lanes):
+        sched.submit(lane, rec.job(tag))
+    assert sched.run_once(block=False)  # both in one batch: one result for two frames
+    assert {rec.kind(0), rec.kind(1)} == {"Answered", "Failed"}
+    failed = next(o for o in rec.outcomes.values() if isinstance(o, Failed))
+    assert "no usable result" in failed.message
+
+
+def test_the_worker_thread_survives_an_unexpected_error(det: FakeDetector) -> None:
+    sched, rec = Scheduler(det), Recorder()
+    broken = [True]
+    take = sched._take
+
+    def flaky_take(limit, drops):
+        if broken[0]:
+            broken[0] = False
+            raise RuntimeError("a bug in the scheduler")
+        return take(limit, drops)
+
+    sched._take = flaky_take
+    sched.start()
+    lane = sched.open_lane()
+    sched.submit(lane, rec.job(0))  # lost to the bug (logged), but the worker goes on
+    wait_until(lambda: not broken[0])
+    sched.submit(lane, rec.job(1))
+    wait_until(lambda: 1 in rec.outcomes)
+    assert rec.kind(1) == "Answered"
+    sched.begin_shutdown()
+    assert sched.join(5)

@@ -285,6 +285,23 @@ def test_bad_input_on_stream_reports_error_and_continues() -> None:
         assert BAD_MESSAGES[name] in message
 
 
+def test_an_unexpected_error_preparing_a_frame_answers_it_and_the_stream_goes_on() -> None:
+    """Not an InputError (a library error, a bug): the frame gets INTERNAL, the next ones
+    their results, and the stream ends (before, its answers stopped and it hung)."""
+    with running(FakeDetector(), policy="queue") as (srv, client):
+        prepare = srv.servicer.prepare
+
+        def flaky(frame: pb.Frame):
+            if frame.frame_id == 1:
+                raise RuntimeError("decoder library fault")
+            return prepare(frame)
+
+        srv.servicer.prepare = flaky
+        got = list(client.stream([solid(1), solid(2), solid(3)], budget_ms=10_000))
+    assert kinds(got) == [(0, "result"), (1, "error:13"), (2, "result")]
+    assert "decoder library fault" in got[1].error.message
+
+
 def test_model_failure_is_internal_and_server_survives() -> None:
     with running(FakeDetector(fail_value=13), policy="queue") as (_srv, client):
         with pytest.raises(grpc.RpcError) as e:
