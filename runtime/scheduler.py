@@ -411,9 +411,10 @@ class Scheduler:
                 self._cv.wait(max(0.0, hold - began))
                 self.held_s += max(0.0, self._clock() - began)
             if hold is None and self._ready:
-                batch = self._take(self.max_batch, drops)
-                if self.max_batch > 1 and len(batch) < self.max_batch and self.max_wait_s > 0:
-                    batch = self._fill(batch, drops)
+                taken = self._take(self.max_batch, drops)
+                if self.max_batch > 1 and len(taken) < self.max_batch and self.max_wait_s > 0:
+                    taken = self._fill(taken, drops)
+                batch = [job for job, _ in taken]
             decided = self._decided
         self._finish_drops(drops)  # after the decision: counted in the service time
         if batch:
@@ -438,8 +439,11 @@ class Scheduler:
                 lane.queued = False
                 self._ready.remove(lane)
 
-    def _fill(self, batch: list[Job], drops: list[tuple[Job, str, str]]) -> list[Job]:
-        """Wait up to ``max_wait_s`` for more jobs to fill a micro-batch (lock held)."""
+    def _fill(
+        self, batch: list[tuple[Job, Lane]], drops: list[tuple[Job, str, str]]
+    ) -> list[tuple[Job, Lane]]:
+        """Wait up to ``max_wait_s`` for more jobs to fill a micro-batch (lock held). A job
+        the wait pushed past its budget is dropped, and its lane's charge taken back."""
         deadline = self._clock() + self.max_wait_s
         while len(batch) < self.max_batch and not self._stopping:
             remaining = deadline - self._clock()
@@ -453,18 +457,19 @@ class Scheduler:
             return batch
         now, keep = self._clock(), []  # the wait may have pushed some past their budget
         self._decided = now
-        for job in batch:
+        for job, lane in batch:
             reason = None if job.cancelled else self._budget_drop(job, now)
             if reason:
                 drops.append((job, "budget_exceeded", reason))
+                self._refund(lane)
             elif not job.cancelled:
-                keep.append(job)
+                keep.append((job, lane))
         return keep
 
-    def _take(self, limit: int, drops: list[tuple[Job, str, str]]) -> list[Job]:
-        """Pop up to ``limit`` runnable jobs in schedule order (lock held). A job that
-        cannot meet its budget is dropped and its lane is not charged for it."""
-        batch: list[Job] = []
+    def _take(self, limit: int, drops: list[tuple[Job, str, str]]) -> list[tuple[Job, Lane]]:
+        """Pop up to ``limit`` runnable jobs in schedule order, each with its lane (lock
+        held). A job that cannot meet its budget is dropped and its lane is not charged."""
+        batch: list[tuple[Job, Lane]] = []
         now = self._decided = self._clock()
         while self._ready and len(batch) < limit:
             lane = self._pick()
@@ -482,7 +487,7 @@ class Scheduler:
                 lane.missed += 1
                 continue
             self._charge(lane)
-            batch.append(job)
+            batch.append((job, lane))
         return batch
 
     def _pick(self) -> Lane:
@@ -590,6 +595,13 @@ class Scheduler:
         lane.served += 1
         lane.missed = 0
         lane.last_served = self._clock()
+
+    def _refund(self, lane: Lane) -> None:
+        """Take back the frame of service :meth:`_charge` counted for a frame that was
+        dropped after all (lock held): a drop is not service."""
+        lane.tag -= 1.0 / lane.weight
+        lane.served -= 1
+        lane.missed += 1
 
     def _budget_drop(self, job: Job, now: float) -> str | None:
         start = job.received if job.deadline_start is None else job.deadline_start

@@ -323,3 +323,28 @@ def test_the_worker_thread_survives_an_unexpected_error(det: FakeDetector) -> No
     assert rec.kind(1) == "Answered"
     sched.begin_shutdown()
     assert sched.join(5)
+
+
+def test_a_frame_dropped_after_the_batch_wait_is_not_counted_as_service() -> None:
+    """max_batch > 1: the frame waits for a fuller batch, misses its budget meanwhile and
+    is dropped; its stream is not charged for it, so it stays first in line."""
+    now = [0.0]
+    clock = lambda: now[0]  # noqa: E731
+    det = FakeDetector(max_batch=2)
+    sched, rec = (
+        Scheduler(det, ServerConfig(max_batch=2, max_wait_ms=30.0), clock=clock),
+        Recorder(),
+    )
+    lane = sched.open_lane()
+    sched.submit(lane, rec.job(0, budget_ms=20.0, received=0.0))
+    real_wait = sched._cv.wait
+
+    def wait(timeout=None):  # the batch wait: the fake clock runs on by the whole wait
+        now[0] += timeout or 0.0
+        return real_wait(0)
+
+    sched._cv.wait = wait
+    assert sched.run_once(block=False)
+    assert rec.kind(0) == "budget_exceeded" and det.batches == []
+    assert (lane.served, lane.missed) == (0, 1)
+    assert sched._start_tag(lane) == -1.0  # one frame behind the clock, as before it
