@@ -55,11 +55,15 @@ def load_results(path: Path) -> list[dict]:
 
 def save_results(path: Path, rows: list[dict], command: str) -> None:
     """Write ``rows`` (sorted) to ``path`` with this machine and date, keeping the notes
-    already there; rewrite the Markdown and the chart beside it."""
+    already there, the rows there that ``rows`` lacks (another process's) and the fields
+    added to a row there since it was read (e.g. a ``note``); rewrite the Markdown and the
+    chart beside it."""
     kept = json.loads(path.read_text()) if path.is_file() else {}
     notes = kept.get("notes", [])
+    there = {key(r): r for r in kept.get("rows", [])}
+    ours = {key(r): {**there.get(key(r), {}), **r} for r in rows}
     rows = sorted(
-        rows,
+        [*ours.values(), *(r for k, r in there.items() if k not in ours)],
         key=lambda r: (
             r["labelled_fraction"] != 1.0,
             r["model"] != "teacher",

@@ -175,6 +175,34 @@ def test_results_keep_their_notes_and_render_them(tmp_path: Path) -> None:
     assert path.with_suffix(".md").read_text() == md
 
 
+def test_a_run_adding_rows_keeps_what_others_wrote_meanwhile(tmp_path: Path) -> None:
+    """A long run holds the rows it read at its start: when it adds one, a note written
+    into a row since then and a row another process added both survive."""
+    from benchmarks import accuracy_results
+
+    path = tmp_path / "accuracy.json"
+    row = dict(model="scratch", size="nano", seed=0, labelled_fraction=1.0, precision="fp32",
+               map50_95=50.0, map50=60.0, train_seconds=1.0)  # fmt: skip
+    accuracy_results.save_results(path, [row], "long run")
+    held = [dict(row)]  # what the long run holds
+    doc = json.loads(path.read_text())
+    doc["rows"][0]["note"] = "paused twice"
+    doc["rows"].append(dict(row, model="hybrid", map50_95=61.0))  # another process's row
+    path.write_text(json.dumps(doc))
+    accuracy_results.save_results(path, [*held, dict(row, seed=1)], "long run")
+    rows = {(r["model"], r["seed"]): r for r in json.loads(path.read_text())["rows"]}
+    assert set(rows) == {("scratch", 0), ("scratch", 1), ("hybrid", 0)}
+    assert (
+        rows[("scratch", 0)]["note"] == "paused twice" and rows[("hybrid", 0)]["map50_95"] == 61.0
+    )
+    # a value the run itself changed wins over the file's
+    accuracy_results.save_results(path, [dict(row, map50_95=52.0)], "rerun")
+    rows = {(r["model"], r["seed"]): r for r in json.loads(path.read_text())["rows"]}
+    assert (
+        rows[("scratch", 0)]["map50_95"] == 52.0 and rows[("scratch", 0)]["note"] == "paused twice"
+    )
+
+
 def test_students_of_another_size() -> None:
     a = args(only=["scratch", "hybrid"], student_sizes=["small"])
     runs = accuracy.plan(a)
