@@ -185,7 +185,7 @@ class Job:
 
 @dataclass(eq=False)
 class Lane:
-    """The waiting jobs of one stream or unary call, and its share of the model."""
+    """The waiting jobs of one stream (or of all unary calls), and its share of the model."""
 
     pending: deque[Job] = field(default_factory=deque)
     queued: bool = False  # in the scheduler's ready list
@@ -405,8 +405,9 @@ class Scheduler:
                     break
                 if not block:
                     return False
-                self.holds += 0 if held else 1
-                held = True
+                if not held:
+                    self.holds += 1
+                    held = True
                 began = self._clock()
                 self._cv.wait(max(0.0, hold - began))
                 self.held_s += max(0.0, self._clock() - began)
