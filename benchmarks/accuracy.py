@@ -34,8 +34,14 @@ rerunning skips finished rows and reuses trained models under --runs):
 Every student uses the same epochs, data and schedule (configs/bench_student.yaml; the
 distilled ones add configs/bench_distill.yaml's kd section).
 
-    python -m benchmarks.accuracy [--only teacher scratch hybrid ...] [--seeds 0 1]
-        [--recipes strong ...] [--jobs N] [--separate] [--teacher-set model=small ...]
+A row already in the results file is skipped; ``--redo NAME ...`` runs those rows again
+(reusing a trained model under --runs, training it where there is none, e.g. on another
+machine) and replaces them, the new row saying what the old one had. Every distilled row
+records which teacher it learned from (``teacher``: its mAP50-95 and checkpoint digest).
+
+    python -m benchmarks.accuracy [--only teacher scratch hybrid ...] [--redo hybrid ...]
+        [--seeds 0 1] [--recipes strong ...] [--jobs N] [--separate]
+        [--teacher-set model=small ...]
 """
 
 from __future__ import annotations
@@ -90,8 +96,9 @@ def plan(args: argparse.Namespace) -> list[dict]:
             if size != "nano":
                 runs.append(dict(model="scratch", size=size, seed=seed, frac=1.0))
                 runs.append(dict(model="hybrid", size=size, seed=seed, frac=1.0))
-    if args.only:
-        runs = [r for r in runs if _asked(r, args.only)]
+    asked = [*(args.only or []), *(getattr(args, "redo", None) or [])]
+    if asked:
+        runs = [r for r in runs if _asked(r, asked)]
     for name in getattr(args, "recipes", None) or []:  # asked for by name: never filtered
         for seed in args.seeds:
             runs.append(dict(model="hybrid", recipe=name, size="nano", seed=seed, frac=1.0))
@@ -279,12 +286,45 @@ def result_row(r: dict, model_pt: Path) -> dict:
         "images_per_s": round(sorted(ips)[len(ips) // 2], 1),
         "epochs": ckpt["config"].get("epochs"),
         "img_size": ckpt["img_size"],
+        **({"teacher": teacher_provenance(Path(ckpt["teacher"]))} if ckpt.get("teacher") else {}),
         **(
             {"recipe": r["recipe"], "recipe_overrides": RECIPES[r["recipe"]]}
             if r.get("recipe")
             else {}
         ),
     }
+
+
+def teacher_provenance(path: Path) -> dict:
+    """Which teacher a distilled run learned from: its mAP50-95 (a checkpoint) and the first
+    12 hex digits of the file's SHA-256, so rows distilled from different teacher runs are
+    told apart. An ONNX teacher exported from a checkpoint names that checkpoint."""
+    import hashlib
+
+    from distill.checkpoint import read_checkpoint
+
+    if not path.is_file():
+        return {"path": str(path), "missing": True}
+    out = {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:12]}
+    source = path if path.suffix == ".pt" else path.parent / "model.pt"
+    if source.is_file():
+        out["map50_95"] = read_checkpoint(source)["metrics"].get("map50_95")
+        if source != path:
+            out["exported_from"] = str(source)
+    return out
+
+
+def replacing(row: dict, old: dict | None) -> dict:
+    """A redone row (``--redo``): it says what the row it replaces had, and that note
+    replaces the old one (a stale note on how the old run was timed would mislead)."""
+    if old is None:
+        return row
+    kept = ("map50_95", "map50", "train_seconds", "images_per_s", "device", "teacher", "note")
+    row["replaced"] = {k: old[k] for k in kept if k in old}
+    was = f"{old['map50_95']:.2f}" if isinstance(old.get("map50_95"), (int, float)) else "?"
+    note = f"rerun with --redo; the row it replaced had mAP50-95 {was}"
+    row["note"] = f"{row['note']}; {note}" if row.get("note") else note
+    return row
 
 
 def group_rows(g: dict, args: argparse.Namespace, command: str) -> list[dict]:
@@ -366,6 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--only", nargs="+", help="only these row names (teacher, scratch, hybrid, int8, ...)"
     )
     ap.add_argument(
+        "--redo",
+        nargs="+",
+        default=[],
+        help="run these rows again although the results file has them (a trained model "
+        "under --runs is reused) and replace them; they are run with any --only rows",
+    )
+    ap.add_argument(
         "--recipes",
         nargs="+",
         default=[],
@@ -413,7 +460,7 @@ def run_one(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.jobs))
-    everything = plan(argparse.Namespace(**{**vars(args), "only": None}))
+    everything = plan(argparse.Namespace(**{**vars(args), "only": None, "redo": []}))
     if args.one.startswith("singles-"):
         seed = int(args.one.removeprefix("singles-s").split(":")[0])
         names = args.one.split(":", 1)[1].split(",")
@@ -443,9 +490,15 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args.out)
     rows = load_results(path)
     done = {key(x) for x in rows}
-    pending = group_singles([r for r in plan(args) if run_key(r) not in done], args)
+    redo = args.redo or []
+    pending = [r for r in plan(args) if run_key(r) not in done or _asked(r, redo)]
+    pending = group_singles(pending, args)
 
     def on_row(row: dict) -> None:
+        old = next((x for x in rows if key(x) == key(row)), None)
+        if old is not None:
+            rows.remove(old)
+            row = replacing(row, old)
         rows.append(row)
         done.add(key(row))
         save_results(path, rows, args.command)

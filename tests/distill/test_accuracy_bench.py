@@ -221,3 +221,46 @@ def test_students_of_another_size() -> None:
     assert ajobs.needs(small, [teacher, small]) == ["teacher"]
     assert ajobs.run_key(small) != ajobs.run_key(nano)  # its row is its own
     assert all(r["size"] == "nano" for r in accuracy.plan(args(only=["scratch"])))
+
+
+def test_redo_reruns_rows_it_names_and_says_what_they_replaced(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    """--redo: a row in the results file is run again (its model trained where there is
+    none) and replaced; the new row carries the old one's numbers and note, and a
+    distilled row names the teacher it learned from (digest and mAP)."""
+    out, runs = tmp_path / "acc.json", tmp_path / "runs"
+    common = ["--data", str(tiny_data), "--runs", str(runs), "--out", str(out), "--seeds", "0",
+              "--set", "img_size=64", "--set", "epochs=1", "--set", "max_steps=1",
+              "--set", "batch_size=4", "--set", "eval_every=0", "--set", "bf16=off",
+              "--teacher-set", "model=small"]  # fmt: skip
+    assert accuracy.main([*common, "--only", "teacher", "hybrid"]) == 0
+    doc = json.loads(out.read_text())
+    hybrid = next(r for r in doc["rows"] if r["model"] == "hybrid")
+    digest = hybrid["teacher"]["sha256"]
+    assert len(digest) == 12 and hybrid["teacher"]["path"].endswith("teacher/model.pt")
+    assert "map50_95" in hybrid["teacher"]
+    # another machine: the trained models are gone, the file has rows from elsewhere
+    for r in doc["rows"]:
+        r["map50_95"], r["note"] = 99.0, "timed while shared"
+    out.write_text(json.dumps(doc))
+    import shutil
+
+    shutil.rmtree(runs / "hybrid-s0")
+    assert accuracy.main([*common, "--only", "hybrid"]) == 0  # done: nothing runs
+    assert not (runs / "hybrid-s0").exists()
+    stamp = (runs / "teacher" / "model.pt").stat().st_mtime_ns
+    assert accuracy.main([*common, "--redo", "teacher", "hybrid"]) == 0
+    assert (runs / "hybrid-s0" / "model.pt").is_file()  # trained again
+    assert (runs / "teacher" / "model.pt").stat().st_mtime_ns == stamp  # reused, not retrained
+    # "hybrid" brings its INT8 row (made from the hybrid model) along, as --only does
+    every = json.loads(out.read_text())["rows"]
+    assert len(every) == 3  # replaced, not added
+    rows = {r["model"]: r for r in every if r["precision"] == "fp32"}
+    for r in every:
+        assert r["map50_95"] != 99.0 and r["replaced"]["map50_95"] == 99.0
+        assert r["replaced"]["note"] == "timed while shared"
+        assert "timed while shared" not in r["note"] and "99.00" in r["note"]
+    assert rows["hybrid"]["teacher"]["sha256"] == digest  # the same teacher file
+    md = out.with_suffix(".md").read_text()
+    assert "rerun with --redo; the row it replaced had mAP50-95 99.00" in md
