@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import command_line
+from distill.adapt.report import budget_text
 from runtime.files import save_figure, write_atomic, write_json_atomic
 from runtime.measure import machine, markdown_table, today
 
@@ -68,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--below-f1", type=float, default=1.0, help="--shadow-save-below-f1")
     ap.add_argument("--serve-threshold", type=float, default=0.25, help="serve's --score-threshold")
     ap.add_argument("--set", action="append", default=[], help="adapt setting, e.g. epochs=4")
+    ap.add_argument(
+        "--minutes",
+        type=float,
+        default=18.0,
+        help="adapt's time budget (its --minutes; 0: none): inside the 20-minute target, "
+        "with room for the process's start",
+    )
     ap.add_argument(
         "--reduced",
         action="store_true",
@@ -222,7 +230,9 @@ def student_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def run_adapt(student, teacher, data, save, site, out, sets) -> tuple[dict[str, Any], float]:
+def run_adapt(
+    student, teacher, data, save, site, out, sets, minutes: float = 0.0
+) -> tuple[dict[str, Any], float]:
     cmd = [
         sys.executable,
         "-m",
@@ -244,6 +254,7 @@ def run_adapt(student, teacher, data, save, site, out, sets) -> tuple[dict[str, 
     ]
     for item in sets:
         cmd += ["--set", item]
+    cmd += ["--minutes", str(minutes)] if minutes > 0 else []
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
     seconds = time.perf_counter() - t0
@@ -283,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     video = site_video(site, args.hold, args.fps)
     shadow = shadow_run(student, teacher, video, runs / "shadow", args)
     report, seconds = run_adapt(
-        student, teacher, data, runs / "shadow", site, runs / "out", args.set
+        student, teacher, data, runs / "shadow", site, runs / "out", args.set, args.minutes
     )
     rows = [*student_rows(report), teacher_row(teacher, data, site)]
     doc = {
@@ -297,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         "site_frames": report["site_frames"],
         "gate": report["gate"],
         "best_epoch": report["best_epoch"],
+        "budget": report.get("budget"),
         "history": report["history"],
         "targets": targets(rows, seconds),
         "rows": rows,
@@ -375,6 +387,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- gate: {'replace' if doc['gate']['replace'] else 'keep'} "
         f"({'; '.join(doc['gate']['reasons'])})",
         f"- kept epoch {doc['best_epoch']} of {len(doc['history'])} run",
+        *([f"- {budget_text(doc['budget'])}"] if doc.get("budget") else []),
     ]
     return "\n".join(md) + "\n"
 

@@ -19,6 +19,9 @@ class AdaptConfig:
     freeze: int = 2  # backbone blocks kept as deployed (stem, stage1, ...)
     batch_size: int = 0  # 0: the deployed run's
     replay_fraction: float = 1.0  # share of the original train split replayed
+    # wall-time budget of the whole run, in minutes (0: none); the replayed share (and if
+    # need be the epochs) is cut so that the run fits (distill/adapt/budget.py)
+    minutes: float = 0.0
     site_ratio: float = 0.5  # share of each batch that is site frames
     method: str = "auto"  # KD method; auto: hybrid for a .pt teacher, logit for .onnx
     pseudo_threshold: float = 0.45  # teacher detections that become site pseudo-labels
@@ -45,6 +48,8 @@ class AdaptConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ConfigError(f"adapt epochs must be >= 1, got {self.epochs}")
+        if self.minutes < 0:
+            raise ConfigError(f"adapt minutes must be >= 0 (0: no budget), got {self.minutes}")
         if self.lr <= 0:
             raise ConfigError(f"adapt lr must be > 0, got {self.lr}")
         if not 0 <= self.site_ratio < 1:

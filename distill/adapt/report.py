@@ -60,6 +60,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Wall time {report['wall_seconds']} s; best epoch {report['best_epoch']}"
         + (" (stopped early)." if report["stopped_early"] else "."),
         f"Teacher check: {report['teacher_check'].get('note', report['teacher_check'])}.",
+        *([budget_text(report["budget"])] if report.get("budget") else []),
         "",
         "## Scores (points)",
         "",
@@ -99,6 +100,17 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     md += markdown_table(report["history"], cols)
     return "\n".join(md) + "\n"
+
+
+def budget_text(b: dict[str, Any]) -> str:
+    """The time budget's plan, in a sentence (``understudy adapt --minutes``)."""
+    c = b["costs"]
+    return (
+        f"Time budget {b['minutes']:g} min: {b['epochs']} epochs of {b['steps_per_epoch']} "
+        f"steps ({c['seconds_per_step']} s each), {b['replay_fraction']:.1%} of the original "
+        f"train split replayed; {b['planned_seconds']} s planned of the {c['left']} s left "
+        "after the fixed work" + ("." if b["fits"] else " (did not fit: the minimum ran).")
+    )
 
 
 def plot(report: dict[str, Any], path: str | Path) -> Path:

@@ -169,6 +169,7 @@ class Scorer:
         self.val = load_split(data, "val")
         self.labelled = load_split(site_labels, "val") if site_labels else None
         self.references: dict[str, Any] = {}
+        self.seconds: dict[str, float] = {}  # how long each part of full() took
 
     def label(self, teacher, part: str, folder: Path) -> None:
         """The teacher's reference detections on a site part (computed once)."""
@@ -185,14 +186,20 @@ class Scorer:
         )
 
     def full(self, model) -> dict[str, Any]:
+        """Every score of ``model``; ``self.seconds`` keeps how long each part took
+        ("site", "original", "labelled"), for the time budget."""
         from distill.evaluate import evaluate_model
 
+        t0 = time.perf_counter()
         out: dict[str, Any] = {"site": self.site(model, "test").to_dict()}
+        t1 = time.perf_counter()
         orig = evaluate_model(model, self.val, self.img_size, progress=self.progress)
         out["original"] = {"map50_95": orig.map50_95, "map50": orig.map50}
+        t2 = time.perf_counter()
         if self.labelled is not None:
             lab = evaluate_model(model, self.labelled, self.img_size, progress=self.progress)
             out["site_labelled"] = {"map50_95": lab.map50_95, "map50": lab.map50}
+        self.seconds = {"site": t1 - t0, "original": t2 - t1, "labelled": time.perf_counter() - t2}
         return out
 
 
@@ -311,7 +318,13 @@ def adapt(
             scorer.label(ref_teacher, part, site / part)
     del ref_teacher
     before = scorer.full(model)
+    t_stop = time.perf_counter()
     start = scorer.site(model, "stop").metric(cfg.site_metric) if split.stop else None
+    t_stop = time.perf_counter() - t_stop
+    budget = None
+    if cfg.minutes > 0:
+        left = cfg.minutes * 60 - (time.perf_counter() - t_start)
+        dcfg, budget = fit_budget(dcfg, cfg, teacher, data, site / "train", left, scorer, t_stop)
     history, best_epoch = train_epochs(
         dcfg, teacher, data, site / "train", out, scorer, start, progress
     )
@@ -326,6 +339,7 @@ def adapt(
         cfg,
         site_labels,
     )
+    report["budget"] = budget.to_dict() if budget is not None else None
     chosen = out / "adapted.pt" if report["gate"]["replace"] else Path(deployed)
     _copy(chosen, out / "student.pt")
     report["student"] = {
@@ -335,6 +349,50 @@ def adapt(
     report["wall_seconds"] = round(time.perf_counter() - t_start, 1)
     write_report(report, out)
     return report
+
+
+def fit_budget(
+    dcfg: DistillConfig,
+    cfg: AdaptConfig,
+    teacher: str,
+    data: str,
+    site_train: Path,
+    left: float,
+    scorer: Scorer,
+    stop_seconds: float,
+):
+    """Size the training to ``cfg.minutes`` (:mod:`distill.adapt.budget`): time a few real
+    steps of it, then cut the replayed share (and if need be the epochs) so that what is
+    left of the budget holds the epochs and the final scoring. Returns (the sized config,
+    the plan)."""
+    from distill.adapt import budget
+    from distill.distillation import measure_distill_steps
+    from runtime.data.dataset import load_split
+
+    t0 = time.perf_counter()
+    timing = measure_distill_steps(dcfg, teacher, data, str(site_train))
+    n_replay = len(load_split(data, "train").records)
+    site = max(1, round(dcfg.batch_size * dcfg.kd.unlabelled_ratio))
+    costs = budget.Costs(
+        left=left - (time.perf_counter() - t0),
+        seconds_per_step=timing.seconds_per_step,
+        setup=timing.warmup_seconds,
+        epoch_scoring=scorer.seconds["original"] + stop_seconds,
+        final_scoring=sum(scorer.seconds.values()),
+    )
+    p = budget.plan(
+        cfg.minutes,
+        costs,
+        cfg.epochs,
+        n_replay,
+        max(1, dcfg.batch_size - site),
+        cfg.replay_fraction,
+    )
+    print(budget.line(p))
+    sized = replace(
+        dcfg, epochs=p.epochs, close_mosaic=p.epochs, labelled_fraction=p.replay_fraction
+    )
+    return sized, p
 
 
 def locals_for_report(

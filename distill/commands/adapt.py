@@ -52,6 +52,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="adapt even when the teacher does not lead the deployed student by "
         "teacher_margin on the original val split",
     )
+    p.add_argument(
+        "--minutes",
+        type=float,
+        help="wall-time budget of the whole run: the training is sized to fit (the setting "
+        "`minutes`; docs/adapt.md)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.set_defaults(func=run)
 
@@ -64,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     from runtime.evaluate import require_eval_packages
 
     require_eval_packages("adapt")
-    cfg = load(AdaptConfig, args.config, args.set)
+    extra = [] if args.minutes is None else [f"minutes={args.minutes}"]
+    cfg = load(AdaptConfig, args.config, [*args.set, *extra])
     try:
         report = adapt(
             args.student,

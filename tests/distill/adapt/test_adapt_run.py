@@ -92,7 +92,7 @@ def test_adapt_from_a_served_shadow_folder(
             "--no-progress",
             "--set", "epochs=2", "--set", "batch_size=4", "--set", "bf16=off",
             "--set", "test_share=0.25", "--set", "stop_share=0.25", "--set", "min_gain=0.5",
-            "--force",
+            "--minutes", "30", "--force",
         ]
     )  # fmt: skip
     assert code == 0
@@ -105,6 +105,15 @@ def test_adapt_from_a_served_shadow_folder(
     assert check["forced"] == (not check["passed"]) and check["message"] in printed
     assert ("REPLACE" in printed) == report["gate"]["replace"]
     assert (out / "report.md").read_text().startswith("# Site adaptation")
+    # --minutes: the training was sized from timed steps; 30 minutes hold all of it
+    b = report["budget"]
+    assert b["minutes"] == 30 and b["fits"] and b["costs"]["seconds_per_step"] > 0
+    assert 0 < b["planned_seconds"] <= b["costs"]["left"] < 30 * 60
+    assert (b["epochs"], b["replay_fraction"]) == (2, 1.0)
+    sized = report["distill_config"]
+    assert (sized["epochs"], sized["labelled_fraction"]) == (b["epochs"], b["replay_fraction"])
+    assert f"adapt budget 30 min: 2 epochs x {b['steps_per_epoch']} steps" in printed
+    assert "Time budget 30 min" in (out / "report.md").read_text()
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
     # the held-out frames are the latest ones the camera saw
     counts = report["site_frames"]
