@@ -38,6 +38,10 @@ RECIPES = {
         "kd.weights.ld=1.0",
         "kd.hybrid=[logit, ld, feature, cwd]",
     ],
+    # #19's "function matching": half the labelled images blended in pairs (MixUp), the
+    # teacher teaching on exactly the blend the student sees; changes the shared batches,
+    # so it trains on its own
+    "mixup": ["kd.mixup=0.5"],
     # a probe, not a comparable row: the benchmark's hybrid on 1.5x the schedule (is the
     # student short of capacity or of training?); trains on its own (another schedule
     # cannot share batches: see distill.train.SHARED_KEYS)
@@ -54,10 +58,13 @@ def groupable(r: dict) -> bool:
     """Trained in its seed's single-method group: a single method or a hybrid recipe."""
     full = r["frac"] == 1.0 and not r.get("int8")
     if r.get("recipe"):  # students trained together agree on what shapes the batches
+        from distill.distillation import SHARED_KD_KEYS
         from distill.train import SHARED_KEYS
 
-        keys = {o.split("=", 1)[0].split(".", 1)[0] for o in RECIPES[r["recipe"]]}
-        return full and not keys & set(SHARED_KEYS)
+        keys = [o.split("=", 1)[0] for o in RECIPES[r["recipe"]]]
+        top = {k.split(".", 1)[0] for k in keys}
+        kd = {k.removeprefix("kd.") for k in keys if k.startswith("kd.")}
+        return full and not top & set(SHARED_KEYS) and not kd & set(SHARED_KD_KEYS)
     return full and r["model"] in SINGLE
 
 

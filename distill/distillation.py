@@ -75,6 +75,9 @@ class KDConfig:
     pseudo_iou: float = 0.6  # NMS IoU for pseudo-labels and dense-target detections
     dense_min_score: float = 0.1  # teacher detections above this (after NMS) are dense targets
     unlabelled_ratio: float = 0.5  # share of each batch drawn from unlabelled frames
+    # share of the labelled images blended with another image of the batch (MixUp, weight
+    # ~Beta(32, 32)); the teacher sees the same blend, the targets are both images' boxes
+    mixup: float = 0.0
     teacher_bf16: str = "auto"  # auto | on | off
     teacher_layout: str = ""  # OutputLayout YAML for an external ONNX teacher
     teacher_kind: str = ""  # override the ONNX teacher's layout kind: understudy|yolo|pair|detr
@@ -89,6 +92,8 @@ class KDConfig:
             raise ConfigError("kd.feature_mask must be gt, teacher or none")
         if not 0 <= self.unlabelled_ratio < 1:
             raise ConfigError("kd.unlabelled_ratio must be in [0, 1)")
+        if not 0 <= self.mixup <= 1:
+            raise ConfigError(f"kd.mixup {self.mixup} must be in [0, 1] (a share of images)")
 
     @property
     def terms(self) -> tuple[str, ...]:
@@ -193,6 +198,8 @@ class Distiller:
             self.n_unlabelled = max(1, round(batch_size * cfg.unlabelled_ratio))
             self._frames = FrameStream(unlabelled, self.n_unlabelled, seed, rank, world)
         self._post = None
+        # MixUp draws: seeded per process, saved with last.pt (an exact resume)
+        self._mix = np.random.default_rng([seed, rank, 0x5EED]) if cfg.mixup > 0 else None
 
     def plan_line(self) -> str:
         """One line: the teacher, the terms used, and those dropped and why."""
@@ -213,18 +220,48 @@ class Distiller:
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to prepare the same batches: the frame stream's
-        position (the teacher and the KD terms hold no state between steps)."""
-        return {"frames": self._frames.state_dict()} if self._frames is not None else {}
+        position and the MixUp draws (the teacher and the KD terms hold no state between
+        steps)."""
+        state: dict[str, Any] = {}
+        if self._frames is not None:
+            state["frames"] = self._frames.state_dict()
+        if self._mix is not None:
+            state["mixup"] = self._mix.bit_generator.state
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self._frames is not None and "frames" in state:
             self._frames.load_state_dict(state["frames"])
+        if self._mix is not None and "mixup" in state:
+            self._mix.bit_generator.state = state["mixup"]
+
+    def mixup(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Blend ``kd.mixup`` of the images with another image of the batch (weight drawn
+        from Beta(32, 32), about one half); a blended image's targets are both images'
+        boxes. The teacher then runs on the blends: the student is taught on exactly the
+        view it sees, a harder one than the plain batch."""
+        n = images.shape[0]
+        chosen = np.flatnonzero(self._mix.random(n) < self.cfg.mixup)
+        partner = self._mix.permutation(n)
+        lam = self._mix.beta(32.0, 32.0, n).astype(np.float32)
+        pairs = [(int(i), int(partner[i])) for i in chosen if partner[i] != i]
+        if not pairs:
+            return images, targets
+        mixed, extra = images.clone(), [targets]
+        for i, j in pairs:
+            mixed[i] = lam[i] * images[i] + (1 - lam[i]) * images[j]
+            theirs = targets[targets[:, 0] == j].clone()
+            theirs[:, 0] = i
+            extra.append(theirs)
+        return mixed, torch.cat(extra)
 
     def prepare(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor, Context]:
         """Images and targets on the training device, plus the teacher's outputs (and its
         detections, when a run learns dense targets)."""
         images = batch[0].to(self.device, non_blocking=True)
         targets = batch[1].to(self.device)
+        if self._mix is not None:
+            images, targets = self.mixup(images, targets)
         n_labelled = images.shape[0]
         if self._frames is not None:
             frames = next(self._frames)[0].to(self.device, non_blocking=True)
@@ -399,6 +436,7 @@ SHARED_KD_KEYS = (
     "teacher_layout",
     "teacher_kind",
     "dense_min_score",
+    "mixup",
 )
 
 

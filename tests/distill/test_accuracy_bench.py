@@ -56,6 +56,9 @@ def test_recipes_join_their_seeds_group_with_their_overrides() -> None:
     longer = accuracy.plan(args(only=["logit"], recipes=["1.5x-epochs"], seeds=[0]))
     assert [ajobs.job_name(j) for j in ajobs.group_singles(longer, a)] == [
         "logit-s0", "hybrid-1.5x-epochs-s0"]  # another schedule: not in the group  # fmt: skip
+    mix = accuracy.plan(args(only=["logit"], recipes=["mixup"], seeds=[0]))
+    assert [ajobs.job_name(j) for j in ajobs.group_singles(mix, a)] == [
+        "logit-s0", "hybrid-mixup-s0"]  # other batches (a shared kd key): alone  # fmt: skip
     over = accuracy.kd_overrides(runs[1], a)
     assert over[0] == "kd.method=hybrid" and over[-1] == "epochs=2"  # --set wins
     assert all(o in over for o in ajobs.RECIPES["strong-cwd"])

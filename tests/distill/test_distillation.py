@@ -235,3 +235,60 @@ def test_cli_distil_skip_bad_leaves_out_damaged_images_labels_and_frames(
         ("val", "000001.txt", 1),
         ("unlabelled", "000003.jpg", None),
     ]
+
+
+def test_mixup_blends_pairs_and_teaches_on_the_blend(tiny_checkpoint: Path) -> None:
+    """kd.mixup: the chosen images become blends with a partner of the batch (weight about
+    one half), their targets gain the partner's boxes, the teacher runs on the blends, and
+    the draws are saved for an exact resume."""
+    from distill.distillation import Distiller, KDConfig
+    from distill.teachers import NativeTeacher
+
+    teacher = NativeTeacher(tiny_checkpoint)
+    seen = []
+    real_call = teacher.__call__
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(teacher, name)
+
+        def __call__(self, images, need_features=False):
+            seen.append(images.clone())
+            return real_call(images, need_features)
+
+    n = 8
+    images = torch.stack([torch.full((3, 64, 64), i / 10) for i in range(n)])
+    targets = torch.tensor([[i, i % 2, 4.0 * i, 4.0, 4.0 * i + 8, 12.0] for i in range(n)])
+    d = Distiller(KDConfig(method="logit", mixup=1.0), Spy(), {}, img_size=64, seed=3)
+    state = d.state_dict()
+    mixed, context_targets, ctx = d.prepare((images, targets, None))
+    assert torch.equal(seen[0], mixed)  # the teacher taught on exactly the blends
+    assert torch.equal(ctx.targets, context_targets)
+    blended = [i for i in range(n) if not torch.equal(mixed[i], images[i])]
+    assert len(blended) >= n - 2  # everyone but a self-paired image
+    for i in blended:
+        own = context_targets[context_targets[:, 0] == i]
+        assert own.shape[0] == 2  # its box and its partner's
+        j = int(own[own[:, 2] != 4.0 * i][0, 2] // 4)  # the partner, from its box
+        lam = (mixed[i, 0, 0, 0] - images[j, 0, 0, 0]) / (images[i, 0, 0, 0] - images[j, 0, 0, 0])
+        assert 0.3 < float(lam) < 0.7 and torch.allclose(
+            mixed[i], lam * images[i] + (1 - lam) * images[j], atol=1e-5
+        )
+    # resume: the same draws from the saved state
+    again = Distiller(KDConfig(method="logit", mixup=1.0), teacher, {}, img_size=64, seed=3)
+    again.load_state_dict(state)
+    assert torch.equal(again.prepare((images, targets, None))[0], mixed)
+    # none asked: the batch is untouched
+    plain = Distiller(KDConfig(method="logit"), teacher, {}, img_size=64)
+    assert torch.equal(plain.prepare((images, targets, None))[0], images)
+    with pytest.raises(ConfigError, match=r"kd\.mixup"):
+        kd_cfg("kd.mixup=1.5")
+
+
+def test_distillation_with_mixup_runs_and_resumes(tmp_path: Path, tiny_data: Path,
+                                                   tiny_checkpoint: Path) -> None:  # fmt: skip
+    cfg = kd_cfg("kd.method=hybrid", "kd.mixup=0.5", "max_steps=2")
+    out = distill(cfg, str(tiny_checkpoint), str(tiny_data), str(tmp_path), progress=False)
+    last = read_checkpoint(tmp_path / "last.pt")
+    assert "mixup" in last["train_state"]["plugin"]  # the draws' state, for an exact resume
+    assert read_checkpoint(out)["config"]["kd"]["mixup"] == 0.5
