@@ -316,9 +316,13 @@ def teacher_provenance(path: Path) -> dict:
 
 def replacing(row: dict, old: dict | None) -> dict:
     """A redone row (``--redo``): it says what the row it replaces had, and that note
-    replaces the old one (a stale note on how the old run was timed would mislead)."""
+    replaces the old one (a stale note on how the old run was timed would mislead). A row
+    redone from the same trained model (same numbers) keeps what it said."""
     if old is None:
         return row
+    if all(old.get(k) == row.get(k) for k in ("map50_95", "map50", "train_seconds")):
+        # the same trained model read again: the row says what it said (what it replaced)
+        return {**row, **{k: old[k] for k in ("replaced", "note") if k in old}}
     kept = ("map50_95", "map50", "train_seconds", "images_per_s", "device", "teacher", "note")
     row["replaced"] = {k: old[k] for k in kept if k in old}
     was = f"{old['map50_95']:.2f}" if isinstance(old.get("map50_95"), (int, float)) else "?"

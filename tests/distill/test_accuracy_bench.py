@@ -267,3 +267,10 @@ def test_redo_reruns_rows_it_names_and_says_what_they_replaced(
     assert rows["hybrid"]["teacher"]["sha256"] == digest  # the same teacher file
     md = out.with_suffix(".md").read_text()
     assert "rerun with --redo; the row it replaced had mAP50-95 99.00" in md
+    # redone again from the same trained models: the rows still say what they replaced
+    before = json.loads(out.read_text())["rows"]
+    assert accuracy.main([*common, "--redo", "hybrid"]) == 0
+    after = json.loads(out.read_text())["rows"]
+    assert [(r["note"], r["replaced"]) for r in after] == [
+        (r["note"], r["replaced"]) for r in before
+    ]
