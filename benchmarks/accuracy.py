@@ -105,6 +105,20 @@ def plan(args: argparse.Namespace) -> list[dict]:
     return runs
 
 
+def check_names(args: argparse.Namespace) -> None:
+    """Every name given to ``--only`` / ``--redo`` is a row of the plan (a misspelt one
+    would silently do nothing)."""
+    every = plan(argparse.Namespace(**{**vars(args), "only": None, "redo": []}))
+    # a recipe's name matches no row: ``--only NAME --recipes NAME`` runs that recipe alone
+    known = {r["model"] for r in every} | {"int8", "teacher-l20", *RECIPES}
+    unknown = sorted({*(args.only or []), *(args.redo or [])} - known)
+    if unknown:
+        raise SystemExit(
+            f"--only/--redo: no rows named {', '.join(unknown)}; the rows are "
+            f"{', '.join(sorted(known))} (recipes come with --recipes)"
+        )
+
+
 def _asked(r: dict, only: list[str]) -> bool:
     """Whether ``--only`` names this run: "teacher" is the 100% teacher; a 20% teacher comes
     with "pseudo-own" (or "teacher-l20")."""
@@ -234,6 +248,11 @@ def int8_row(r: dict, args: argparse.Namespace) -> dict:
     from runtime.evaluate import evaluate_runtime
 
     out = Path(args.runs) / run_name(r)
+    if not (out / "model.pt").is_file():
+        raise SystemExit(
+            f"int8: {out / 'model.pt'} is not trained yet; run the hybrid row first "
+            f"(--only hybrid --seeds {r['seed']}, or --redo hybrid where the file has its row)"
+        )
     fp32 = export_onnx(out / "model.pt", out / "student.onnx").path
     split = load_split(args.data, "val")
     result = {}
@@ -286,7 +305,11 @@ def result_row(r: dict, model_pt: Path) -> dict:
         "images_per_s": round(sorted(ips)[len(ips) // 2], 1),
         "epochs": ckpt["config"].get("epochs"),
         "img_size": ckpt["img_size"],
-        **({"teacher": teacher_provenance(Path(ckpt["teacher"]))} if ckpt.get("teacher") else {}),
+        **(
+            {"teacher": teacher_provenance(Path(ckpt["teacher"]), model_pt)}
+            if ckpt.get("teacher")
+            else {}
+        ),
         **(
             {"recipe": r["recipe"], "recipe_overrides": RECIPES[r["recipe"]]}
             if r.get("recipe")
@@ -295,10 +318,12 @@ def result_row(r: dict, model_pt: Path) -> dict:
     }
 
 
-def teacher_provenance(path: Path) -> dict:
+def teacher_provenance(path: Path, student: Path) -> dict:
     """Which teacher a distilled run learned from: its mAP50-95 (a checkpoint) and the first
     12 hex digits of the file's SHA-256, so rows distilled from different teacher runs are
-    told apart. An ONNX teacher exported from a checkpoint names that checkpoint."""
+    told apart. An ONNX teacher exported from a checkpoint names that checkpoint. The file
+    is read now: one written after the ``student`` was (a teacher retrained since) is
+    flagged ``newer_than_student``, as it cannot be the one the student learned from."""
     import hashlib
 
     from distill.checkpoint import read_checkpoint
@@ -306,6 +331,8 @@ def teacher_provenance(path: Path) -> dict:
     if not path.is_file():
         return {"path": str(path), "missing": True}
     out = {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:12]}
+    if path.stat().st_mtime > student.stat().st_mtime:
+        out["newer_than_student"] = True
     source = path if path.suffix == ".pt" else path.parent / "model.pt"
     if source.is_file():
         out["map50_95"] = read_checkpoint(source)["metrics"].get("map50_95")
@@ -321,8 +348,10 @@ def replacing(row: dict, old: dict | None) -> dict:
     if old is None:
         return row
     if all(old.get(k) == row.get(k) for k in ("map50_95", "map50", "train_seconds")):
-        # the same trained model read again: the row says what it said (what it replaced)
-        return {**row, **{k: old[k] for k in ("replaced", "note") if k in old}}
+        # the same trained model read again: the row says what it said, where it ran, and
+        # what it replaced
+        kept = ("replaced", "note", "command", "device", "trained_with")
+        return {**row, **{k: old[k] for k in kept if k in old}}
     kept = ("map50_95", "map50", "train_seconds", "images_per_s", "device", "teacher", "note")
     row["replaced"] = {k: old[k] for k in kept if k in old}
     was = f"{old['map50_95']:.2f}" if isinstance(old.get("map50_95"), (int, float)) else "?"
@@ -414,7 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[],
         help="run these rows again although the results file has them (a trained model "
-        "under --runs is reused) and replace them; they are run with any --only rows",
+        "under --runs is reused) and replace them; they are run with any --only rows, and "
+        "--redo hybrid also redoes the recipes asked for with --recipes",
     )
     ap.add_argument(
         "--recipes",
@@ -491,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         from distill.data.synth_config import load_synth_config
 
         generate(args.data, 0, load_synth_config(ROOT / "configs" / "synth_standard.yaml"))
+    check_names(args)
     path = Path(args.out)
     rows = load_results(path)
     done = {key(x) for x in rows}

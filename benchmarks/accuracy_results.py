@@ -61,7 +61,9 @@ def save_results(path: Path, rows: list[dict], command: str) -> None:
     kept = json.loads(path.read_text()) if path.is_file() else {}
     notes = kept.get("notes", [])
     there = {key(r): r for r in kept.get("rows", [])}
-    ours = {key(r): {**there.get(key(r), {}), **r} for r in rows}
+    # a redone row (it says what it ``replaced``) replaces the file's whole: a field of the
+    # old run it lacks would contradict it
+    ours = {key(r): r if "replaced" in r else {**there.get(key(r), {}), **r} for r in rows}
     rows = sorted(
         [*ours.values(), *(r for k, r in there.items() if k not in ours)],
         key=lambda r: (

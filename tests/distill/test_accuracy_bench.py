@@ -7,6 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks import accuracy
 from benchmarks import accuracy_jobs as ajobs
 from distill.checkpoint import read_checkpoint
@@ -274,3 +276,14 @@ def test_redo_reruns_rows_it_names_and_says_what_they_replaced(
     assert [(r["note"], r["replaced"]) for r in after] == [
         (r["note"], r["replaced"]) for r in before
     ]
+    # a teacher file written after the student cannot be the one it learned from
+    import os
+
+    os.utime(runs / "teacher" / "model.pt", (2e9, 2e9))
+    assert accuracy.main([*common, "--redo", "hybrid"]) == 0
+    hybrid = next(r for r in json.loads(out.read_text())["rows"] if r["precision"] == "fp32"
+                  and r["model"] == "hybrid")  # fmt: skip
+    assert hybrid["teacher"]["newer_than_student"] is True
+    # a misspelt row name is an error, not a run that does nothing
+    with pytest.raises(SystemExit, match="no rows named hybird"):
+        accuracy.main([*common, "--redo", "hybird"])
