@@ -534,7 +534,11 @@ def _distillers(
 
 
 def measure_distill_steps(
-    cfg: DistillConfig, teacher_path: str, data: str, unlabelled: str | None = None
+    cfg: DistillConfig,
+    teacher_path: str,
+    data: str,
+    unlabelled: str | None = None,
+    steps: int = 3,
 ) -> StepTiming:
     """Time a few real steps of ``distill(cfg, teacher_path, data, ..., unlabelled)`` (the
     teacher's pass and the unlabelled frames included): see
@@ -543,4 +547,4 @@ def measure_distill_steps(
     from distill.train import measure_steps
 
     distiller = _distillers([cfg], teacher_path, data, unlabelled)[0][0]
-    return measure_steps(cfg, data, distiller=distiller)
+    return measure_steps(cfg, data, distiller=distiller, steps=steps)

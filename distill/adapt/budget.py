@@ -9,11 +9,15 @@ the budget, less the final scoring, is shared between the epochs:
     epoch = set-up (data, teacher) + steps x seconds per step + its scoring (the original
             val split, the stop frames)
 
-The epochs stay as configured while each can have at least ``MIN_STEPS`` steps, else there
-are fewer. The replayed share of the original data is what sets the steps of an epoch
-(each step takes its labelled images from it; the site frames cycle within), so it is cut
-to fit, never raised above the configured ``replay_fraction``. A budget too small for one
-epoch of ``MIN_STEPS`` is said in a warning and that minimum is run.
+``RESERVE`` of the time left is kept back for what the plan does not count (checkpoints,
+the report). The epochs stay as configured unless their fixed costs would take more than
+``MAX_FIXED_SHARE`` of the training time or leave an epoch fewer than ``MIN_STEPS`` steps:
+then there are fewer (each epoch is one early-stopping check, so not fewer than needed).
+The replayed share of the original data is what sets the steps of an epoch (each step
+takes its labelled images from it; the site frames cycle within), so it is cut to fit,
+never raised above the configured ``replay_fraction``; each epoch draws its own subset.
+A budget too small for one epoch of ``MIN_STEPS`` is said in a warning and that minimum
+is run.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 MIN_STEPS = 10  # optimizer steps an epoch has at least
+MAX_FIXED_SHARE = 0.25  # of the training time, at most, on the epochs' fixed costs
+RESERVE = 0.05  # of the time left, kept back for what the plan does not count
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,7 @@ class Costs:
 
     left: float  # budget left now
     seconds_per_step: float  # one optimizer step of the adaptation (teacher pass included)
-    setup: float  # an epoch's set-up: loading the data and the teacher (+ a warm-up step)
+    setup: float  # an epoch's set-up: the teacher and the data loaded, a first step
     epoch_scoring: float  # scoring after each epoch: the original val split + stop frames
     final_scoring: float  # scoring the adapted student at the end (as the deployed one)
 
@@ -72,19 +78,23 @@ def plan(
     ``n_replay``: images of the original train split; ``labelled_batch``: of them per step;
     ``max_fraction``: the configured replayed share (never exceeded)."""
     full = max(1, math.floor(n_replay * max_fraction / labelled_batch))  # steps at most
+    least = min(MIN_STEPS, full)
     per_epoch_fixed = costs.setup + costs.epoch_scoring
-    train_left = costs.left - costs.final_scoring
+    train_left = costs.left * (1 - RESERVE) - costs.final_scoring
 
     def steps_for(n_epochs: int) -> int:
         return math.floor((train_left / n_epochs - per_epoch_fixed) / costs.seconds_per_step)
 
     n = epochs
-    while n > 1 and steps_for(n) < MIN_STEPS:
+    while n > 1 and (
+        steps_for(n) < least
+        or (n * per_epoch_fixed > MAX_FIXED_SHARE * train_left and steps_for(n) < full)
+    ):
         n -= 1
     steps = min(full, steps_for(n))
-    fits = steps >= min(MIN_STEPS, full)
+    fits = steps >= least
     if not fits:
-        steps = min(full, MIN_STEPS)
+        steps = least
     fraction = min(max_fraction, steps * labelled_batch / n_replay)
     planned = costs.final_scoring + n * (per_epoch_fixed + steps * costs.seconds_per_step)
     result = BudgetPlan(minutes, n, steps, fraction, planned, fits, costs)

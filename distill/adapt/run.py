@@ -145,9 +145,14 @@ def steps_per_epoch(cfg: DistillConfig, data: str) -> int:
 
     train_split, _ = load_data(data, cfg, [], 0, False)
     n = len(train_split.records)
+    return max(1, n // min(labelled_batch(cfg), n))
+
+
+def labelled_batch(cfg: DistillConfig) -> int:
+    """Images of the original data per step (the rest of the batch is site frames), as
+    :meth:`distill.distillation.Distiller.labelled_batch_size` takes them."""
     site = max(1, round(cfg.batch_size * cfg.kd.unlabelled_ratio)) if cfg.kd.unlabelled_ratio else 0
-    batch = min(max(1, cfg.batch_size - site), n)
-    return max(1, n // batch)
+    return max(1, cfg.batch_size - site)
 
 
 class Scorer:
@@ -245,6 +250,8 @@ def train_epochs(
     t0 = time.perf_counter()
     for epoch in range(1, dcfg.epochs + 1):
         run_cfg = replace(dcfg, max_steps=spe * epoch)
+        if dcfg.labelled_fraction < 1:  # a share of the original data: a new draw each epoch
+            run_cfg = replace(run_cfg, seed=dcfg.seed + epoch - 1)
         path = distill(run_cfg, teacher, data, str(run_dir), str(site_train), epoch > 1, progress)
         if epoch == 1:
             step = int(read_checkpoint(run_dir / "last.pt")["train_state"]["step"])
@@ -351,6 +358,9 @@ def adapt(
     return report
 
 
+MEASURED_STEPS = 3  # timed steps of the adaptation's training, after a warm-up step
+
+
 def fit_budget(
     dcfg: DistillConfig,
     cfg: AdaptConfig,
@@ -370,13 +380,13 @@ def fit_budget(
     from runtime.data.dataset import load_split
 
     t0 = time.perf_counter()
-    timing = measure_distill_steps(dcfg, teacher, data, str(site_train))
+    timing = measure_distill_steps(dcfg, teacher, data, str(site_train), steps=MEASURED_STEPS)
+    measured = time.perf_counter() - t0  # the teacher, the data, a warm-up step, the steps
     n_replay = len(load_split(data, "train").records)
-    site = max(1, round(dcfg.batch_size * dcfg.kd.unlabelled_ratio))
     costs = budget.Costs(
         left=left - (time.perf_counter() - t0),
         seconds_per_step=timing.seconds_per_step,
-        setup=timing.warmup_seconds,
+        setup=measured - MEASURED_STEPS * timing.seconds_per_step,
         epoch_scoring=scorer.seconds["original"] + stop_seconds,
         final_scoring=sum(scorer.seconds.values()),
     )
@@ -385,7 +395,7 @@ def fit_budget(
         costs,
         cfg.epochs,
         n_replay,
-        max(1, dcfg.batch_size - site),
+        labelled_batch(dcfg),
         cfg.replay_fraction,
     )
     print(budget.line(p))
@@ -415,6 +425,7 @@ def locals_for_report(
 
 
 def _report(base, before, after, history, best_epoch, cfg, site_labels) -> dict[str, Any]:
+    epochs = base["distill_config"]["epochs"]  # as planned (a time budget may cut them)
     if site_labels:
         metric, site = (
             "labelled site mAP50-95",
@@ -436,6 +447,6 @@ def _report(base, before, after, history, best_epoch, cfg, site_labels) -> dict[
         "scores": {"deployed": before, "adapted": after},
         "history": history,
         "best_epoch": best_epoch,
-        "stopped_early": bool(history) and history[-1]["epoch"] < cfg.epochs,
+        "stopped_early": bool(history) and history[-1]["epoch"] < epochs,
         "gate": gate.to_dict(),
     }

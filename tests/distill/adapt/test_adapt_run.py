@@ -92,7 +92,7 @@ def test_adapt_from_a_served_shadow_folder(
             "--no-progress",
             "--set", "epochs=2", "--set", "batch_size=4", "--set", "bf16=off",
             "--set", "test_share=0.25", "--set", "stop_share=0.25", "--set", "min_gain=0.5",
-            "--minutes", "30", "--force",
+            "--set", "replay_fraction=0.5", "--minutes", "30", "--force",
         ]
     )  # fmt: skip
     assert code == 0
@@ -109,9 +109,15 @@ def test_adapt_from_a_served_shadow_folder(
     b = report["budget"]
     assert b["minutes"] == 30 and b["fits"] and b["costs"]["seconds_per_step"] > 0
     assert 0 < b["planned_seconds"] <= b["costs"]["left"] < 30 * 60
-    assert (b["epochs"], b["replay_fraction"]) == (2, 1.0)
+    assert (b["epochs"], b["replay_fraction"]) == (2, 0.5)
     sized = report["distill_config"]
     assert (sized["epochs"], sized["labelled_fraction"]) == (b["epochs"], b["replay_fraction"])
+    assert report["stopped_early"] == (len(report["history"]) < b["epochs"])
+    # half the original data replayed: each epoch draws its own half (the seed moves on)
+    from distill.checkpoint import read_checkpoint
+
+    last = read_checkpoint(out / "train" / "last.pt")["config"]
+    assert last["seed"] == len(report["history"]) - 1 and last["labelled_fraction"] == 0.5
     assert f"adapt budget 30 min: 2 epochs x {b['steps_per_epoch']} steps" in printed
     assert "Time budget 30 min" in (out / "report.md").read_text()
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"

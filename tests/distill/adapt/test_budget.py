@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from distill.adapt import budget
-from distill.adapt.budget import MIN_STEPS, Costs, plan
+from distill.adapt.budget import MIN_STEPS, RESERVE, Costs, plan
 
 
 def costs(left: float, per_step: float = 1.0) -> Costs:
@@ -25,20 +25,30 @@ def test_a_generous_budget_keeps_the_configured_schedule() -> None:
 
 
 def test_a_tight_budget_cuts_the_replayed_share_to_fit() -> None:
-    c = costs(1000, per_step=2.0)  # 960 s for 6 epochs: 160 s each, 130 s of steps: 65
+    c = costs(1000, per_step=2.0)  # 910 s to train after the reserve and the final scoring
     p = plan(20, c, epochs=6, n_replay=2000, labelled_batch=8, max_fraction=1.0)
-    assert (p.epochs, p.steps_per_epoch, p.fits) == (6, 65, True)
-    assert p.replay_fraction == pytest.approx(65 * 8 / 2000)
-    assert p.planned_seconds <= c.left
-    assert c.left - p.planned_seconds < 6 * c.seconds_per_step  # the time left is used
+    assert (p.epochs, p.steps_per_epoch, p.fits) == (6, 60, True)  # (910 / 6 - 30) / 2
+    assert p.replay_fraction == pytest.approx(60 * 8 / 2000)
+    assert p.planned_seconds <= c.left * (1 - RESERVE)  # the reserve is kept
+    assert c.left * (1 - RESERVE) - p.planned_seconds < 6 * c.seconds_per_step  # the rest used
+
+
+def test_fewer_epochs_when_their_fixed_costs_would_eat_the_time() -> None:
+    # 340 s to train: 6 epochs would spend 180 s on set-up and scoring, 2 spend 60 (< 25%)
+    p = plan(5, costs(400), epochs=6, n_replay=2000, labelled_batch=8, max_fraction=1.0)
+    assert (p.epochs, p.steps_per_epoch, p.fits) == (2, 140, True)
+    assert p.planned_seconds <= 400 * (1 - RESERVE)
+    # but not when the whole replayed data fits anyway: the epochs then cost no steps
+    small = plan(5, costs(500), epochs=6, n_replay=40, labelled_batch=8, max_fraction=1.0)
+    assert (small.epochs, small.steps_per_epoch, small.replay_fraction) == (6, 5, 1.0)
 
 
 def test_fewer_epochs_rather_than_epochs_too_short_to_learn() -> None:
-    c = costs(250)  # 210 s to train: 6 epochs would have 5 steps each, 5 epochs have 12
-    p = plan(5, c, epochs=6, n_replay=2000, labelled_batch=8, max_fraction=1.0)
-    assert (p.epochs, p.steps_per_epoch, p.fits) == (5, 12, True)
-    assert p.planned_seconds <= c.left
-    assert plan(5, c, 2, 2000, 8, 1.0).epochs == 2  # fewer asked: kept
+    # 20 s a step: 6 epochs would have 6 steps each, 3 epochs have 13
+    p = plan(20, costs(1000, per_step=20.0), epochs=6, n_replay=2000, labelled_batch=8,
+             max_fraction=1.0)  # fmt: skip
+    assert (p.epochs, p.steps_per_epoch, p.fits) == (3, 13, True)
+    assert plan(20, costs(1000, 20.0), 2, 2000, 8, 1.0).epochs == 2  # fewer asked: kept
 
 
 def test_a_budget_too_small_runs_the_minimum_and_says_so(caplog) -> None:
@@ -60,4 +70,4 @@ def test_the_plan_goes_into_the_report_as_numbers() -> None:
     from distill.adapt.report import budget_text
 
     text = budget_text(d)
-    assert "6 epochs of 65 steps" in text and "26.0% of the original" in text
+    assert "6 epochs of 60 steps" in text and "24.0% of the original" in text
