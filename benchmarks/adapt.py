@@ -60,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--student", default="runs/bench/hybrid-s0/model.pt", help="the deployed student"
     )
-    ap.add_argument("--runs", default="runs/bench/adapt", help="work folder")
+    ap.add_argument(
+        "--runs",
+        help="work folder (default runs/bench/adapt, with --reduced runs/bench/adapt-reduced)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--site-train", type=int, default=1000, help="site footage images")
     ap.add_argument("--site-val", type=int, default=400, help="labelled held-out site images")
@@ -131,7 +134,7 @@ def site_video(site: Path, hold: int, fps: float) -> Path:
 
     from runtime.video import VideoSink
 
-    path = site / "site_video.avi"
+    path = site / f"site_video_h{hold}_{fps:g}fps.avi"
     if path.is_file():
         return path
     sink = VideoSink(path, fps)
@@ -148,8 +151,11 @@ def shadow_run(student: Path, teacher: Path, video: Path, save: Path, args) -> d
     it, and count what was saved."""
     from benchmarks.stream_load import Server
 
-    if save.is_dir() and any(save.glob("shadow_*.json")):
+    manifest = shadow_manifest(student, teacher, video, args)
+    if reusable_shadow(save, manifest):
         return {"reused": True, "saved": len(list(save.glob("shadow_*.json")))}
+    save.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(save / "manifest.json", manifest)
     server = Server(
         [
             "--model",
@@ -195,6 +201,38 @@ def shadow_run(student: Path, teacher: Path, video: Path, save: Path, args) -> d
         "saved": len(list(save.glob("shadow_*.json"))),
         "stream": json.loads((save.parent / "stream.json").read_text()),
     }
+
+
+def shadow_manifest(student: Path, teacher: Path, video: Path, args) -> dict[str, Any]:
+    """What a shadow folder's frames came from: the two models (file digests), the video
+    and the serving settings. Frames of another run are not reused."""
+    import hashlib
+
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+    return {
+        "student": digest(student),
+        "teacher": digest(teacher),
+        "video": f"{video.name}:{video.stat().st_size}",
+        "below_f1": args.below_f1,
+        "serve_threshold": args.serve_threshold,
+        "fps": args.fps,
+    }
+
+
+def reusable_shadow(save: Path, manifest: dict[str, Any]) -> bool:
+    """Whether ``save`` holds the frames of this very run (its manifest matches); a folder
+    of frames from another run is an error (they are not deleted)."""
+    if not (save.is_dir() and any(save.iterdir())):
+        return False
+    there = save / "manifest.json"
+    if there.is_file() and json.loads(there.read_text()) == manifest:
+        return any(save.glob("shadow_*.json"))
+    raise SystemExit(
+        f"{save}: holds shadow frames of another run (other models, video or settings); "
+        "move it away or give another --runs"
+    )
 
 
 def teacher_row(teacher: Path, data: Path, site: Path) -> dict[str, Any]:
@@ -282,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = command_line("adapt", argv)
     load_start = os.getloadavg()[0]
-    runs = Path(args.runs)
+    runs = Path(args.runs or ("runs/bench/adapt-reduced" if args.reduced else "runs/bench/adapt"))
     if args.reduced:
         data, teacher, student = reduced_models(args, runs)
     else:

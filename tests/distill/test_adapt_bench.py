@@ -82,3 +82,30 @@ def test_results_files(tmp_path: Path) -> None:
     bench.plot(doc, tmp_path / "adapt.png")
     assert (tmp_path / "adapt.png").read_bytes()[:4] == b"\x89PNG"
     json.dumps(doc)
+
+
+def test_shadow_frames_are_reused_only_from_the_same_run(tmp_path: Path) -> None:
+    """A shadow folder is reused when its manifest names the same models, video and
+    settings; frames of another run (e.g. the reduced configuration's) stop the benchmark
+    with a message instead of being mixed in, and are not deleted."""
+    import pytest
+
+    student, teacher, video = (tmp_path / n for n in ("s.pt", "t.pt", "v.avi"))
+    for i, path in enumerate((student, teacher, video)):
+        path.write_bytes(bytes([i]) * 10)
+    args = argparse.Namespace(below_f1=1.0, serve_threshold=0.25, fps=10.0)
+    manifest = bench.shadow_manifest(student, teacher, video, args)
+    save = tmp_path / "shadow"
+    assert not bench.reusable_shadow(save, manifest)  # nothing there yet
+    save.mkdir()
+    (save / "manifest.json").write_text(json.dumps(manifest))
+    (save / "shadow_1_000000.json").write_text("{}")
+    assert bench.reusable_shadow(save, manifest)
+    student.write_bytes(b"another student")
+    other = bench.shadow_manifest(student, teacher, video, args)
+    with pytest.raises(SystemExit, match="shadow frames of another run"):
+        bench.reusable_shadow(save, other)
+    (save / "manifest.json").unlink()  # frames without a manifest: not known to be ours
+    with pytest.raises(SystemExit, match="move it away"):
+        bench.reusable_shadow(save, manifest)
+    assert (save / "shadow_1_000000.json").is_file()
