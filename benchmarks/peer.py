@@ -11,7 +11,11 @@ never imports it. Steps (resumable: a rerun skips what is done under ``--runs``)
    with absolute paths (``--train-images`` / ``--val-images``: the first N, for a smoke run);
 2. with ``--minutes M`` (the equal-compute rule): a one-epoch probe with the same settings,
    then epochs = floor(M * 60 / the probe's first-epoch seconds), at least 1 (the row's
-   ``recipe`` is ``"M-min"``, so it sits beside the 16-epoch row);
+   ``recipe`` is ``"M-min"``, so it sits beside the 16-epoch row); ``--fair [RUN]`` sets M
+   to the time the benchmark's teacher and the distilled student of RUN (default
+   ``runs/bench/hybrid-s0``) trained on this machine, read from their ``metrics.jsonl`` as
+   the compute-fair rule reads them (``benchmarks/compute_fair.py``; the row's ``recipe`` is
+   ``"equal-compute"`` and its ``fair`` says how M was counted);
 3. ``yolo detect train model=yolo11n.yaml pretrained=False`` with its default recipe and
    the benchmark's settings: imgsz 256, batch 16, CPU, ``close_mosaic=2``, ``--epochs``;
 4. ``yolo export format=onnx`` of the final weights (``last.pt``, as the project's rows
@@ -23,7 +27,8 @@ never imports it. Steps (resumable: a rerun skips what is done under ``--runs``)
    same letterbox, score threshold, NMS and pycocotools COCO evaluation as every row of
    ``accuracy.json``; the row ``peer-yolo11n`` goes into ``--out``.
 
-    python -m benchmarks.peer [--epochs 16 | --minutes M] [--seed 0] [--data data/synth]
+    python -m benchmarks.peer [--epochs 16 | --minutes M | --fair [RUN]] [--seed 0]
+        [--data data/synth]
         [--runs runs/peer] [--out benchmarks/results/accuracy.json]
 """
 
@@ -126,6 +131,24 @@ def write_view(splits: dict[str, DatasetSplit], folder: Path) -> Path:
     path = folder / "data.yaml"
     write_atomic(path, yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def fair_budget(student_run: Path) -> dict[str, Any]:
+    """The equal-compute budget: the minutes the benchmark's teacher (``teacher`` beside
+    ``student_run``) and the distilled student of ``student_run`` trained on this machine,
+    each at the throughput it had alone (:func:`benchmarks.compute_fair.run_time`:
+    training steps, evaluations not counted, a distilled step with its teacher pass)."""
+    from benchmarks.compute_fair import run_time
+
+    teacher_run = student_run.parent / "teacher"
+    teacher, student = run_time(teacher_run), run_time(student_run)
+    return {
+        "minutes": round((teacher.seconds + student.seconds) / 60, 2),
+        "teacher_run": str(teacher_run),
+        "teacher_seconds": round(teacher.seconds, 1),
+        "student_run": str(student_run),
+        "student_seconds": round(student.seconds, 1),
+    }
 
 
 def plan_epochs(minutes: float, first_epoch_seconds: float) -> int:
@@ -379,12 +402,16 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     yolo = ensure_side_env()
     extra: dict[str, Any] = {"train_images": len(train_split.records)}
     epochs = args.epochs
+    if args.fair:
+        extra["fair"] = fair_budget(Path(args.fair))
+        args.minutes = extra["fair"]["minutes"]
     if args.minutes is not None:
         first_s, probe_wall = probe_epoch_seconds(
             yolo, data_yaml, runs, train_settings(args, 1), state
         )
         epochs = plan_epochs(args.minutes, first_s)
-        extra |= {"recipe": f"{args.minutes:g}-min", "minutes": args.minutes}
+        recipe = "equal-compute" if args.fair else f"{args.minutes:g}-min"
+        extra |= {"recipe": recipe, "minutes": args.minutes}
         extra["first_epoch_seconds"] = round(first_s, 1)
         extra["probe_seconds"] = probe_wall
         print(f"probe: first epoch {first_s:.1f} s -> {epochs} epochs in {args.minutes} min")
@@ -420,6 +447,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--minutes",
         type=float,
         help="train for about this long instead: epochs from a one-epoch probe",
+    )
+    budget.add_argument(
+        "--fair",
+        nargs="?",
+        const="runs/bench/hybrid-s0",
+        metavar="RUN",
+        help="equal compute: --minutes = the time the benchmark teacher and the distilled "
+        "student RUN (default runs/bench/hybrid-s0) trained on this machine",
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--img-size", type=int, default=256, help="training and scoring size")

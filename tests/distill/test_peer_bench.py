@@ -288,3 +288,32 @@ def test_yolo11n_reference_without_the_side_env_says_how_to_build_it(
     monkeypatch.setattr(peer, "SIDE_ENV", tmp_path / "missing")
     assert peer.export_reference(tmp_path / "ref.onnx", 96) is None
     assert "scripts/side_env/ultralytics.sh" in capsys.readouterr().out
+
+
+def test_equal_compute_budget_comes_from_the_teacher_and_student_runs(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--fair RUN: the peer trains for as long as the benchmark teacher and the distilled
+    student RUN trained (their logged images at their own throughput), and says so."""
+    bench = tmp_path / "bench"
+    for run, epochs, ips in (("teacher", 3, 2.0), ("hybrid-s0", 2, 5.0)):
+        (bench / run).mkdir(parents=True)
+        lines = [{"epoch": e, "step": 10 * (e + 1), "images": 60, "images_per_s": ips}
+                 for e in range(epochs)]  # fmt: skip
+        (bench / run / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    fair = peer.fair_budget(bench / "hybrid-s0")
+    # teacher 3 x 60 images at 2/s = 90 s; student 2 x 60 at 5/s = 24 s
+    assert (fair["teacher_seconds"], fair["student_seconds"]) == (90.0, 24.0)
+    assert fair["minutes"] == 1.9 and fair["teacher_run"] == str(bench / "teacher")
+    env, _ = fake_side_env(tmp_path, len(load_split(tiny_data, "val").class_names))
+    monkeypatch.setattr(peer, "SIDE_ENV", env)
+    out = tmp_path / "accuracy.json"
+    argv = ["--data", str(tiny_data), "--runs", str(tmp_path / "runs"), "--fair",
+            str(bench / "hybrid-s0"), "--img-size", "64", "--latency-size", "96",
+            "--val-images", "2", "--out", str(out)]  # fmt: skip
+    assert peer.main(argv) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["recipe"] == "equal-compute" and row["fair"] == fair
+    assert row["minutes"] == 1.9 and row["epochs"] == 11  # 114 s / a 10 s first epoch
+    with pytest.raises(SystemExit):
+        peer.build_parser().parse_args(["--fair", "--minutes", "5"])
